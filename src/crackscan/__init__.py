@@ -1,0 +1,27 @@
+"""crackscan: find cracks in photos of concrete.
+
+    import crackscan
+    run = crackscan.train("data/concrete", out="runs/first")
+    predictor = crackscan.load(run.model_path)   # .keras, .tflite or .onnx
+    predictor.predict(["photo.jpg"])
+"""
+
+import os
+
+# TensorFlow's C++ start-up chatter is not for our users; an explicit setting still wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+try:
+    from importlib.metadata import version as _package_version
+
+    __version__ = _package_version("crackscan")
+except Exception:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+from .config import TrainConfig  # noqa: E402
+from .errors import CrackscanError  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from .predict import Prediction, Predictor, load  # noqa: E402
+from .train import Run, train  # noqa: E402
+
+__all__ = ["CrackscanError", "Prediction", "Predictor", "Run", "TrainConfig", "evaluate", "load", "train", "__version__"]

@@ -1,0 +1,374 @@
+"""Finding labelled images, reading any image to RGB, and the duplicate-aware split.
+
+A dataset is a folder with one subfolder per class (the Özgenel layout: Positive/ and
+Negative/). Every regular file under a class folder is a candidate: the ones that cannot
+be read are reported with the reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import CrackscanError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+POSITIVE_CLASS_NAMES = ("positive", "crack", "cracks", "cracked")
+# A 50-megapixel survey photo must pass; a decompression bomb must not.
+DEFAULT_MAX_PIXELS = 150_000_000
+SPLIT_NAMES = ("train", "val", "test")
+# Files an OS or a sync tool drops into folders; not images anybody meant to label.
+_IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+
+ImageSource = Any  # a path (str or Path), raw bytes, a PIL image or an HxWxC array
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    root: Path
+    class_names: tuple[str, ...]
+    positive_class: str
+    samples: tuple[Sample, ...]
+
+    @property
+    def positive_index(self) -> int:
+        return self.class_names.index(self.positive_class)
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+class ImageReadError(CrackscanError):
+    """One image could not be read: ``source`` says which, ``reason`` why."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+def find_dataset(root: str | os.PathLike, positive_class: str | None = None) -> Dataset:
+    root = Path(root)
+    if not root.exists():
+        raise CrackscanError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise CrackscanError(f"dataset must be a folder with one subfolder per class: {root}")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise CrackscanError(f"no class folders in {root}: expected e.g. {root}/Positive and {root}/Negative")
+    if len(class_dirs) == 1:
+        raise CrackscanError(
+            f"only one class folder ({class_dirs[0].name}) in {root}: a crack classifier needs two, "
+            "e.g. Positive/ and Negative/"
+        )
+    if len(class_dirs) > 2:
+        names = ", ".join(p.name for p in class_dirs)
+        raise CrackscanError(f"{len(class_dirs)} class folders in {root} ({names}): expected two, cracked and not")
+    class_names = tuple(p.name for p in class_dirs)
+    positive = resolve_positive_class(class_names, positive_class)
+    samples = []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(_files_under(class_dir))
+        if not files:
+            raise CrackscanError(f"class folder {class_dir} holds no files")
+        samples.extend(Sample(path, label) for path in files)
+    return Dataset(root, class_names, positive, tuple(samples))
+
+
+def resolve_positive_class(class_names: Sequence[str], positive_class: str | None) -> str:
+    if positive_class is not None:
+        if positive_class not in class_names:
+            raise CrackscanError(
+                f"positive class {positive_class!r} is not one of the class folders {list(class_names)}"
+            )
+        return positive_class
+    matches = [name for name in class_names if name.lower() in POSITIVE_CLASS_NAMES]
+    if len(matches) != 1:
+        raise CrackscanError(
+            f"cannot tell which of {list(class_names)} holds the cracks: name it with --positive-class"
+        )
+    return matches[0]
+
+
+def _files_under(folder: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and name.lower() not in _IGNORED_NAMES:
+                yield Path(dirpath) / name
+
+
+def list_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expands files, folders (recursively, image suffixes only) and glob patterns."""
+    found: list[Path] = []
+    for entry in paths:
+        entry = str(entry)
+        path = Path(entry)
+        if path.is_dir():
+            found.extend(sorted(p for p in _files_under(path) if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.exists():
+            found.append(path)
+        elif any(ch in entry for ch in "*?["):
+            anchor = Path(path.anchor) if path.is_absolute() else Path(".")
+            pattern = str(path.relative_to(anchor)) if path.is_absolute() else entry
+            matches = sorted(p for p in anchor.glob(pattern) if p.is_file())
+            if not matches:
+                raise CrackscanError(f"no files match {entry}")
+            found.extend(matches)
+        else:
+            raise CrackscanError(f"no such file or folder: {entry}")
+    return found
+
+
+def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Opens any supported source as an RGB PIL image, EXIF orientation applied."""
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(_array_to_rgb_uint8(source))
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        name = "image bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+        try:
+            stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+            image = Image.open(stream)
+        except FileNotFoundError:
+            raise ImageReadError(name, "file not found") from None
+        except IsADirectoryError:
+            raise ImageReadError(name, "is a folder, not an image") from None
+        except PermissionError:
+            raise ImageReadError(name, "permission denied") from None
+        except UnidentifiedImageError:
+            raise ImageReadError(name, "not an image (unrecognised content)") from None
+        except Image.DecompressionBombError:
+            raise ImageReadError(name, f"over the pixel limit ({max_pixels:,} pixels)") from None
+        except OSError as error:
+            raise ImageReadError(name, f"unreadable ({error})") from None
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ImageReadError(
+                name, f"{image.width}x{image.height} is over the pixel limit of {max_pixels:,} pixels"
+            )
+    name = getattr(image, "filename", None) or "image"
+    try:
+        image.load()
+        image = _exif_upright(image)
+        return _to_rgb(image)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(name, f"truncated or corrupt image ({error})") from None
+
+
+def _exif_upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block must not cost the image: keep it as stored
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        # 16-bit samples arrive as 0..65535; scale to 8 bits rather than clip to white.
+        if values.max(initial=0) > 255:
+            values = values / 257.0
+        return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _array_to_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ImageReadError("array", f"must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if array.dtype == np.uint16:
+            array = array / 257.0
+        elif np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
+            array = array * 255.0
+        array = np.clip(np.asarray(array, dtype=np.float32) + 0.5, 0, 255).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
+    """The one resize used in training and inference, so both see the same pixels."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_for_model(source: ImageSource, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    return resize_for_model(open_image(source, max_pixels), size)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileFacts:
+    sha256: str
+    width: int
+    height: int
+
+
+def load_file_for_model(path: Path, size: int) -> tuple[np.ndarray, FileFacts]:
+    """Reads a file once: the model-ready pixels, the content hash and the stored size."""
+    try:
+        content = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except OSError as error:
+        raise ImageReadError(path, f"cannot read ({error.strerror or error})") from None
+    try:
+        image = open_image(content)
+    except ImageReadError as error:
+        raise ImageReadError(path, error.reason) from None
+    facts = FileFacts(hashlib.sha256(content).hexdigest(), image.width, image.height)
+    return resize_for_model(image, size), facts
+
+
+@dataclasses.dataclass
+class Batch:
+    indices: list[int]
+    images: np.ndarray
+    extras: list[Any]
+    failures: list[tuple[int, str]]
+
+
+def iter_batches(
+    items: Sequence[Any],
+    load: Callable[[Any], Any],
+    batch_size: int,
+    workers: int = 2,
+    prefetch_batches: int = 2,
+) -> Iterator[Batch]:
+    """Loads items in a thread pool, ahead of the consumer, and yields them batched in order.
+
+    ``load`` returns an HxWx3 array or a tuple (array, extra). Items that raise
+    ImageReadError come back in ``failures`` with the reason; the rest keep going.
+    Decoding in threads overlaps the model's work because PIL and the runtimes release
+    the GIL; prefetching a bounded number of batches keeps memory flat on big folders.
+    """
+
+    def guarded(item: Any) -> Any:
+        try:
+            return load(item)
+        except ImageReadError as error:
+            return error
+
+    starts = range(0, len(items), batch_size)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[tuple[int, list]] = deque()
+
+        def submit(start: int) -> None:
+            chunk = range(start, min(start + batch_size, len(items)))
+            pending.append((start, [pool.submit(guarded, items[i]) for i in chunk]))
+
+        queue = iter(starts)
+        for start in queue:
+            submit(start)
+            if len(pending) > prefetch_batches:
+                break
+        while pending:
+            start, futures = pending.popleft()
+            next_start = next(queue, None)
+            if next_start is not None:
+                submit(next_start)
+            indices, arrays, extras, failures = [], [], [], []
+            for offset, future in enumerate(futures):
+                result = future.result()
+                if isinstance(result, ImageReadError):
+                    failures.append((start + offset, result.reason))
+                    continue
+                array, extra = result if isinstance(result, tuple) else (result, None)
+                indices.append(start + offset)
+                arrays.append(array)
+                extras.append(extra)
+            images = np.stack(arrays) if arrays else np.zeros((0, 0, 0, 3), np.uint8)
+            yield Batch(indices, images, extras, failures)
+
+
+def split_by_content(
+    labels: Sequence[int], hashes: Sequence[str], fractions: Sequence[float], seed: int
+) -> list[str]:
+    """Seeded, stratified split in which byte-identical files always share a split.
+
+    Files are grouped by content hash and the groups, not the files, are dealt out per
+    class, so a duplicate can never sit on both sides of the train/test line. Groups are
+    ordered by hash before the seeded shuffle, so the result depends only on the files'
+    contents, labels and the seed: not on file names, listing order or the machine.
+    """
+    if len(labels) != len(hashes):
+        raise ValueError("labels and hashes differ in length")
+    groups: dict[str, list[int]] = {}
+    for index, digest in enumerate(hashes):
+        groups.setdefault(digest, []).append(index)
+    by_class: dict[int, list[str]] = {}
+    for digest, members in groups.items():
+        # A file copied into both class folders is labelled by its first copy for stratifying.
+        by_class.setdefault(int(labels[members[0]]), []).append(digest)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    assignment = [""] * len(labels)
+    for label in sorted(by_class):
+        digests = sorted(by_class[label])
+        order = rng.permutation(len(digests))
+        counts = _split_counts(len(digests), fractions)
+        bounds = np.cumsum(counts)
+        for rank, position in enumerate(order):
+            split = SPLIT_NAMES[int(np.searchsorted(bounds, rank, side="right"))]
+            for index in groups[digests[position]]:
+                assignment[index] = split
+    return assignment
+
+
+def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    train = int(round(n * fractions[0]))
+    val = int(round(n * fractions[1]))
+    val = min(val, n - train)
+    return [train, val, n - train - val]
+
+
+def write_split_csv(path: Path, dataset: Dataset, rows: Iterable[tuple[Sample, str, str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "class", "split", "sha256"])
+        for sample, split, digest in rows:
+            writer.writerow([dataset.relative(sample.path), dataset.class_names[sample.label], split, digest])
+
+
+def read_split_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except OSError as error:
+        raise CrackscanError(f"cannot read split file {path}: {error.strerror or error}") from None
+
+
+def write_skipped_csv(path: Path, skipped: Iterable[Skipped]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "reason"])
+        for item in skipped:
+            writer.writerow([item.path, item.reason])

@@ -1,0 +1,17 @@
+"""The project's own error type: a user mistake with a one-line explanation.
+
+The CLI prints the message and exits non-zero, the server answers 4xx with it; anything
+else that escapes is a bug and keeps its traceback.
+"""
+
+
+class CrackscanError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+
+class MissingDependencyError(CrackscanError):
+    """An optional dependency is needed for what was asked."""
+
+    def __init__(self, package: str, purpose: str, extra: str | None = None):
+        install = f"pip install 'crackscan[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"{purpose} needs the package '{package}': {install}")

@@ -1,0 +1,199 @@
+"""Metrics from labels and probabilities, and evaluating a model on a labelled folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import CrackscanError
+
+
+def classification_metrics(
+    labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str], positive_index: int
+) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1 and ROC-AUC for the positive (crack) class, the
+    cross-entropy loss and the confusion matrix (rows: actual, columns: predicted)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n_classes = len(class_names)
+    if len(labels) == 0:
+        return {"count": 0}
+    predicted = probabilities.argmax(axis=1)
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    is_positive = labels == positive_index
+    said_positive = predicted == positive_index
+    true_pos = int(np.sum(is_positive & said_positive))
+    precision = _ratio(true_pos, int(said_positive.sum()))
+    recall = _ratio(true_pos, int(is_positive.sum()))
+    f1 = _ratio(2 * precision * recall, precision + recall) if precision is not None and recall is not None else None
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return {
+        "count": int(len(labels)),
+        "counts": {name: int(np.sum(labels == i)) for i, name in enumerate(class_names)},
+        "accuracy": float(np.mean(predicted == labels)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "roc_auc": roc_auc(is_positive, probabilities[:, positive_index]),
+        "loss": float(-np.mean(np.log(picked))),
+        "errors": int(np.sum(predicted != labels)),
+        "confusion_matrix": {"labels": list(class_names), "matrix": matrix.tolist()},
+    }
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return float(numerator / denominator) if denominator else None
+
+
+def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties averaged."""
+    is_positive = np.asarray(is_positive, dtype=bool)
+    n_pos = int(is_positive.sum())
+    n_neg = len(is_positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # Average ranks over runs of equal scores, so ties count half.
+    _, starts, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    for start, count in zip(starts, counts):
+        ranks[order[start : start + count]] = start + (count + 1) / 2.0
+    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def format_metrics(name: str, metrics: dict[str, Any]) -> str:
+    if not metrics.get("count"):
+        return f"{name}: no images"
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    auc = metrics["roc_auc"]
+    return (
+        f"{name}: {metrics['count']} images, accuracy {pct(metrics['accuracy'])} "
+        f"({metrics['errors']} wrong), precision {pct(metrics['precision'])}, recall {pct(metrics['recall'])}, "
+        f"F1 {pct(metrics['f1'])}, ROC-AUC {'n/a' if auc is None else f'{auc:.5f}'}, loss {metrics['loss']:.4f}"
+    )
+
+
+@dataclasses.dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    skipped: list[tuple[str, str]]
+    in_training_split: int
+    out: Path | None = None
+
+
+def evaluate(
+    model: Any,
+    data: str | Path,
+    split: str = "all",
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """Evaluates a model (path, run folder or Predictor) on a labelled folder.
+
+    With a run folder and ``split`` train/val/test, only the images of that part of the
+    run's split are used, matched by content hash, so a copy of the data anywhere works.
+    With ``split="all"``, images the model was trained on are counted and reported.
+    """
+    from . import plots
+    from .data import find_dataset, iter_batches, load_file_for_model
+    from .predict import Predictor, load, resolve_model_path
+    from .progress import progress_bar
+
+    predictor = model if isinstance(model, Predictor) else load(model)
+    run_dir = _run_dir_of(model)
+    split_hashes = _split_hashes(run_dir) if run_dir else None
+    if split != "all" and split_hashes is None:
+        raise CrackscanError(f"--split {split} needs a run folder with split.csv, not a bare model file")
+    if split not in ("all", "train", "val", "test"):
+        raise CrackscanError(f"split must be all, train, val or test, got {split!r}")
+
+    info = predictor.info
+    dataset = find_dataset(data, positive_class=info.positive_class if info.positive_class in _class_dirs(data) else None)
+    if set(dataset.class_names) != set(info.class_names):
+        raise CrackscanError(
+            f"the classes in {data} ({', '.join(dataset.class_names)}) are not the model's "
+            f"({', '.join(info.class_names)})"
+        )
+    # Labels follow the model's class order, whatever order the folders sort in.
+    to_model_label = [info.class_names.index(name) for name in dataset.class_names]
+
+    labels: list[int] = []
+    probabilities: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    in_training = 0
+    samples = dataset.samples
+    bar = progress_bar(total=len(samples), desc="evaluating", unit="img", enabled=progress)
+    batches = iter_batches(
+        [s.path for s in samples],
+        lambda path: load_file_for_model(path, info.input_size),
+        getattr(predictor.runner, "batch_size", 32),
+    )
+    for batch in batches:
+        skipped.extend((dataset.relative(samples[i].path), why) for i, why in batch.failures)
+        keep = []
+        for row, (index, facts) in enumerate(zip(batch.indices, batch.extras)):
+            digest = facts.sha256
+            if split_hashes is not None:
+                if split == "all":
+                    in_training += digest in split_hashes["train"]
+                elif digest not in split_hashes[split]:
+                    continue
+            keep.append(row)
+            labels.append(to_model_label[samples[index].label])
+        if keep:
+            probabilities.append(predictor.probabilities(batch.images[keep]))
+        bar.update(len(batch.indices) + len(batch.failures))
+    bar.close()
+    if not labels:
+        raise CrackscanError(f"no readable images of the {split} split in {data}")
+    metrics = classification_metrics(labels, np.concatenate(probabilities), info.class_names, info.positive_index)
+    metrics["skipped"] = len(skipped)
+    metrics["model"] = str(resolve_model_path(model)) if not isinstance(model, Predictor) else str(predictor.path)
+    metrics["data"] = str(data)
+    metrics["split"] = split
+    if split_hashes is not None and split == "all":
+        metrics["in_training_split"] = in_training
+    out_dir = None
+    if out is not None:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        plots.confusion_matrix(metrics["confusion_matrix"], out_dir / "confusion_matrix.png")
+        from .data import Skipped, write_skipped_csv
+
+        write_skipped_csv(out_dir / "skipped.csv", [Skipped(p, r) for p, r in skipped])
+    return Evaluation(metrics, skipped, in_training, out_dir)
+
+
+def _class_dirs(data: str | Path) -> set[str]:
+    path = Path(data)
+    return {p.name for p in path.iterdir() if p.is_dir()} if path.is_dir() else set()
+
+
+def _run_dir_of(model: Any) -> Path | None:
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if path.is_dir() and (path / "split.csv").is_file():
+            return path
+        if path.is_file() and (path.parent / "split.csv").is_file():
+            return path.parent
+    return None
+
+
+def _split_hashes(run_dir: Path) -> dict[str, set[str]]:
+    from .data import read_split_csv
+
+    hashes: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+    for row in read_split_csv(run_dir / "split.csv"):
+        hashes.setdefault(row["split"], set()).add(row["sha256"])
+    return hashes

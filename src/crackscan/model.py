@@ -1,0 +1,162 @@
+"""The classifier of the project's origin, and what travels with it.
+
+Raw RGB pixels (0-255) go in; a Rescaling layer inside the model maps them to [-1, 1] as
+MobileNetV2 expects, so no caller can get preprocessing wrong. The ImageNet backbone is
+frozen (and run with training=False, so its batch norm keeps ImageNet statistics); global
+average pooling and a dense softmax over the two classes sit on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .errors import CrackscanError
+
+METADATA_NAME = "crackscan.json"
+METADATA_FORMAT = "crackscan-model"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """Everything needed to use a model file correctly; stored inside or beside it."""
+
+    class_names: tuple[str, ...]
+    positive_class: str
+    input_size: int
+    # Side of the square patches the model learned from: the scale at which to tile photos.
+    patch_size: int = 227
+    backbone: str = "MobileNetV2"
+    alpha: float = 1.0
+    crackscan_version: str = ""
+
+    @property
+    def positive_index(self) -> int:
+        return self.class_names.index(self.positive_class)
+
+    def to_json(self) -> str:
+        values = dataclasses.asdict(self)
+        values["class_names"] = list(self.class_names)
+        return json.dumps({"format": METADATA_FORMAT, **values}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "model") -> "ModelInfo":
+        try:
+            values = json.loads(text)
+            if values.pop("format", None) != METADATA_FORMAT:
+                raise ValueError("not crackscan metadata")
+            known = {f.name for f in dataclasses.fields(cls)}
+            values = {k: v for k, v in values.items() if k in known}
+            values["class_names"] = tuple(values["class_names"])
+            info = cls(**values)
+            info.positive_index  # noqa: B018 - validates positive_class against class_names
+            return info
+        except (ValueError, KeyError, TypeError) as error:
+            raise CrackscanError(f"{source}: its crackscan metadata is unreadable ({error})") from None
+
+
+@dataclasses.dataclass
+class Classifier:
+    """The end-to-end model and two views that share its layers.
+
+    ``extractor`` maps pixels to pooled backbone features, ``head`` maps features to class
+    probabilities: training fits ``head`` on cached features, which trains ``model`` too.
+    """
+
+    model: Any
+    extractor: Any
+    head: Any
+
+
+def build_classifier(config: TrainConfig, num_classes: int = 2) -> Classifier:
+    import keras
+
+    size = config.image_size
+    pixels = keras.Input((size, size, 3), name="pixels")
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1, name="scale_to_minus1_1")(pixels)
+    backbone = build_backbone(config)
+    backbone.trainable = False
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(scaled, training=False))
+
+    head_layers = []
+    if config.dropout > 0:
+        head_layers.append(keras.layers.Dropout(config.dropout, name="dropout"))
+    head_layers.append(keras.layers.Dense(num_classes, activation="softmax", name="classes"))
+
+    def apply_head(x: Any) -> Any:
+        for layer in head_layers:
+            x = layer(x)
+        return x
+
+    model = keras.Model(pixels, apply_head(features), name="crackscan_mobilenetv2")
+    extractor = keras.Model(pixels, features, name="crackscan_features")
+    feature_input = keras.Input((features.shape[-1],), name="features")
+    head = keras.Model(feature_input, apply_head(feature_input), name="crackscan_head")
+    return Classifier(model, extractor, head)
+
+
+def build_backbone(config: TrainConfig) -> Any:
+    import keras
+
+    weights: str | None = config.weights
+    if weights.lower() == "none":
+        weights = None
+    elif weights.lower() != "imagenet":
+        if not Path(weights).is_file():
+            raise CrackscanError(f"backbone weights file not found: {weights}")
+    shape = (config.image_size, config.image_size, 3)
+    try:
+        return keras.applications.MobileNetV2(
+            input_shape=shape, alpha=config.alpha, include_top=False, weights=weights
+        )
+    except Exception as error:  # Keras reports download and file problems in many types
+        if weights == "imagenet":
+            raise CrackscanError(
+                "cannot get the ImageNet MobileNetV2 weights (Keras downloads them once into "
+                f"~/.keras/models; offline, pass --weights FILE): {_first_line(error)}"
+            ) from None
+        raise CrackscanError(f"cannot load backbone weights {weights}: {_first_line(error)}") from None
+
+
+def save_keras_model(model: Any, path: Path, info: ModelInfo) -> Path:
+    """Saves the .keras file with the metadata as one more entry of its zip archive."""
+    path = Path(path)
+    model.save(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(METADATA_NAME, info.to_json())
+    return path
+
+
+def load_keras_model(path: str | os.PathLike) -> tuple[Any, ModelInfo]:
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "config.json" not in names:
+                raise CrackscanError(f"{path} is not a Keras model file")
+            if METADATA_NAME not in names:
+                raise CrackscanError(
+                    f"{path} is a Keras model but not a crackscan one (no class names or input size in it)"
+                )
+            info = ModelInfo.from_json(archive.read(METADATA_NAME), str(path))
+    except zipfile.BadZipFile:
+        raise CrackscanError(f"{path} is not a Keras model file (not a .keras archive)") from None
+    except OSError as error:
+        raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # a damaged archive surfaces as many error types
+        raise CrackscanError(f"cannot load model {path}: {_first_line(error)}") from None
+    return model, info
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,97 @@
+"""PNG figures of a run: training curves, prediction grid, confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+MISTAKE_COLOUR = "#d62728"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(history: Sequence[dict[str, float]], path: Path, best_epoch: int | None = None) -> Path:
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    figure, axes = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+    for axis, metric, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss (cross-entropy)")):
+        axis.plot(epochs, [row[metric] for row in history], "o-", label=f"Training {metric}")
+        axis.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", label=f"Validation {metric}")
+        if best_epoch is not None:
+            axis.axvline(best_epoch, color="grey", linestyle=":", label=f"kept: epoch {best_epoch}")
+        axis.set_title(f"Training and validation {metric}")
+        axis.set_ylabel(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    axes[1].set_xlabel("Epoch")
+    axes[1].set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def prediction_grid(
+    images: Sequence[np.ndarray],
+    actual: Sequence[str],
+    predicted: Sequence[str],
+    crack_probabilities: Sequence[float],
+    path: Path,
+    columns: int = 4,
+) -> Path:
+    """Test images titled as in the project's origin; mistakes framed and titled in red."""
+    plt = _pyplot()
+    count = len(images)
+    rows = max(1, int(np.ceil(count / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.5 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, truth, guess, probability in zip(axes.flat, images, actual, predicted, crack_probabilities):
+        wrong = truth != guess
+        axis.imshow(image)
+        axis.set_title(
+            f"Prediction: {guess}, Actual: {truth}\ncrack p={probability:.3f}" + ("  MISTAKE" if wrong else ""),
+            fontsize=9,
+            color=MISTAKE_COLOUR if wrong else "black",
+        )
+        if wrong:
+            axis.axis("on")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            for spine in axis.spines.values():
+                spine.set_edgecolor(MISTAKE_COLOUR)
+                spine.set_linewidth(4)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return Path(path)
+
+
+def confusion_matrix(confusion: dict[str, Any], path: Path, title: str = "Confusion matrix") -> Path:
+    plt = _pyplot()
+    labels = confusion["labels"]
+    matrix = np.asarray(confusion["matrix"])
+    figure, axis = plt.subplots(figsize=(4.8, 4.2))
+    axis.imshow(matrix, cmap="Blues")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, column), value in np.ndenumerate(matrix):
+        axis.text(column, row, f"{value}", ha="center", va="center", fontsize=13,
+                  color="white" if value > threshold else "black")
+    axis.set_xticks(range(len(labels)), labels)
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("Predicted")
+    axis.set_ylabel("Actual")
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
