@@ -164,7 +164,7 @@ def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         except Image.DecompressionBombError:
             raise ImageReadError(name, f"over the pixel limit ({max_pixels:,} pixels)") from None
         except OSError as error:
-            raise ImageReadError(name, f"unreadable ({error})") from None
+            raise ImageReadError(name, f"truncated or corrupt image ({error})") from None
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise ImageReadError(
                 name, f"{image.width}x{image.height} is over the pixel limit of {max_pixels:,} pixels"

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from . import _tf
 from .errors import CrackscanError, MissingDependencyError
 from .model import METADATA_NAME, ModelInfo
 
@@ -33,7 +34,7 @@ def keras_to_litert(model: Any, representative_batches: Callable[[], Iterable[np
     """Converts a Keras model to a LiteRT flatbuffer: float, or full-integer int8 when
     calibration batches are given (inputs and outputs stay float32, so callers need no
     quantization parameters)."""
-    import tensorflow as tf
+    tf = _tf.tensorflow()
 
     with _quiet_stdout():
         converter = tf.lite.TFLiteConverter.from_keras_model(model)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from . import _tf
 from .errors import CrackscanError
 
 METADATA_NAME = "crackscan.json"
@@ -74,7 +75,7 @@ class Classifier:
 
 
 def build_classifier(config: TrainConfig, num_classes: int = 2) -> Classifier:
-    import keras
+    keras = _tf.keras()
 
     size = config.image_size
     pixels = keras.Input((size, size, 3), name="pixels")
@@ -101,7 +102,7 @@ def build_classifier(config: TrainConfig, num_classes: int = 2) -> Classifier:
 
 
 def build_backbone(config: TrainConfig) -> Any:
-    import keras
+    keras = _tf.keras()
 
     weights: str | None = config.weights
     if weights.lower() == "none":
@@ -148,7 +149,7 @@ def load_keras_model(path: str | os.PathLike) -> tuple[Any, ModelInfo]:
         raise CrackscanError(f"{path} is not a Keras model file (not a .keras archive)") from None
     except OSError as error:
         raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
-    import keras
+    keras = _tf.keras()
 
     try:
         model = keras.saving.load_model(path, compile=False)

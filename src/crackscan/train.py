@@ -33,6 +33,7 @@ from .data import (
     write_skipped_csv,
     write_split_csv,
 )
+from . import _tf
 from .errors import CrackscanError
 from .evaluate import classification_metrics
 from .model import ModelInfo, build_classifier, save_keras_model
@@ -94,12 +95,11 @@ def train(
 
     ``settings`` override fields of ``config`` (e.g. ``epochs=5, image_size=96``).
     """
-    import keras
-
     started = time.perf_counter()
     config = (config or TrainConfig()).replace(**settings)
-    out = _prepare_run_dir(Path(out), force)
     dataset = find_dataset(data, config.positive_class)
+    out = _prepare_run_dir(Path(out), force)
+    keras = _tf.keras()
     keras.utils.set_random_seed(config.seed)
     classifier = build_classifier(config, len(dataset.class_names))
 
@@ -228,7 +228,7 @@ def fit_head(
     head: Any, features: np.ndarray, labels: np.ndarray, splits: np.ndarray, config: TrainConfig, progress: bool
 ) -> tuple[list[dict[str, float]], int]:
     """Fits the head with the origin's optimiser and keeps the epoch with the best validation loss."""
-    import keras
+    keras = _tf.keras()
 
     train, val = splits == "train", splits == "val"
     head.compile(
@@ -257,7 +257,7 @@ class _KeepBestValidationLoss:
     """Remembers the head's weights at the lowest validation loss and restores them at the end."""
 
     def __new__(cls) -> Any:
-        import keras
+        keras = _tf.keras()
 
         class Keeper(keras.callbacks.Callback):
             def __init__(self) -> None:
@@ -281,7 +281,7 @@ class _KeepBestValidationLoss:
 
 class _EpochBar:
     def __new__(cls, epochs: int, enabled: bool) -> Any:
-        import keras
+        keras = _tf.keras()
 
         class EpochBar(keras.callbacks.Callback):
             def on_train_begin(self, logs: dict | None = None) -> None:

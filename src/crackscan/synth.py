@@ -1,0 +1,157 @@
+"""Seeded procedural concrete: textures with and without cracks, for the demo and tests.
+
+A texture is a base colour with multi-scale value noise, fine grain, pores, stains and a
+lighting gradient. A crack is a persistent random walk from one edge, with branches,
+varying width and darkness. Hard negatives carry what a naive detector mistakes for a
+crack: straight joints, step edges between lighter and darker surfaces, dark stains,
+faint scratches.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+PATCH_SIZE = 227
+
+
+def _value_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
+    coarse = rng.standard_normal((max(2, cells), max(2, int(cells * width / height) or 2))).astype(np.float32)
+    image = Image.fromarray(coarse, mode="F").resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.float32)
+
+
+def concrete_texture(rng: np.random.Generator, height: int = PATCH_SIZE, width: int = PATCH_SIZE) -> np.ndarray:
+    """An HxWx3 float32 concrete-like surface, values about 0-255."""
+    base = rng.uniform(115, 205)
+    tint = rng.normal(0, 2.0, size=3)
+    shade = np.zeros((height, width), np.float32)
+    for cells, weight in ((3, 9.0), (9, 6.0), (28, 4.0)):
+        shade += weight * rng.uniform(0.5, 1.5) * _value_noise(rng, height, width, cells)
+    shade += rng.normal(0, rng.uniform(2.5, 7.0), size=(height, width)).astype(np.float32)  # grain
+    # Lighting: a gentle gradient in a random direction.
+    angle = rng.uniform(0, 2 * math.pi)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    shade += rng.uniform(0, 25) * ((xs / width - 0.5) * math.cos(angle) + (ys / height - 0.5) * math.sin(angle))
+    image = np.clip(base + shade, 0, 255)[..., None] + tint
+    overlay = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(overlay)
+    area_scale = width * height / PATCH_SIZE**2
+    for _ in range(int(rng.integers(4, 40) * area_scale)):  # pores: small dark pits
+        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.8, 3.2)
+        draw.ellipse((x - r, y - r * rng.uniform(0.6, 1.0), x + r, y + r), fill=int(rng.integers(40, 120)))
+    pores = np.asarray(overlay.filter(ImageFilter.GaussianBlur(0.6)), np.float32) / 255.0
+    image *= (1 - 0.7 * pores)[..., None]
+    for _ in range(int(rng.integers(0, 3))):  # soft stains, darker or lighter
+        image += _blob(rng, height, width)[..., None] * rng.uniform(-30, 18)
+    return np.clip(image, 0, 255)
+
+
+def _blob(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    mask = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+    rx, ry = rng.uniform(0.1, 0.35) * width, rng.uniform(0.1, 0.35) * height
+    draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+    return np.asarray(mask.filter(ImageFilter.GaussianBlur(min(width, height) * 0.08)), np.float32) / 255.0
+
+
+def crack_mask(rng: np.random.Generator, height: int = PATCH_SIZE, width: int = PATCH_SIZE,
+               max_width: float | None = None) -> np.ndarray:
+    """An HxW float mask in [0, 1] of one branching crack crossing the image."""
+    mask = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    scale = min(height, width) / PATCH_SIZE
+    widest = max_width if max_width is not None else rng.uniform(2.0, 7.0) * max(1.0, scale ** 0.5)
+    # Grown both ways from a point near the middle, so every crack crosses the image.
+    start = (rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height)
+    heading = rng.uniform(0, 2 * math.pi)
+    reach = rng.uniform(0.5, 0.9) * (height + width)
+    for direction in (heading, heading + math.pi):
+        _walk(rng, draw, start, direction, widest, length=reach, step=3.0 * max(1.0, scale),
+              bounds=(width, height), depth=0)
+    return np.asarray(mask.filter(ImageFilter.GaussianBlur(0.7)), np.float32) / 255.0
+
+
+def _walk(rng: np.random.Generator, draw: ImageDraw.ImageDraw, start: tuple[float, float], heading: float,
+          width: float, length: float, step: float, bounds: tuple[int, int], depth: int) -> None:
+    x, y = start
+    travelled = 0.0
+    while travelled < length:
+        heading += rng.normal(0, 0.22)
+        nx, ny = x + step * math.cos(heading), y + step * math.sin(heading)
+        width = float(np.clip(width * rng.uniform(0.9, 1.1), 1.0, 12.0))
+        shade = int(rng.integers(190, 256))
+        draw.line((x, y, nx, ny), fill=shade, width=max(1, int(round(width))))
+        if width > 2.5:  # round joints, or thick cracks look like stacked bricks
+            r = width / 2
+            draw.ellipse((nx - r, ny - r, nx + r, ny + r), fill=shade)
+        x, y = nx, ny
+        travelled += step
+        if not (-5 <= x <= bounds[0] + 5 and -5 <= y <= bounds[1] + 5):
+            return
+        if depth < 2 and rng.random() < 0.02:
+            branch = heading + rng.choice([-1, 1]) * rng.uniform(0.4, 1.1)
+            _walk(rng, draw, (x, y), branch, width * 0.6, length * 0.35, step, bounds, depth + 1)
+
+
+def hard_negative(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Adds a crack look-alike that is not a crack to a texture."""
+    height, width = image.shape[:2]
+    kind = rng.integers(4)
+    overlay = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(overlay)
+    if kind == 0:  # a straight formwork or saw-cut joint
+        vertical = rng.random() < 0.5
+        pos = rng.uniform(0.2, 0.8) * (width if vertical else height)
+        tilt = rng.normal(0, 0.04) * (height if vertical else width)
+        line = (pos, 0, pos + tilt, height) if vertical else (0, pos, width, pos + tilt)
+        draw.line(line, fill=255, width=int(rng.integers(3, 9)))
+        image *= (1 - rng.uniform(0.25, 0.5) * np.asarray(overlay.filter(ImageFilter.GaussianBlur(1.2)), np.float32)[..., None] / 255)
+    elif kind == 1:  # a step edge: two surfaces at different brightness
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        angle = rng.uniform(0, math.pi)
+        side = (xs - width / 2) * math.cos(angle) + (ys - height / 2) * math.sin(angle) > rng.normal(0, width * 0.15)
+        image += np.where(side, rng.uniform(-45, 45), 0)[..., None]
+    elif kind == 2:  # a dark stain or shadow
+        image += _blob(rng, height, width)[..., None] * rng.uniform(-60, -25)
+    else:  # faint straight scratches
+        for _ in range(int(rng.integers(1, 4))):
+            x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+            angle = rng.uniform(0, math.pi)
+            reach = rng.uniform(0.3, 0.8) * width
+            draw.line((x0, y0, x0 + reach * math.cos(angle), y0 + reach * math.sin(angle)), fill=255, width=1)
+        image *= (1 - 0.15 * np.asarray(overlay, np.float32)[..., None] / 255)
+    return np.clip(image, 0, 255)
+
+
+def make_patch(rng: np.random.Generator, cracked: bool, size: int = PATCH_SIZE) -> np.ndarray:
+    image = concrete_texture(rng, size, size)
+    if cracked:
+        image *= (1 - rng.uniform(0.55, 0.85) * crack_mask(rng, size, size))[..., None]
+    elif rng.random() < 0.35:
+        image = hard_negative(rng, image)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_dataset(root: str | Path, per_class: int = 300, seed: int = 0, size: int = PATCH_SIZE) -> Path:
+    """Writes ``per_class`` JPEG patches into root/Positive and root/Negative."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for name, cracked in (("Positive", True), ("Negative", False)):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            Image.fromarray(make_patch(rng, cracked, size)).save(folder / f"{index:05d}.jpg", quality=90)
+    return root
+
+
+def make_photo(rng: np.random.Generator, width: int = 2724, height: int = 2043, cracks: int = 2) -> np.ndarray:
+    """A whole surface photo with ``cracks`` long cracks, for trying out scanning."""
+    image = concrete_texture(rng, height, width)
+    for _ in range(cracks):
+        image *= (1 - rng.uniform(0.6, 0.85) * crack_mask(rng, height, width, max_width=rng.uniform(6, 12)))[..., None]
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)

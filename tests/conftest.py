@@ -1,0 +1,77 @@
+"""Shared fixtures: an offline KERAS_HOME from ../shared, tiny synthetic datasets, a tiny run.
+
+Unit tests use MobileNetV2 alpha 0.35 at 96 px on small synthetic images: seconds each.
+Tests marked slow train on real images from ../shared/data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crackscan import synth
+from crackscan.testing import shared_dir, use_offline_keras_home
+
+SHARED = shared_dir(Path(__file__))
+REAL_DATA = SHARED / "data" / "ozgenel-12k" if SHARED else None
+TINY_SETTINGS = dict(image_size=96, alpha=0.35, epochs=4, batch_size=16)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_keras(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """Keras reads ImageNet weights from ../shared instead of downloading them."""
+    home = use_offline_keras_home(tmp_path_factory.mktemp("keras-home"))
+    if home is None:
+        os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras-home-empty"))
+    return home
+
+
+@pytest.fixture(scope="session")
+def weights(offline_keras: Path | None) -> str:
+    """ImageNet weights where ../shared has them, random ones elsewhere (still offline)."""
+    return "imagenet" if offline_keras else "none"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if REAL_DATA is None or not REAL_DATA.is_dir():
+        pytest.skip("needs ../shared/data/ozgenel-12k beside the project")
+    return REAL_DATA
+
+
+def add_bad_files(folder: Path) -> list[str]:
+    """Files a real dataset folder collects: not images, truncated images, empty files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("site visit 3, north wall\n")
+    good = next(p for p in sorted(folder.iterdir()) if p.suffix == ".jpg")
+    (folder / "truncated.jpg").write_bytes(good.read_bytes()[:600])
+    (folder / "empty.png").write_bytes(b"")
+    return ["notes.txt", "truncated.jpg", "empty.png"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    synth.make_dataset(root, per_class=40, seed=3, size=96)
+    # A byte-identical copy: must land in the same split as its original.
+    shutil.copy(root / "Positive" / "00000.jpg", root / "Positive" / "copy-of-00000.jpg")
+    add_bad_files(root / "Negative")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory, weights: str):
+    import crackscan
+
+    return crackscan.train(tiny_dataset, tmp_path_factory.mktemp("runs") / "tiny", weights=weights, **TINY_SETTINGS)
+
+
+def write_image(path: Path, array: np.ndarray, **save_args) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **save_args)
+    return path

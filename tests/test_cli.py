@@ -1,0 +1,101 @@
+"""The CLI end to end, in-process on tiny data: output, formats and one-line errors."""
+
+import json
+import shutil
+
+import pytest
+
+from crackscan.cli import main
+
+from .conftest import TINY_SETTINGS
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_prints_results_and_writes_the_run(capsys, tiny_dataset, tmp_path, weights):
+    code, out, err = run_cli(
+        capsys, "train", tiny_dataset, "--out", tmp_path / "run", "--image-size", 96, "--alpha", 0.35,
+        "--epochs", 2, "--weights", weights, "--split", "60:25:15", "--seed", 3,
+    )
+    assert code == 0, err
+    assert "test:" in out and "accuracy" in out and "3 unreadable files skipped" in out
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["split"] == [0.6, 0.25, 0.15]
+    assert "Traceback" not in err
+
+
+def test_predict_formats(capsys, tiny_run, tiny_dataset):
+    images = [tiny_dataset / "Positive" / "00001.jpg", tiny_dataset / "Negative" / "00001.jpg"]
+    code, out, _ = run_cli(capsys, "predict", tiny_run.path, *images)
+    assert code == 0 and out.splitlines()[0].split() == ["label", "crack_p", "path"]
+    assert len(out.splitlines()) == 3
+    code, out, _ = run_cli(capsys, "predict", tiny_run.path / "model.keras", *images, "--format", "json")
+    rows = json.loads(out)
+    assert [r["path"] for r in rows] == [str(p) for p in images]
+    assert all(0 <= r["crack_probability"] <= 1 for r in rows)
+    code, out, _ = run_cli(capsys, "predict", tiny_run.path, f"{tiny_dataset}/Positive/0000*.jpg", "--format", "csv")
+    assert out.splitlines()[0] == "path,label,crack_probability" and len(out.splitlines()) == 11
+
+
+def test_predict_skips_bad_files_reports_them_and_exits_non_zero(capsys, tiny_run, tiny_dataset, tmp_path):
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    shutil.copy(tiny_dataset / "Positive" / "00001.jpg", folder / "a.jpg")
+    shutil.copy(tiny_dataset / "Negative" / "truncated.jpg", folder / "b.jpg")
+    shutil.copy(tiny_dataset / "Negative" / "00002.jpg", folder / "c.jpg")
+    code, out, err = run_cli(capsys, "predict", tiny_run.path, folder, "--format", "csv")
+    assert code == 1
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == [str(folder / "a.jpg"), str(folder / "c.jpg")]
+    assert f"skipped {folder / 'b.jpg'}: truncated or corrupt image" in err
+
+
+def test_evaluate_a_run_on_its_test_split(capsys, tiny_run, tiny_dataset, tmp_path):
+    code, out, err = run_cli(capsys, "evaluate", tiny_run.path, tiny_dataset, "--split", "test", "--out", tmp_path / "ev")
+    assert code == 0
+    assert f"{tiny_run.metrics['test']['count']} images" in out and "confusion matrix" in out
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["split"] == "test"
+    assert (tmp_path / "ev" / "confusion_matrix.png").is_file()
+    code, out, err = run_cli(capsys, "evaluate", tiny_run.path, tiny_dataset)
+    assert "training split" in err and "optimistic" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "{tmp}/missing"], "dataset folder not found"),
+    (["train", "{tmp}/one-class"], "only one class"),
+    (["train", "{tmp}/empty"], "no class folders"),
+    (["predict", "{tmp}/missing.keras", "x.jpg"], "model not found"),
+    (["predict", "{tmp}/fake.keras", "x.jpg"], "not a Keras model"),
+    (["predict", "{tmp}/fake.tflite", "x.jpg"], "no crackscan metadata"),
+    (["predict", "{tmp}/folder-without-model", "x.jpg"], "not a crackscan run"),
+    (["predict", "{run}", "{tmp}/nothing-here.jpg"], "no such file"),
+    (["evaluate", "{tmp}/copied.keras", "{data}", "--split", "test"], "needs a run folder"),
+    (["train", "{data}", "--epochs", "0"], "epochs must be"),
+    (["train", "{data}", "--split", "50:50"], "split must be"),
+])
+def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, tiny_run, tiny_dataset, args, message):
+    (tmp_path / "one-class" / "Positive").mkdir(parents=True)
+    shutil.copy(tiny_dataset / "Positive" / "00001.jpg", tmp_path / "one-class" / "Positive")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "folder-without-model").mkdir()
+    (tmp_path / "fake.keras").write_text("hello")
+    (tmp_path / "fake.tflite").write_bytes(b"\x00" * 64)
+    shutil.copy(tiny_run.model_path, tmp_path / "copied.keras")
+    filled = [a.format(tmp=tmp_path, run=tiny_run.path, data=tiny_dataset) for a in args]
+    code, out, err = run_cli(capsys, *filled)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crackscan: error: ") and message in lines[0], err
+
+
+def test_demo_makes_data_trains_and_says_where_outputs_are(capsys, tmp_path, weights, monkeypatch):
+    # The demo at its real size is measured in the README; here, the smallest honest one.
+    code, out, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--per-class", 40, "--weights", weights)
+    assert code == 0, err
+    for name in ("training_curves.png", "prediction_grid.png", "confusion_matrix.png", "metrics.json"):
+        assert str(tmp_path / "demo" / "run" / name) in out
+        assert (tmp_path / "demo" / "run" / name).is_file()
+    code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--per-class", 40)
+    assert code == 2 and "--force" in err

@@ -1,0 +1,126 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import crackscan
+from crackscan import CrackscanError
+from crackscan.data import read_split_csv
+from crackscan.train import RUN_FILES, Run
+
+from .conftest import TINY_SETTINGS
+
+
+def test_run_folder_holds_every_artifact(tiny_run):
+    for name in RUN_FILES:
+        assert (tiny_run.path / name).is_file(), name
+    for name in ("training_curves.png", "prediction_grid.png", "confusion_matrix.png"):
+        assert Image.open(tiny_run.path / name).size[0] > 200
+    config = json.loads((tiny_run.path / "config.json").read_text())
+    assert config["image_size"] == 96 and config["alpha"] == 0.35
+    with open(tiny_run.path / "history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert len(history) == TINY_SETTINGS["epochs"]
+    assert set(history[0]) == {"epoch", "accuracy", "loss", "val_accuracy", "val_loss"}
+    for part in ("val", "test"):
+        metrics = tiny_run.metrics[part]
+        assert {"accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix", "counts"} <= set(metrics)
+
+
+def test_unreadable_files_are_listed_and_counted_not_dropped(tiny_run):
+    with open(tiny_run.path / "skipped.csv") as handle:
+        skipped = {row["path"]: row["reason"] for row in csv.DictReader(handle)}
+    assert set(skipped) == {"Negative/notes.txt", "Negative/truncated.jpg", "Negative/empty.png"}
+    assert "truncated" in skipped["Negative/truncated.jpg"]
+    images = tiny_run.metrics["images"]
+    assert images["skipped"] == 3 and images["found"] == images["readable"] + 3
+    assert images["duplicate_copies"] == 1
+
+
+def test_identical_files_share_a_split(tiny_run):
+    rows = {row["path"]: row for row in read_split_csv(tiny_run.path / "split.csv")}
+    assert rows["Positive/00000.jpg"]["split"] == rows["Positive/copy-of-00000.jpg"]["split"]
+    assert rows["Positive/00000.jpg"]["sha256"] == rows["Positive/copy-of-00000.jpg"]["sha256"]
+    assert {row["split"] for row in rows.values()} == {"train", "val", "test"}
+
+
+def test_kept_weights_are_those_of_the_best_validation_epoch(tiny_run):
+    best = min(tiny_run.history, key=lambda row: row["val_loss"])
+    assert tiny_run.metrics["best_epoch"] == best["epoch"]
+    assert tiny_run.metrics["val"]["loss"] == pytest.approx(best["val_loss"], rel=1e-3)
+
+
+def test_saved_model_reproduces_the_reported_test_metrics(tiny_run, tiny_dataset):
+    # The figures come from cached features; the saved end-to-end model must give the same.
+    result = crackscan.evaluate(tiny_run.path, tiny_dataset, split="test")
+    reported = tiny_run.metrics["test"]
+    assert result.metrics["count"] == reported["count"]
+    assert result.metrics["accuracy"] == reported["accuracy"]
+    assert result.metrics["loss"] == pytest.approx(reported["loss"], abs=1e-4)
+
+
+def test_evaluating_on_everything_counts_training_images(tiny_run, tiny_dataset):
+    result = crackscan.evaluate(tiny_run.path, tiny_dataset)
+    assert result.in_training_split == tiny_run.metrics["images"]["split"]["train"]
+    assert len(result.skipped) == 3
+
+
+def test_predictor_takes_paths_pil_images_and_arrays(tiny_run, tiny_dataset):
+    predictor = crackscan.load(tiny_run.path)
+    path = tiny_dataset / "Positive" / "00003.jpg"
+    image = Image.open(path)
+    by_path, by_pil, by_array = predictor.predict([path, image, np.asarray(image)])
+    assert by_path.crack_probability == pytest.approx(by_pil.crack_probability, abs=1e-6)
+    assert by_path.crack_probability == pytest.approx(by_array.crack_probability, abs=1e-6)
+    assert by_path.label in ("Positive", "Negative") and 0 <= by_path.crack_probability <= 1
+    assert predictor.predict(str(path))[0].source == str(path)
+    assert predictor.info.input_size == 96 and predictor.info.patch_size == 96
+
+
+def test_predicting_a_non_image_raises_a_clear_error(tiny_run, tiny_dataset):
+    with pytest.raises(CrackscanError, match="notes.txt: not an image"):
+        crackscan.load(tiny_run.path).predict(tiny_dataset / "Negative" / "notes.txt")
+
+
+def test_run_reopens_from_its_folder(tiny_run):
+    reopened = Run.open(tiny_run.path)
+    assert reopened.config == tiny_run.config and reopened.metrics["best_epoch"] == tiny_run.metrics["best_epoch"]
+
+
+def test_an_existing_run_is_not_overwritten_without_force(tiny_run, tiny_dataset):
+    with pytest.raises(CrackscanError, match="--force"):
+        crackscan.train(tiny_dataset, tiny_run.path, **TINY_SETTINGS)
+
+
+def test_same_seed_same_split_and_model(tiny_dataset, tmp_path, weights):
+    settings = dict(TINY_SETTINGS, epochs=2, weights=weights)
+    first = crackscan.train(tiny_dataset, tmp_path / "a", **settings)
+    second = crackscan.train(tiny_dataset, tmp_path / "b", **settings)
+    assert (first.path / "split.csv").read_text() == (second.path / "split.csv").read_text()
+    assert first.metrics["val"]["loss"] == pytest.approx(second.metrics["val"]["loss"], rel=1e-5)
+
+
+def test_keras_and_litert_embeddings_train_the_same_model(tiny_dataset, tmp_path, weights):
+    settings = dict(TINY_SETTINGS, epochs=2, weights=weights)
+    by_keras = crackscan.train(tiny_dataset, tmp_path / "k", embedding_backend="keras", **settings)
+    by_litert = crackscan.train(tiny_dataset, tmp_path / "l", embedding_backend="litert", **settings)
+    assert by_keras.metrics["embedding_backend"] == "keras" and by_litert.metrics["embedding_backend"] == "litert"
+    assert by_keras.metrics["val"]["loss"] == pytest.approx(by_litert.metrics["val"]["loss"], abs=1e-4)
+
+
+def test_not_a_model_file_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "model.keras"
+    bogus.write_text("not a zip")
+    with pytest.raises(CrackscanError, match="not a Keras model"):
+        crackscan.load(bogus)
+    with pytest.raises(CrackscanError, match="not found"):
+        crackscan.load(tmp_path / "missing.keras")
+    with pytest.raises(CrackscanError, match="unknown model format"):
+        crackscan.load(tmp_path / "x.txt" if (tmp_path / "x.txt").write_text("x") else None)
+
+
+def test_missing_weights_file_is_a_clear_error(tiny_dataset, tmp_path):
+    with pytest.raises(CrackscanError, match="weights file not found"):
+        crackscan.train(tiny_dataset, tmp_path / "r", weights=str(tmp_path / "none.h5"), **TINY_SETTINGS)
