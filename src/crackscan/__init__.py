@@ -3,7 +3,8 @@
     import crackscan
     run = crackscan.train("data/concrete", out="runs/first")
     predictor = crackscan.load(run.model_path)   # .keras, .tflite or .onnx
-    predictor.predict(["photo.jpg"])
+    predictor.predict(["patch.jpg"])
+    result = crackscan.scan(predictor, "whole-photo.jpg")  # tile grid, summary, overlay
 """
 
 import os
@@ -21,7 +22,10 @@ except Exception:  # running from a source tree that is not installed
 from .config import TrainConfig  # noqa: E402
 from .errors import CrackscanError  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
+from .export import export  # noqa: E402
 from .predict import Prediction, Predictor, load  # noqa: E402
+from .scan import scan  # noqa: E402
 from .train import Run, train  # noqa: E402
 
-__all__ = ["CrackscanError", "Prediction", "Predictor", "Run", "TrainConfig", "evaluate", "load", "train", "__version__"]
+__all__ = ["CrackscanError", "Prediction", "Predictor", "Run", "TrainConfig", "evaluate", "export", "load", "scan",
+           "train", "__version__"]

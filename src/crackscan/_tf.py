@@ -1,4 +1,4 @@
-"""Imports TensorFlow and Keras on first use, without TF's start-up log lines.
+"""Imports TensorFlow and Keras on first use, without native start-up log lines.
 
 TF 2.21 writes absl log lines (oneDNN notices, "All log messages before
 absl::InitializeLog()...") straight to file descriptor 2 while it loads, ignoring
@@ -8,10 +8,11 @@ muted: an import error still raises as usual.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 _lock = threading.Lock()
 
@@ -33,15 +34,25 @@ def tensorflow() -> Any:
 
 
 def _import_muted() -> None:
-    if os.environ.get("CRACKSCAN_TF_LOGS"):
+    with muted_native_stderr():
         import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def muted_native_stderr() -> Iterator[None]:
+    """Silences what native code writes to fd 2 (TF's and LiteRT's start-up notices).
+
+    Python exceptions still propagate; CRACKSCAN_TF_LOGS=1 turns the muting off.
+    """
+    if os.environ.get("CRACKSCAN_TF_LOGS"):
+        yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)

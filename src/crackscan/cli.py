@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import EMBEDDING_BACKENDS, MOBILENET_V2_ALPHAS, TrainConfig
+from .data import DEFAULT_MAX_PIXELS
 from .errors import CrackscanError
 
 EXIT_USER_ERROR = 2
@@ -67,6 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--format", default="table", choices=("table", "csv", "json"))
     predict.add_argument("--batch-size", type=int, default=32)
+
+    export = commands.add_parser("export", help="export a model to LiteRT or ONNX, float or int8, checked against Keras")
+    export.add_argument("model", type=Path, help="run folder or .keras model")
+    export.add_argument("--format", required=True, choices=("litert", "onnx"))
+    export.add_argument("--int8", action="store_true", help="static full-integer quantization, calibrated on real images")
+    export.add_argument("--calibration", type=Path, help="images for int8 calibration (default: the run's training split)")
+    export.add_argument("--calibration-images", type=int, default=256, help="how many calibration images (default 256)")
+    export.add_argument("--check", type=Path, help="labelled images to check the export on (default: the run's val/test split)")
+    export.add_argument("--check-images", type=int, default=1000, help="how many check images (default 1000)")
+    export.add_argument("--out", type=Path, help="output file (default: beside the model, e.g. model.int8.tflite)")
+
+    scan = commands.add_parser("scan", help="scan whole photos: crack map overlay, tile grid and summary per photo")
+    scan.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
+    scan.add_argument("photos", nargs="+", help="photo files, folders or glob patterns")
+    scan.add_argument("--out", type=Path, required=True, help="folder for the results (one subfolder per photo)")
+    scan.add_argument("--tile", type=int, help="tile side in photo px (default: the model's training patch size, 227)")
+    scan.add_argument("--stride", type=int, help="step between tiles in px (default: the tile side, no overlap)")
+    scan.add_argument("--threshold", type=float, default=0.5, help="crack probability from which a tile is cracked")
+    scan.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                      help=f"refuse photos with more pixels than this (default {DEFAULT_MAX_PIXELS:,})")
+    scan.add_argument("--force", action="store_true", help="scan again photos whose results exist")
 
     demo = commands.add_parser("demo", help="make a synthetic dataset, train on it, evaluate, plot")
     demo.add_argument("--out", type=Path, default=Path("crackscan-demo"), help="folder for the data and the run")
@@ -196,6 +218,42 @@ class _PredictionWriter:
             print(json.dumps(self.json_rows, indent=2))
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    result = export(args.model, args.format, int8=args.int8, calibration=args.calibration, out=args.out,
+                    check=args.check, calibration_images=args.calibration_images, check_images=args.check_images)
+    c = result.check
+    kind = f"{args.format} {'int8' if args.int8 else 'float'}"
+    print(f"checked on {c['images']} real images against the Keras model: max crack-probability difference "
+          f"{c['max_crack_probability_difference']:.2e}, label agreement {c['label_agreement']:.2%}, accuracy "
+          f"{c['keras_accuracy']:.2%} (Keras) -> {c['export_accuracy']:.2%} ({c['accuracy_change_points']:+.2f} points)")
+    print(f"wrote {kind} model {result.path} ({result.size_bytes / 1e6:.1f} MB, metadata inside) in {result.seconds:.0f} s")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .scan import scan_many
+
+    def report(path: str, reason: str) -> None:
+        print(f"crackscan: skipped {path}: {reason}", file=sys.stderr)
+
+    outcome = scan_many(args.model, args.photos, args.out, args.tile, args.stride, args.threshold,
+                        args.max_pixels, force=args.force, progress=_show_progress(), on_failure=report)
+    for s in outcome.scanned:
+        print(f"{s['photo']}: {s['cracked_tiles']} of {s['tiles']} tiles cracked "
+              f"({100 * s['cracked_area_fraction']:.1f}% of area, highest p {s['max_crack_probability']:.2f}) "
+              f"in {s['seconds']:.2f} s -> {s['outputs']}")
+    if outcome.resumed:
+        print(f"{len(outcome.resumed)} photos already scanned in {args.out} (kept; --force to scan again)")
+    if outcome.summary_csv:
+        print(f"summary of all photos, most cracked first: {outcome.summary_csv}")
+    if outcome.failed:
+        print(f"crackscan: {len(outcome.failed)} photos could not be read", file=sys.stderr)
+        return EXIT_SOME_SKIPPED
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import synth
     from .train import train
@@ -217,7 +275,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan,
+            "demo": cmd_demo}
 
 if __name__ == "__main__":
     raise SystemExit(main())

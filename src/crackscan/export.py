@@ -8,8 +8,11 @@ ONNX: the metadata is a model property (``metadata_props``), which ONNX has for 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
+import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -36,7 +39,10 @@ def keras_to_litert(model: Any, representative_batches: Callable[[], Iterable[np
     quantization parameters)."""
     tf = _tf.tensorflow()
 
-    with _quiet_stdout():
+    # The converter prints its traced signature, native "fully_quantize" lines and a warning
+    # about input statistics that does not apply to float inputs: none of it is for users.
+    with _quiet_stdout(), _tf.muted_native_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         if representative_batches is not None:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -73,7 +79,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> ModelInfo:
     try:
         import onnxruntime
     except ImportError:
-        raise MissingDependencyError("onnxruntime", "reading an ONNX model", extra="onnx") from None
+        raise MissingDependencyError("onnxruntime", "reading an ONNX model") from None
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
@@ -89,3 +95,250 @@ def write_bytes(path: Path, content: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     return path
+
+
+def keras_to_onnx(model: Any, path: Path) -> Path:
+    """Keras' own ONNX export (tf2onnx underneath)."""
+    _require_onnx_exporter()
+
+    size = model.input_shape[1:]
+    model(np.zeros((1, *size), np.float32))  # Keras exports only models that have been called
+    with _quiet_stdout(), _tf.muted_native_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf2onnx's NumPy 2 deprecation notices
+        model.export(str(path), format="onnx", verbose=False)
+    return path
+
+
+def quantize_onnx_int8(float_path: Path, int8_path: Path, batches: Callable[[], Iterable[np.ndarray]]) -> Path:
+    """Static (full-integer) QDQ quantization calibrated on real images: activations u8,
+    weights s8 per channel, the form ONNX Runtime runs with VNNI integer kernels."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    import onnxruntime
+
+    input_name = onnxruntime.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches())
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: np.asarray(batch, np.float32)}
+
+    prepared = int8_path.with_suffix(".prep.onnx")
+    try:
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(int8_path), Reader(),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return int8_path
+
+
+def attach_onnx_metadata(path: Path, info: ModelInfo) -> Path:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_METADATA_KEY, info.to_json()
+    onnx.save(proto, str(path))
+    return path
+
+
+FORMATS = ("litert", "onnx")
+SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+FLOAT_TOLERANCE = 1e-4  # largest allowed difference in crack probability, float exports
+INT8_MIN_AGREEMENT = 0.995  # smallest allowed share of identical labels, int8 exports
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: Path
+    format: str
+    int8: bool
+    size_bytes: int
+    check: dict[str, Any]
+    seconds: float
+
+
+def export(
+    model: str | os.PathLike,
+    format: str = "litert",
+    int8: bool = False,
+    calibration: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    check: str | os.PathLike | None = None,
+    calibration_images: int = 256,
+    check_images: int = 1000,
+    seed: int = 0,
+) -> ExportResult:
+    """Exports a run or .keras model to LiteRT or ONNX, float or int8, and checks it.
+
+    The export is compared with the Keras model on real labelled images (the run's held-out
+    val/test split, or ``check``) before it is written: a float export must agree within
+    1e-4 in crack probability, an int8 export on at least 99.5% of labels.
+    """
+    import tempfile
+    import time
+
+    from .data import list_image_files
+    from .model import load_keras_model
+    from .predict import KerasRunner, LiteRTRunner, OnnxRunner, resolve_model_path
+
+    started = time.perf_counter()
+    if format not in FORMATS:
+        raise CrackscanError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
+    keras_path = resolve_model_path(model)
+    if keras_path.suffix != ".keras":
+        raise CrackscanError(f"export starts from a run folder or a .keras model, not {keras_path.suffix}")
+    run_dir = keras_path.parent if (keras_path.parent / "split.csv").is_file() else None
+    if format == "onnx":
+        _require_onnx_exporter()
+    keras_model, info = load_keras_model(keras_path)
+
+    check_set = _check_images(run_dir, check, info, check_images, seed)
+    if int8:
+        if calibration is not None:
+            calibration_files = list_image_files([calibration])
+        elif run_dir is not None:
+            calibration_files = [p for p, _ in _run_split_images(run_dir, info, ("train",))]
+        else:
+            raise CrackscanError("int8 calibration needs real images: pass --calibration DATA")
+        calibration_files = _sample(calibration_files, calibration_images, seed)
+        if not calibration_files:
+            raise CrackscanError("no calibration images found")
+        calibration_pixels = _read_pixels(calibration_files, info.input_size)
+
+        def batches() -> Iterable[np.ndarray]:
+            for start in range(0, len(calibration_pixels), 32):
+                yield calibration_pixels[start : start + 32]
+
+    destination = Path(out) if out else keras_path.with_name(
+        f"{keras_path.stem}{'.int8' if int8 else ''}{SUFFIXES[format]}")
+    with tempfile.TemporaryDirectory(prefix="crackscan-export-") as scratch:
+        scratch = Path(scratch)
+        if format == "litert":
+            content = attach_litert_metadata(keras_to_litert(keras_model, batches if int8 else None), info)
+            candidate = write_bytes(scratch / "model.tflite", content)
+            runner: Any = LiteRTRunner(content)
+        else:
+            candidate = keras_to_onnx(keras_model, scratch / "float.onnx")
+            if int8:
+                candidate = quantize_onnx_int8(candidate, scratch / "int8.onnx", batches)
+            attach_onnx_metadata(candidate, info)
+            runner = OnnxRunner(candidate)
+        report = compare_with_keras(KerasRunner(keras_model), runner, check_set, info, int8)
+        if not report["passed"]:
+            raise CrackscanError(_failure_message(report, int8))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(candidate), destination)
+    return ExportResult(destination, format, int8, destination.stat().st_size, report, time.perf_counter() - started)
+
+
+def _require_onnx_exporter() -> None:
+    for package in ("tf2onnx", "onnx", "onnxruntime"):
+        try:
+            __import__(package)
+        except ImportError:
+            raise MissingDependencyError(package, "ONNX export", extra="export") from None
+
+
+def compare_with_keras(
+    keras_runner: Any, runner: Any, labelled: tuple[np.ndarray, np.ndarray], info: ModelInfo, int8: bool
+) -> dict[str, Any]:
+    pixels, labels = labelled
+    reference = keras_runner(pixels)
+    exported = runner(pixels)
+    positive = info.positive_index
+    difference = float(np.max(np.abs(reference[:, positive] - exported[:, positive])))
+    agreement = float(np.mean(reference.argmax(1) == exported.argmax(1)))
+    keras_accuracy = float(np.mean(reference.argmax(1) == labels))
+    export_accuracy = float(np.mean(exported.argmax(1) == labels))
+    passed = agreement >= INT8_MIN_AGREEMENT if int8 else difference <= FLOAT_TOLERANCE
+    return {
+        "images": int(len(labels)),
+        "max_crack_probability_difference": difference,
+        "label_agreement": agreement,
+        "keras_accuracy": keras_accuracy,
+        "export_accuracy": export_accuracy,
+        "accuracy_change_points": 100 * (export_accuracy - keras_accuracy),
+        "criterion": f"label agreement >= {INT8_MIN_AGREEMENT:.1%}" if int8
+        else f"crack probability within {FLOAT_TOLERANCE:g}",
+        "passed": bool(passed),
+    }
+
+
+def _failure_message(report: dict[str, Any], int8: bool) -> str:
+    if int8:
+        return (f"int8 export agrees with the Keras model on only {report['label_agreement']:.2%} of "
+                f"{report['images']} check images (needs {INT8_MIN_AGREEMENT:.1%}): not written; "
+                "try more or more typical --calibration images")
+    return (f"float export differs from the Keras model by up to {report['max_crack_probability_difference']:.2e} "
+            f"in crack probability (allowed {FLOAT_TOLERANCE:g}) on {report['images']} images: not written")
+
+
+def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from .data import find_dataset
+
+    if check is not None:
+        dataset = find_dataset(check, info.positive_class if info.positive_class in _subdirs(check) else None)
+        names = dataset.class_names
+        if set(names) != set(info.class_names):
+            raise CrackscanError(f"the classes in {check} ({', '.join(names)}) are not the model's")
+        labelled = [(s.path, info.class_names.index(names[s.label])) for s in dataset.samples]
+    elif run_dir is not None:
+        labelled = _run_split_images(run_dir, info, ("test", "val"))
+    else:
+        raise CrackscanError("checking the export needs real labelled images: pass --check DATA")
+    labelled = _sample(labelled, limit, seed)
+    pixels, kept = _read_pixels([p for p, _ in labelled], info.input_size, with_indices=True)
+    if len(kept) == 0:
+        raise CrackscanError("no readable check images")
+    return pixels, np.array([labelled[i][1] for i in kept])
+
+
+def _subdirs(folder: Any) -> set[str]:
+    path = Path(folder)
+    return {p.name for p in path.iterdir() if p.is_dir()} if path.is_dir() else set()
+
+
+def _run_split_images(run_dir: Path, info: ModelInfo, parts: tuple[str, ...]) -> list[tuple[Path, int]]:
+    import json
+
+    from .data import read_split_csv
+
+    try:
+        data_root = Path(json.loads((run_dir / "metrics.json").read_text())["data"])
+    except (OSError, ValueError, KeyError):
+        raise CrackscanError(f"{run_dir} has no metrics.json naming its data: pass --check/--calibration DATA") from None
+    rows = [r for r in read_split_csv(run_dir / "split.csv") if r["split"] in parts]
+    found = [(data_root / r["path"], info.class_names.index(r["class"])) for r in rows]
+    found = [(p, label) for p, label in found if p.is_file()]
+    if not found:
+        raise CrackscanError(f"the images of {run_dir}'s split are not at {data_root}: pass --check/--calibration DATA")
+    return found
+
+
+def _sample(items: list, limit: int, seed: int) -> list:
+    if len(items) <= limit:
+        return list(items)
+    order = np.random.default_rng(seed).permutation(len(items))[:limit]
+    return [items[i] for i in sorted(order)]
+
+
+def _read_pixels(paths: list[Path], size: int, with_indices: bool = False) -> Any:
+    from .data import iter_batches, load_for_model
+
+    arrays, kept = [], []
+    for batch in iter_batches(paths, lambda p: load_for_model(p, size), 64):
+        if batch.indices:
+            arrays.append(batch.images)
+            kept.extend(batch.indices)
+    pixels = np.concatenate(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    return (pixels, kept) if with_indices else pixels

@@ -46,12 +46,15 @@ class LiteRTRunner:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise MissingDependencyError("ai-edge-litert", "running a LiteRT (.tflite) model") from None
+        from ._tf import muted_native_stderr
+
         try:
-            self.interpreter = Interpreter(model_content=model_content, num_threads=num_threads or cpu_threads())
-            self._input = self.interpreter.get_input_details()[0]
-            self._output = self.interpreter.get_output_details()[0]
-            self.interpreter.resize_tensor_input(self._input["index"], [batch_size, *self._input["shape"][1:]])
-            self.interpreter.allocate_tensors()
+            with muted_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter = Interpreter(model_content=model_content, num_threads=num_threads or cpu_threads())
+                self._input = self.interpreter.get_input_details()[0]
+                self._output = self.interpreter.get_output_details()[0]
+                self.interpreter.resize_tensor_input(self._input["index"], [batch_size, *self._input["shape"][1:]])
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise CrackscanError(f"not a usable LiteRT model: {str(error).strip().splitlines()[0]}") from None
         self.batch_size = batch_size
@@ -72,7 +75,7 @@ class OnnxRunner:
         try:
             import onnxruntime
         except ImportError:
-            raise MissingDependencyError("onnxruntime", "running an ONNX model", extra="onnx") from None
+            raise MissingDependencyError("onnxruntime", "running an ONNX model") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads or cpu_threads()
         options.log_severity_level = 3

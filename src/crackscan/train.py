@@ -161,7 +161,8 @@ def train(
         "timing": {k: round(v, 2) for k, v in timing.items()},
         # ru_maxrss is in KiB on Linux.
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "data": str(dataset.root),
+        # Absolute, so that export can find the training split for int8 calibration later.
+        "data": str(dataset.root.resolve()),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return Run(out, config, metrics, history)

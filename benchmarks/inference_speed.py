@@ -1,0 +1,96 @@
+"""Inference speed of every model format on the same real images, against Keras.
+
+Trains a model (or takes --run), exports LiteRT and ONNX, float and int8, then prints for
+each: images/s at batch 32 on pre-decoded pixels, median single-image latency, and the
+ratio to Keras; then `crackscan predict` end to end (decoding included) over a folder of
+10,000 JPEGs with the int8 LiteRT model.
+
+    python benchmarks/inference_speed.py [--run RUN] [--data ../shared/data/ozgenel-12k]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ozgenel-12k")
+    parser.add_argument("--run", type=Path, help="a run folder to use instead of training one")
+    parser.add_argument("--seconds", type=float, default=4.0, help="time per throughput measurement")
+    parser.add_argument("--folder-images", type=int, default=10_000)
+    args = parser.parse_args()
+
+    import crackscan
+    from crackscan.data import load_for_model
+    from crackscan.export import export
+    from crackscan.testing import use_offline_keras_home
+
+    work = Path(tempfile.mkdtemp(prefix="crackscan-infer-"))
+    use_offline_keras_home(work / "keras-home")
+    run_dir = args.run
+    if run_dir is None:
+        subset = work / "subset"
+        for name in ("Positive", "Negative"):
+            (subset / name).mkdir(parents=True)
+            for path in sorted((args.data / name).iterdir())[:1500]:
+                (subset / name / path.name).symlink_to(path.resolve())
+        run_dir = crackscan.train(subset, work / "run").path
+    models = {"Keras": run_dir / "model.keras"}
+    for fmt, int8, name in (("litert", False, "LiteRT float"), ("litert", True, "LiteRT int8"),
+                            ("onnx", False, "ONNX float"), ("onnx", True, "ONNX int8")):
+        result = export(run_dir, fmt, int8=int8, out=work / f"model{'.int8' if int8 else ''}.{fmt}")
+        models[name] = result.path
+        print(f"exported {name}: label agreement {result.check['label_agreement']:.2%}, accuracy change "
+              f"{result.check['accuracy_change_points']:+.2f} points on {result.check['images']} images", flush=True)
+
+    files = sorted((args.data / "Positive").iterdir())[:512] + sorted((args.data / "Negative").iterdir())[:512]
+    pixels = np.stack([load_for_model(p, 160) for p in files])
+    rows = []
+    for name, path in models.items():
+        predictor = crackscan.load(path, batch_size=32)
+        predictor.probabilities(pixels[:64])  # warm-up: tracing, allocation
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < args.seconds:
+            predictor.probabilities(pixels)
+            done += len(pixels)
+        throughput = done / (time.perf_counter() - started)
+        single = crackscan.load(path, batch_size=1)
+        single.probabilities(pixels[:1])
+        latencies = []
+        for i in range(200):
+            tick = time.perf_counter()
+            single.probabilities(pixels[i : i + 1])
+            latencies.append(time.perf_counter() - tick)
+        rows.append((name, throughput, 1000 * statistics.median(latencies)))
+    keras_rate = rows[0][1]
+    print(f"\n{'model':<14}{'images/s (batch 32)':>21}{'x Keras':>9}{'latency ms (1 image)':>22}")
+    for name, rate, latency in rows:
+        print(f"{name:<14}{rate:>21.0f}{rate / keras_rate:>9.2f}{latency:>22.2f}")
+
+    folder = work / "folder"
+    folder.mkdir()
+    sources = sorted((args.data / "Positive").iterdir()) + sorted((args.data / "Negative").iterdir())
+    for i in range(args.folder_images):
+        (folder / f"{i:05d}.jpg").symlink_to(sources[i % len(sources)].resolve())
+    command = [sys.executable, "-m", "crackscan.cli", "predict", str(models["LiteRT int8"]), str(folder), "--format", "csv"]
+    started = time.perf_counter()
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    seconds = time.perf_counter() - started
+    count = len(output.splitlines()) - 1
+    print(f"\ncrackscan predict, int8 LiteRT, folder of {count} JPEGs, end to end (process start, decoding, "
+          f"inference, CSV): {seconds:.1f} s = {count / seconds:.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
