@@ -75,3 +75,35 @@ def write_image(path: Path, array: np.ndarray, **save_args) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **save_args)
     return path
+
+
+REAL_PER_CLASS = 1100
+
+
+@pytest.fixture(scope="session")
+def real_subset(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2,200 real images (the first 1,100 of each class), linked, not copied, plus bad files."""
+    root = tmp_path_factory.mktemp("ozgenel-2200")
+    for name in ("Positive", "Negative"):
+        (root / name).mkdir()
+        for path in sorted((real_data / name).iterdir())[:REAL_PER_CLASS]:
+            (root / name / path.name).symlink_to(path)
+    add_bad_files(root / "Negative")
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_run(real_subset: Path, tmp_path_factory: pytest.TempPathFactory, offline_keras: Path | None):
+    """The default method (MobileNetV2 1.0, 160 px, 10 epochs) trained on real images."""
+    if offline_keras is None:
+        pytest.skip("needs ../shared/keras-home for ImageNet weights")
+    import crackscan
+
+    return crackscan.train(real_subset, tmp_path_factory.mktemp("real") / "run")
+
+
+@pytest.fixture(scope="session")
+def real_int8(real_run, tmp_path_factory: pytest.TempPathFactory):
+    from crackscan.export import export
+
+    return export(real_run.path, "litert", int8=True, out=tmp_path_factory.mktemp("int8") / "model.int8.tflite")

@@ -58,6 +58,11 @@ def test_int8_without_calibration_images_for_a_bare_model(tiny_run, tmp_path):
         export(bare, "litert")
 
 
+def test_output_suffix_must_match_the_format(tiny_run, tmp_path):
+    with pytest.raises(CrackscanError, match="must end in .onnx"):
+        export(tiny_run.path, "onnx", out=tmp_path / "model.tflite")
+
+
 def test_failed_check_writes_nothing(tiny_run, tmp_path, monkeypatch):
     import importlib
 

@@ -1,32 +1,10 @@
-"""Integration: the origin's method on real Özgenel patches from ../shared reaches 98%+."""
+"""Integration on real Özgenel patches from ../shared: accuracy of training and of int8."""
 
 import pytest
 
 import crackscan
 
-from .conftest import add_bad_files
-
 pytestmark = pytest.mark.slow
-PER_CLASS = 1100
-
-
-@pytest.fixture(scope="module")
-def real_subset(real_data, tmp_path_factory):
-    """2,200 real images (the first 1,100 of each class), linked, not copied."""
-    root = tmp_path_factory.mktemp("ozgenel-2200")
-    for name in ("Positive", "Negative"):
-        (root / name).mkdir()
-        for path in sorted((real_data / name).iterdir())[:PER_CLASS]:
-            (root / name / path.name).symlink_to(path)
-    add_bad_files(root / "Negative")
-    return root
-
-
-@pytest.fixture(scope="module")
-def real_run(real_subset, tmp_path_factory, offline_keras):
-    if offline_keras is None:
-        pytest.skip("needs ../shared/keras-home for ImageNet weights")
-    return crackscan.train(real_subset, tmp_path_factory.mktemp("real") / "run")
 
 
 def test_default_training_on_real_images_reaches_98_percent(real_run):
@@ -40,3 +18,13 @@ def test_default_training_on_real_images_reaches_98_percent(real_run):
 def test_saved_model_agrees_with_the_run_on_real_test_images(real_run, real_subset):
     result = crackscan.evaluate(real_run.path, real_subset, split="test")
     assert result.metrics["accuracy"] == pytest.approx(real_run.metrics["test"]["accuracy"], abs=1e-9)
+
+
+def test_int8_litert_keeps_accuracy_within_0_3_points(real_run, real_int8, real_subset):
+    check = real_int8.check  # the run's held-out val + test images, up to 1,000
+    assert check["images"] >= 600
+    assert abs(check["accuracy_change_points"]) <= 0.3, check
+    assert check["label_agreement"] >= 0.995
+    on_test = crackscan.evaluate(real_int8.path, real_subset)
+    keras_on_all = crackscan.evaluate(real_run.path, real_subset)
+    assert abs(on_test.metrics["accuracy"] - keras_on_all.metrics["accuracy"]) <= 0.003

@@ -180,6 +180,9 @@ def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 
 def _exif_upright(image: Image.Image) -> Image.Image:
     try:
+        # Most images are stored upright; exif_transpose would still copy them.
+        if image.getexif().get(0x0112, 1) in (None, 1):
+            return image
         return ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not cost the image: keep it as stored
         return image

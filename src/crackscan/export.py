@@ -197,6 +197,8 @@ def export(
     keras_path = resolve_model_path(model)
     if keras_path.suffix != ".keras":
         raise CrackscanError(f"export starts from a run folder or a .keras model, not {keras_path.suffix}")
+    if out is not None and Path(out).suffix.lower() != SUFFIXES[format]:
+        raise CrackscanError(f"a {format} model file must end in {SUFFIXES[format]}, not {Path(out).name}")
     run_dir = keras_path.parent if (keras_path.parent / "split.csv").is_file() else None
     if format == "onnx":
         _require_onnx_exporter()

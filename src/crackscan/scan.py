@@ -174,7 +174,7 @@ def draw_overlay(image: Image.Image, tiles: Sequence[Tile], summary: dict[str, A
             continue
         box = (t.x * factor, t.y * factor, (t.x + t.width) * factor - 1, (t.y + t.height) * factor - 1)
         strength = (t.crack_probability - threshold) / (1 - threshold)
-        draw.rectangle(box, fill=(230, 30, 30, int(60 + 110 * strength)), outline=(255, 40, 40, 230), width=2)
+        draw.rectangle(box, fill=(230, 30, 30, int(35 + 85 * strength)), outline=(255, 40, 40, 230), width=2)
     composed = Image.alpha_composite(base, shade)
     _draw_legend(composed, summary)
     return composed.convert("RGB")
@@ -207,7 +207,7 @@ def _draw_legend(image: Image.Image, summary: dict[str, Any]) -> None:
     threshold = summary["threshold"]
     for i in range(ramp_w):
         strength = i / max(1, ramp_w - 1)
-        alpha = (60 + 110 * strength) / 255
+        alpha = (35 + 85 * strength) / 255
         colour = tuple(int(255 * (1 - alpha) + c * alpha) for c in (230, 30, 30))
         draw.line((x0 + pad + i, y, x0 + pad + i, y + ramp_h), fill=(*colour, 255))
     y += ramp_h + 2

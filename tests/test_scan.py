@@ -1,0 +1,143 @@
+"""Scanning whole photos: mosaics of labelled real patches, EXIF, small photos, limits, surveys."""
+
+import csv
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import crackscan
+from crackscan import CrackscanError
+from crackscan.cli import main
+from crackscan.data import ImageReadError, read_split_csv
+from crackscan.scan import tile_origins
+
+PATCH = 227
+
+
+def build_mosaic(run, data_root, columns, rows, seed):
+    """A photo made of the run's held-out patches, with the label of every tile."""
+    held_out = [r for r in read_split_csv(run.path / "split.csv") if r["split"] in ("test", "val")]
+    rng = np.random.default_rng(seed)
+    chosen = [held_out[i] for i in rng.permutation(len(held_out))[: columns * rows]]
+    photo = np.zeros((rows * PATCH, columns * PATCH, 3), np.uint8)
+    labels = {}
+    for index, row in enumerate(chosen):
+        y, x = divmod(index, columns)
+        patch = np.asarray(Image.open(data_root / row["path"]).convert("RGB").resize((PATCH, PATCH)))
+        photo[y * PATCH : (y + 1) * PATCH, x * PATCH : (x + 1) * PATCH] = patch
+        labels[x * PATCH, y * PATCH] = row["class"]
+    return photo, labels
+
+
+@pytest.mark.slow
+def test_mosaics_of_real_patches_are_mapped_tile_by_tile(real_run, real_int8, real_subset, tmp_path):
+    correct = total = 0
+    for seed in (1, 2):
+        photo, labels = build_mosaic(real_run, real_subset, 12, 9, seed)  # 2724 x 2043 px
+        path = tmp_path / f"mosaic{seed}.jpg"
+        Image.fromarray(photo).save(path, quality=95)
+        result = crackscan.scan(real_int8.path, path)
+        assert (result.width, result.height) == (2724, 2043) and len(result.tiles) == 108
+        for t in result.tiles:
+            correct += t.label == labels[t.x, t.y]
+            total += 1
+    assert correct / total >= 0.99, f"{correct}/{total}"
+
+
+def test_default_tile_is_the_training_patch_size(tiny_run):
+    result = crackscan.scan(tiny_run.path, np.full((200, 200, 3), 128, np.uint8))
+    assert result.summary["tile"] == tiny_run.load().info.patch_size == 96
+
+
+def test_tiles_cover_every_border(tiny_run):
+    assert tile_origins(1000, 227, 227) == [0, 227, 454, 681, 773]
+    assert tile_origins(681, 227, 227) == [0, 227, 454]
+    assert tile_origins(100, 227, 227) == [0]
+    assert tile_origins(500, 227, 100) == [0, 100, 200, 273]
+    photo = np.full((300, 500, 3), 128, np.uint8)
+    result = crackscan.scan(tiny_run.path, photo, tile=227)
+    covered = np.zeros((300, 500), bool)
+    for t in result.tiles:
+        covered[t.y : t.y + t.height, t.x : t.x + t.width] = True
+    assert covered.all() and len(result.tiles) == 6
+
+
+def test_photo_smaller_than_one_tile_is_one_tile(tiny_run):
+    result = crackscan.scan(tiny_run.path, np.full((100, 150, 3), 128, np.uint8), tile=227)
+    assert [(t.x, t.y, t.width, t.height) for t in result.tiles] == [(0, 0, 150, 100)]
+    assert result.summary["tiles"] == 1
+
+
+def test_exif_rotated_photo_is_scanned_upright(tiny_run, tmp_path):
+    stored = np.full((227, 454, 3), 128, np.uint8)  # 2x1 tiles as stored, 1x2 upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif)
+    result = crackscan.scan(tiny_run.path, path, tile=227)
+    assert (result.width, result.height) == (227, 454)
+    assert [(t.x, t.y) for t in result.tiles] == [(0, 0), (0, 227)]
+
+
+def _png_header_only(path, width, height):
+    """A PNG that declares huge dimensions: enough to test refusing before decoding."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_refused_by_the_pixel_limit(tiny_run, tmp_path):
+    bomb = _png_header_only(tmp_path / "bomb.png", 60_000, 60_000)
+    with pytest.raises(ImageReadError, match="pixel limit"):
+        crackscan.scan(tiny_run.path, bomb)
+    small = _png_header_only(tmp_path / "wide.png", 4000, 3000)
+    with pytest.raises(ImageReadError, match="pixel limit"):
+        crackscan.scan(tiny_run.path, small, max_pixels=10_000_000 // 10)
+
+
+def test_bad_settings_are_user_errors(tiny_run):
+    photo = np.zeros((300, 300, 3), np.uint8)
+    with pytest.raises(CrackscanError, match="threshold"):
+        crackscan.scan(tiny_run.path, photo, threshold=1.5)
+    with pytest.raises(CrackscanError, match="tile"):
+        crackscan.scan(tiny_run.path, photo, tile=4)
+
+
+def test_survey_folder_resume_force_and_bad_files(capsys, tiny_run, tiny_dataset, tmp_path):
+    from crackscan import synth
+
+    survey = tmp_path / "survey"
+    (survey / "north").mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    Image.fromarray(synth.make_photo(rng, 700, 500, cracks=3)).save(survey / "north" / "wall.jpg")
+    Image.fromarray(synth.make_photo(rng, 700, 500, cracks=0)).save(survey / "wall.jpg")  # same stem
+    (survey / "broken.jpg").write_bytes(b"not a photo")
+    out = tmp_path / "out"
+    code = main(["scan", str(tiny_run.path), str(survey), "--out", str(out), "--tile", "227"])
+    captured = capsys.readouterr()
+    assert code == 1 and "skipped" in captured.err and "broken.jpg" in captured.err
+    for folder in ("north__wall", "wall"):
+        assert {p.name for p in (out / folder).iterdir()} == {"overlay.png", "tiles.csv", "summary.json"}
+        summary = json.loads((out / folder / "summary.json").read_text())
+        assert summary["tiles"] == 12 and summary["width"] == 700
+        with open(out / folder / "tiles.csv") as handle:
+            assert list(csv.DictReader(handle))[0].keys() == {"x", "y", "width", "height", "crack_probability", "label"}
+    with open(out / "summary.csv") as handle:
+        ranked = list(csv.DictReader(handle))
+    fractions = [float(r["cracked_area_fraction"]) for r in ranked]
+    assert len(ranked) == 2 and fractions == sorted(fractions, reverse=True)
+    overlay = Image.open(out / "wall" / "overlay.png")
+    assert overlay.size == (700, 500)
+
+    stamp = (out / "wall" / "summary.json").stat().st_mtime_ns
+    main(["scan", str(tiny_run.path), str(survey), "--out", str(out), "--tile", "227"])
+    assert "2 photos already scanned" in capsys.readouterr().out
+    assert (out / "wall" / "summary.json").stat().st_mtime_ns == stamp
+    main(["scan", str(tiny_run.path), str(survey / "wall.jpg"), "--out", str(out), "--force", "--tile", "227"])
+    assert (out / "wall" / "summary.json").stat().st_mtime_ns != stamp
