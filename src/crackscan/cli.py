@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"refuse photos with more pixels than this (default {DEFAULT_MAX_PIXELS:,})")
     scan.add_argument("--force", action="store_true", help="scan again photos whose results exist")
 
+    serve = commands.add_parser("serve", help="HTTP API and web page for crack checks")
+    serve.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (default 25 MB)")
+    serve.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted image in pixels")
+
     demo = commands.add_parser("demo", help="make a synthetic dataset, train on it, evaluate, plot")
     demo.add_argument("--out", type=Path, default=Path("crackscan-demo"), help="folder for the data and the run")
     demo.add_argument("--per-class", type=int, default=400, help="synthetic images per class (default 400)")
@@ -254,6 +261,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    if not 0 < args.max_upload_mb <= 10_000:
+        raise CrackscanError("--max-upload-mb must be between 0 and 10000")
+    print(f"crackscan serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops",
+          file=sys.stderr)
+    serve(args.model, args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+          max_pixels=args.max_pixels)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import synth
     from .train import train
@@ -275,7 +294,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan, "serve": cmd_serve,
             "demo": cmd_demo}
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""The HTTP API through FastAPI's test client: every endpoint and every bad input."""
+
+import base64
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from crackscan.server import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run):
+    app = create_app(tiny_run.path, max_upload_bytes=300_000, max_pixels=5_000_000)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def jpeg(array, **kw):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", **kw)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def patch_bytes(tiny_dataset):
+    return (tiny_dataset / "Positive" / "00001.jpg").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def photo_bytes():
+    from crackscan import synth
+
+    return jpeg(synth.make_photo(np.random.default_rng(2), 500, 400, cracks=2), quality=90)
+
+
+def test_health_and_docs(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["classes"] == ["Negative", "Positive"] and health["format"] == "keras"
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/classify", "/v1/scan", "/health"} <= set(paths)
+
+
+def test_classify_one_and_many(client, patch_bytes, tiny_run, tiny_dataset):
+    answer = client.post("/v1/classify", files=[("files", ("a.jpg", patch_bytes, "image/jpeg"))])
+    assert answer.status_code == 200
+    [result] = answer.json()["results"]
+    expected = tiny_run.load().predict(tiny_dataset / "Positive" / "00001.jpg")[0]
+    assert result["filename"] == "a.jpg" and result["label"] == expected.label
+    assert result["crack_probability"] == pytest.approx(expected.crack_probability, abs=1e-5)
+    many = client.post("/v1/classify", files=[("files", (f"{i}.jpg", patch_bytes, "image/jpeg")) for i in range(3)])
+    assert [r["filename"] for r in many.json()["results"]] == ["0.jpg", "1.jpg", "2.jpg"]
+
+
+def test_scan_returns_grid_summary_and_overlay(client, photo_bytes):
+    answer = client.post("/v1/scan?tile=227", files={"file": ("wall.jpg", photo_bytes, "image/jpeg")})
+    assert answer.status_code == 200
+    body = answer.json()
+    summary = body["summary"]
+    assert summary["photo"] == "wall.jpg" and summary["tiles"] == len(body["tiles"]) == 6
+    assert set(body["tiles"][0]) == {"x", "y", "width", "height", "crack_probability", "label"}
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png_base64"])))
+    assert overlay.format == "PNG" and overlay.size == (500, 400)
+
+
+def _png_declaring(width, height):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("endpoint, field", [("/v1/classify", "files"), ("/v1/scan", "file")])
+@pytest.mark.parametrize("name, content, status, words", [
+    ("notes.jpg", b"this is a text file, not a photo", 415, "not an image"),
+    ("cut.jpg", None, 400, "truncated"),
+    ("empty.jpg", b"", 400, "empty"),
+    ("bomb.png", _png_declaring(40_000, 40_000), 413, "pixel limit"),
+    ("huge.jpg", b"\xff" * 400_000, 413, "larger than the limit"),
+])
+def test_bad_uploads_get_4xx_with_a_reason(client, photo_bytes, endpoint, field, name, content, status, words):
+    if content is None:
+        content = photo_bytes[: len(photo_bytes) // 3]
+    answer = client.post(endpoint, files=[(field, (name, content, "image/jpeg"))])
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["detail"]
+    assert client.get("/health").status_code == 200  # the server is still up
+
+
+def test_missing_file_and_bad_parameters(client, photo_bytes):
+    assert client.post("/v1/classify").status_code == 422
+    assert client.post("/v1/scan?threshold=2", files={"file": ("a.jpg", photo_bytes, "image/jpeg")}).status_code == 422
+
+
+def test_page_is_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'type="file"' in page.text and "v1/scan" in page.text
