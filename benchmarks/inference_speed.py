@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import DEFAULT_DATA, prepare_run, real_image_files
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ozgenel-12k")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--run", type=Path, help="a run folder to use instead of training one")
     parser.add_argument("--seconds", type=float, default=4.0, help="time per throughput measurement")
     parser.add_argument("--folder-images", type=int, default=10_000)
@@ -34,18 +34,9 @@ def main() -> None:
     import crackscan
     from crackscan.data import load_for_model
     from crackscan.export import SUFFIXES, export
-    from crackscan.testing import use_offline_keras_home
 
     work = Path(tempfile.mkdtemp(prefix="crackscan-infer-"))
-    use_offline_keras_home(work / "keras-home")
-    run_dir = args.run
-    if run_dir is None:
-        subset = work / "subset"
-        for name in ("Positive", "Negative"):
-            (subset / name).mkdir(parents=True)
-            for path in sorted((args.data / name).iterdir())[:1500]:
-                (subset / name / path.name).symlink_to(path.resolve())
-        run_dir = crackscan.train(subset, work / "run").path
+    run_dir = prepare_run(args.run, args.data, work)
     models = {"Keras": run_dir / "model.keras"}
     for fmt, int8, name in (("litert", False, "LiteRT float"), ("litert", True, "LiteRT int8"),
                             ("onnx", False, "ONNX float"), ("onnx", True, "ONNX int8")):
@@ -80,7 +71,7 @@ def main() -> None:
 
     folder = work / "folder"
     folder.mkdir()
-    sources = sorted((args.data / "Positive").iterdir()) + sorted((args.data / "Negative").iterdir())
+    sources = real_image_files(args.data)
     for i in range(args.folder_images):
         (folder / f"{i:05d}.jpg").symlink_to(sources[i % len(sources)].resolve())
     command = [sys.executable, "-m", "crackscan.cli", "predict", str(models["LiteRT int8"]), str(folder), "--format", "csv"]

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import DEFAULT_DATA, prepare_run, real_image_files
+
 WIDTH, HEIGHT, PATCH = 4032, 3024, 227
 
 
@@ -34,27 +35,18 @@ def make_photo(files: list[Path], rng: np.random.Generator) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ozgenel-12k")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--run", type=Path, help="a run folder (default: train one on 3,000 real images)")
     parser.add_argument("--photos", type=int, default=20)
     args = parser.parse_args()
 
     import crackscan
-    from crackscan.testing import use_offline_keras_home
 
     work = Path(tempfile.mkdtemp(prefix="crackscan-scan-"))
-    use_offline_keras_home(work / "keras-home")
-    run_dir = args.run
-    if run_dir is None:
-        subset = work / "subset"
-        for name in ("Positive", "Negative"):
-            (subset / name).mkdir(parents=True)
-            for path in sorted((args.data / name).iterdir())[:1500]:
-                (subset / name / path.name).symlink_to(path.resolve())
-        run_dir = crackscan.train(subset, work / "run").path
+    run_dir = prepare_run(args.run, args.data, work)
     model = crackscan.export(run_dir, "litert", int8=True, out=work / "model.int8.tflite").path
 
-    files = sorted((args.data / "Positive").iterdir()) + sorted((args.data / "Negative").iterdir())
+    files = real_image_files(args.data)
     rng = np.random.default_rng(0)
     folder = work / "photos"
     folder.mkdir()

@@ -22,12 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import DEFAULT_DATA, link_subset
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ozgenel-12k")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--per-class", type=int, default=0, help="use only the first N images of each class (0: all)")
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
@@ -36,7 +36,7 @@ def main() -> None:
     from crackscan.testing import use_offline_keras_home
 
     use_offline_keras_home(work / "keras-home")  # no-op where ../shared is absent: Keras downloads
-    data = subset(args.data, work / "data", args.per_class) if args.per_class else args.data.resolve()
+    data = link_subset(args.data, work / "data", args.per_class) if args.per_class else args.data.resolve()
 
     # (b) crackscan, as a user runs it.
     started = time.perf_counter()
@@ -57,14 +57,6 @@ def main() -> None:
     print(f"speed-up: {origin_s / crackscan_s:.1f}x; accuracy difference "
           f"{100 * (metrics['test']['accuracy'] - origin_accuracy):+.2f} points; "
           f"crackscan peak memory {metrics['peak_memory_mb']:.0f} MB")
-
-
-def subset(source: Path, target: Path, per_class: int) -> Path:
-    for name in ("Positive", "Negative"):
-        (target / name).mkdir(parents=True)
-        for path in sorted((source / name).iterdir())[:per_class]:
-            (target / name / path.name).symlink_to(path.resolve())
-    return target
 
 
 def split_folders(data: Path, split_csv: Path, target: Path) -> dict[str, Path]:

@@ -33,9 +33,10 @@ class KerasRunner:
         self._lock = threading.Lock()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        # A fixed batch shape keeps Keras from tracing its predict function once per size.
+        # Two fixed batch shapes (full and one) keep Keras from tracing once per size.
+        run = lambda x: np.asarray(self.model.predict_on_batch(x))  # noqa: E731
         with self._lock:
-            return _run_padded(images, self.batch_size, lambda x: np.asarray(self.model.predict_on_batch(x)))
+            return _run_batched(images, self.batch_size, run, run)
 
 
 class LiteRTRunner:
@@ -43,31 +44,49 @@ class LiteRTRunner:
 
     def __init__(self, model_content: bytes, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None):
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            import ai_edge_litert.interpreter  # noqa: F401
         except ImportError:
             raise MissingDependencyError("ai-edge-litert", "running a LiteRT (.tflite) model") from None
+        self._content, self._num_threads = model_content, num_threads or cpu_threads()
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self.interpreter, self._input, self._output = self._interpreter(batch_size)
+        self._single: tuple | None = None
+
+    def _interpreter(self, batch_size: int) -> tuple:
+        from ai_edge_litert.interpreter import Interpreter
+
         from ._tf import muted_native_stderr
 
         try:
             with muted_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-                self.interpreter = Interpreter(model_content=model_content, num_threads=num_threads or cpu_threads())
-                self._input = self.interpreter.get_input_details()[0]
-                self._output = self.interpreter.get_output_details()[0]
-                self.interpreter.resize_tensor_input(self._input["index"], [batch_size, *self._input["shape"][1:]])
-                self.interpreter.allocate_tensors()
+                interpreter = Interpreter(model_content=self._content, num_threads=self._num_threads)
+                detail_in = interpreter.get_input_details()[0]
+                interpreter.resize_tensor_input(detail_in["index"], [batch_size, *detail_in["shape"][1:]])
+                interpreter.allocate_tensors()
+                return interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         except (ValueError, RuntimeError) as error:
             raise CrackscanError(f"not a usable LiteRT model: {str(error).strip().splitlines()[0]}") from None
-        self.batch_size = batch_size
-        self._lock = threading.Lock()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._lock:  # one interpreter holds one set of tensors: calls must not interleave
-            return _run_padded(images, self.batch_size, self._invoke)
+            return _run_batched(images, self.batch_size, self._invoke_full, self._invoke_one)
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
-        self.interpreter.invoke()
-        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+    def _invoke_full(self, batch: np.ndarray) -> np.ndarray:
+        return self._invoke(batch, (self.interpreter, self._input, self._output))
+
+    def _invoke_one(self, image: np.ndarray) -> np.ndarray:
+        # A second interpreter sized for one image: a lone request must not pay for a full batch.
+        if self._single is None:
+            self._single = self._interpreter(1)
+        return self._invoke(image, self._single)
+
+    @staticmethod
+    def _invoke(batch: np.ndarray, runtime: tuple) -> np.ndarray:
+        interpreter, detail_in, detail_out = runtime
+        interpreter.set_tensor(detail_in["index"], _quantize(batch, detail_in))
+        interpreter.invoke()
+        return _dequantize(interpreter.get_tensor(detail_out["index"]), detail_out)
 
 
 class OnnxRunner:
@@ -87,19 +106,27 @@ class OnnxRunner:
         self.batch_size = batch_size
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        # An InferenceSession is safe to call from several threads at once.
-        return _run_padded(images, self.batch_size, lambda x: self.session.run(None, {self._input_name: x})[0])
+        # An InferenceSession is safe to call from several threads at once and takes any
+        # batch size, so nothing is padded.
+        run = lambda x: self.session.run(None, {self._input_name: x})[0]  # noqa: E731
+        return _run_batched(images, self.batch_size, run, run, pad=False)
 
 
-def _run_padded(images: np.ndarray, batch_size: int, run: Any) -> np.ndarray:
+def _run_batched(images: np.ndarray, batch_size: int, run_full: Any, run_one: Any, pad: bool = True) -> np.ndarray:
+    """Runs full batches through ``run_full``; a short remainder goes one image at a time
+    through ``run_one`` when that is cheaper than padding it to a full batch."""
     images = np.asarray(images, dtype=np.float32)
     outputs = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         count = len(chunk)
-        if count < batch_size:
-            chunk = np.concatenate([chunk, np.zeros((batch_size - count, *chunk.shape[1:]), np.float32)])
-        outputs.append(np.asarray(run(chunk), dtype=np.float32)[:count])
+        if count == batch_size or not pad:
+            outputs.append(np.asarray(run_full(chunk), dtype=np.float32))
+        elif count <= batch_size // 2:
+            outputs.extend(np.asarray(run_one(chunk[i : i + 1]), dtype=np.float32) for i in range(count))
+        else:
+            padded = np.concatenate([chunk, np.zeros((batch_size - count, *chunk.shape[1:]), np.float32)])
+            outputs.append(np.asarray(run_full(padded), dtype=np.float32)[:count])
     if not outputs:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(outputs)

@@ -1,0 +1,33 @@
+"""What the benchmark scripts share: the real data, an offline Keras home, a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ozgenel-12k"
+
+
+def link_subset(source: Path, target: Path, per_class: int) -> Path:
+    """The first ``per_class`` images of each class, as links (the data is never copied)."""
+    for name in ("Positive", "Negative"):
+        (target / name).mkdir(parents=True)
+        for path in sorted((source / name).iterdir())[:per_class]:
+            (target / name / path.name).symlink_to(path.resolve())
+    return target
+
+
+def prepare_run(run: Path | None, data: Path, work: Path, per_class: int = 1500) -> Path:
+    """``run`` if given, else a default-settings run trained on a real subset."""
+    from crackscan.testing import use_offline_keras_home
+
+    use_offline_keras_home(work / "keras-home")  # no-op where ../shared is absent: Keras downloads
+    if run is not None:
+        return run
+    import crackscan
+
+    return crackscan.train(link_subset(data, work / "subset", per_class), work / "run").path
+
+
+def real_image_files(data: Path) -> list[Path]:
+    return sorted((data / "Positive").iterdir()) + sorted((data / "Negative").iterdir())
