@@ -31,3 +31,22 @@ def prepare_run(run: Path | None, data: Path, work: Path, per_class: int = 1500)
 
 def real_image_files(data: Path) -> list[Path]:
     return sorted((data / "Positive").iterdir()) + sorted((data / "Negative").iterdir())
+
+
+def int8_model(run: Path | None, data: Path, work: Path) -> Path:
+    """The int8 LiteRT export of ``run`` (or of a freshly trained run), checked as usual."""
+    import crackscan
+
+    run_dir = prepare_run(run, data, work)
+    return crackscan.export(run_dir, "litert", int8=True, out=work / "model.int8.tflite").path
+
+
+def photo_of_patches(files: list[Path], rng, width: int = 4032, height: int = 3024, patch: int = 227):
+    """A survey-size photo (the size the Özgenel patches were cut from) tiled with real patches."""
+    from PIL import Image
+
+    photo = Image.new("RGB", (width, height))
+    for y in range(0, height, patch):
+        for x in range(0, width, patch):
+            photo.paste(Image.open(files[rng.integers(len(files))]).convert("RGB"), (x, y))
+    return photo

@@ -18,19 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from common import DEFAULT_DATA, prepare_run, real_image_files
-
-WIDTH, HEIGHT, PATCH = 4032, 3024, 227
-
-
-def make_photo(files: list[Path], rng: np.random.Generator) -> Image.Image:
-    photo = Image.new("RGB", (WIDTH, HEIGHT))
-    for y in range(0, HEIGHT, PATCH):
-        for x in range(0, WIDTH, PATCH):
-            photo.paste(Image.open(files[rng.integers(len(files))]).convert("RGB"), (x, y))
-    return photo
+from common import DEFAULT_DATA, int8_model, photo_of_patches, real_image_files
 
 
 def main() -> None:
@@ -43,15 +32,14 @@ def main() -> None:
     import crackscan
 
     work = Path(tempfile.mkdtemp(prefix="crackscan-scan-"))
-    run_dir = prepare_run(args.run, args.data, work)
-    model = crackscan.export(run_dir, "litert", int8=True, out=work / "model.int8.tflite").path
+    model = int8_model(args.run, args.data, work)
 
     files = real_image_files(args.data)
     rng = np.random.default_rng(0)
     folder = work / "photos"
     folder.mkdir()
     for i in range(args.photos):
-        make_photo(files, rng).save(folder / f"photo{i:02d}.jpg", quality=92)
+        photo_of_patches(files, rng).save(folder / f"photo{i:02d}.jpg", quality=92)
 
     predictor = crackscan.load(model)
     photo = folder / "photo00.jpg"
@@ -62,7 +50,7 @@ def main() -> None:
         result = crackscan.scan(predictor, photo)
         result.write(work / f"one-{i}")
         times.append(time.perf_counter() - started)
-    print(f"one {WIDTH}x{HEIGHT} photo, {result.summary['tiles']} tiles of {PATCH} px, int8 LiteRT, "
+    print(f"one {result.width}x{result.height} photo, {result.summary['tiles']} tiles of {result.summary['tile']} px, int8 LiteRT, "
           f"read + tiles + overlay + csv/json written: median {statistics.median(times):.3f} s "
           f"(best {min(times):.3f} s) of {len(times)}")
 

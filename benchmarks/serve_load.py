@@ -22,9 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from common import DEFAULT_DATA, prepare_run, real_image_files
+from common import DEFAULT_DATA, int8_model, photo_of_patches, real_image_files
 
 REQUEST_TIMEOUT_S = 60
 RUN_DEADLINE_S = 600
@@ -40,21 +39,14 @@ def main() -> None:
 
     import httpx
 
-    import crackscan
-
     work = Path(tempfile.mkdtemp(prefix="crackscan-load-"))
-    run_dir = prepare_run(args.run, args.data, work)
-    model = crackscan.export(run_dir, "litert", int8=True, out=work / "model.int8.tflite").path
+    model = int8_model(args.run, args.data, work)
 
     files = real_image_files(args.data)
     rng = np.random.default_rng(0)
     patches = [files[i].read_bytes() for i in rng.choice(len(files), 64, replace=False)]
-    photo = Image.new("RGB", (4032, 3024))
-    for y in range(0, 3024, 227):
-        for x in range(0, 4032, 227):
-            photo.paste(Image.open(files[rng.integers(len(files))]).convert("RGB"), (x, y))
     buffer = io.BytesIO()
-    photo.save(buffer, "JPEG", quality=90)
+    photo_of_patches(files, rng).save(buffer, "JPEG", quality=90)
     photo_bytes = buffer.getvalue()
 
     with socket.socket() as probe:

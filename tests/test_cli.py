@@ -7,7 +7,6 @@ import pytest
 
 from crackscan.cli import main
 
-from .conftest import TINY_SETTINGS
 
 
 def run_cli(capsys, *args):
