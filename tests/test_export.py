@@ -94,3 +94,12 @@ def test_runners_pad_partial_batches_consistently(exported, tiny_dataset):
     whole = predictor.probabilities(pixels)
     one_by_one = np.concatenate([predictor.probabilities(pixels[i : i + 1]) for i in range(len(pixels))])
     assert whole.shape == (11, 2) and np.allclose(whole, one_by_one, atol=1e-6)
+
+
+def test_missing_exporter_is_named_in_one_line(capsys, tiny_run, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if it were not installed
+    assert main(["export", str(tiny_run.path), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["crackscan: error: ONNX export needs the package 'tf2onnx': pip install 'crackscan[export]'"]
