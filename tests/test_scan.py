@@ -141,3 +141,21 @@ def test_survey_folder_resume_force_and_bad_files(capsys, tiny_run, tiny_dataset
     assert (out / "wall" / "summary.json").stat().st_mtime_ns == stamp
     main(["scan", str(tiny_run.path), str(survey / "wall.jpg"), "--out", str(out), "--force", "--tile", "227"])
     assert (out / "wall" / "summary.json").stat().st_mtime_ns != stamp
+
+
+def test_a_thin_photo_is_seen_whole(tiny_run):
+    # 227 x 100: one tile, which must hold the whole strip, not a stretched part of it.
+    class Recorder:
+        batch_size = 32
+
+        def __call__(self, images):
+            self.seen = np.array(images)
+            return np.tile([[0.5, 0.5]], (len(images), 1))
+
+    recorder = Recorder()
+    strip = np.full((100, 227, 3), 200, np.uint8)
+    strip[60:] = 30  # a dark lower band
+    crackscan.scan(crackscan.Predictor(recorder, tiny_run.load().info), strip, tile=227)
+    tile = recorder.seen[0]
+    assert tile.shape == (96, 96, 3)
+    assert tile[:40].mean() > 180 and tile[-30:].mean() < 50

@@ -109,7 +109,7 @@ def scan(
 
     size = predictor.input_size
     scale = size / tile
-    scaled = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BILINEAR)
+    scaled = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
     pixels = np.asarray(scaled)
     probabilities = np.empty(len(boxes), np.float32)
     for start in range(0, len(boxes), batch_size):
@@ -141,13 +141,14 @@ def scan(
 
 def _crop(pixels: np.ndarray, box: tuple[int, int, int, int], scale: float, size: int) -> np.ndarray:
     x, y, w, h = box
-    sx = min(int(round(x * scale)), pixels.shape[1] - size)
-    sy = min(int(round(y * scale)), pixels.shape[0] - size)
-    if w == h and pixels.shape[0] >= size and pixels.shape[1] >= size and round(w * scale) == size:
-        return pixels[sy : sy + size, sx : sx + size]
-    # A photo smaller than one tile: the whole (short) side becomes the tile.
-    crop = Image.fromarray(pixels[sy : sy + max(1, round(h * scale)), sx : sx + max(1, round(w * scale))])
-    return np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))
+    crop_w, crop_h = max(1, round(w * scale)), max(1, round(h * scale))
+    sx = min(round(x * scale), max(0, pixels.shape[1] - crop_w))
+    sy = min(round(y * scale), max(0, pixels.shape[0] - crop_h))
+    crop = pixels[sy : sy + crop_h, sx : sx + crop_w]
+    if crop.shape[:2] == (size, size):  # every whole tile: a view, no copy
+        return crop
+    # A photo thinner than one tile: its whole short side becomes the tile.
+    return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def cracked_area_fraction(tiles: Sequence[Tile], width: int, height: int, positive: str) -> float:
