@@ -73,6 +73,9 @@ def test_evaluate_a_run_on_its_test_split(capsys, tiny_run, tiny_dataset, tmp_pa
     (["evaluate", "{tmp}/copied.keras", "{data}", "--split", "test"], "needs a run folder"),
     (["train", "{data}", "--epochs", "0"], "epochs must be"),
     (["train", "{data}", "--split", "50:50"], "split must be"),
+    (["serve", "{tmp}/missing.keras"], "model not found"),
+    (["scan", "{tmp}/fake.keras", "{data}", "--out", "{tmp}/scans"], "not a Keras model"),
+    (["export", "{run}", "--format", "onnx", "--out", "{tmp}/m.tflite"], "must end in .onnx"),
 ])
 def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, tiny_run, tiny_dataset, args, message):
     (tmp_path / "one-class" / "Positive").mkdir(parents=True)

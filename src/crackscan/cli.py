@@ -266,9 +266,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.max_upload_mb <= 10_000:
         raise CrackscanError("--max-upload-mb must be between 0 and 10000")
-    print(f"crackscan serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops",
-          file=sys.stderr)
-    serve(args.model, args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+    def announce(url: str) -> None:
+        print(f"crackscan serving {args.model} on {url} (API docs at {url}docs); Ctrl-C stops", file=sys.stderr)
+
+    serve(args.model, args.host, args.port, announce, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
           max_pixels=args.max_pixels)
     return 0
 

@@ -132,11 +132,15 @@ def _status_for(reason: str) -> int:
     return 400
 
 
-def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, **limits: Any) -> None:
+def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, announce: Any = None,
+          **limits: Any) -> None:
+    """Loads the model, then serves; ``announce(url)`` is called once the model is loaded."""
     try:
         import uvicorn
     except ImportError:
         raise MissingDependencyError("uvicorn", "crackscan serve", extra="serve") from None
     app = create_app(model, **limits)
+    if announce is not None:
+        announce(f"http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
