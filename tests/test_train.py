@@ -124,3 +124,15 @@ def test_not_a_model_file_is_a_clear_error(tmp_path):
 def test_missing_weights_file_is_a_clear_error(tiny_dataset, tmp_path):
     with pytest.raises(CrackscanError, match="weights file not found"):
         crackscan.train(tiny_dataset, tmp_path / "r", weights=str(tmp_path / "none.h5"), **TINY_SETTINGS)
+
+
+def test_evaluating_on_other_classes_is_a_clear_error(tiny_run, tiny_dataset, tmp_path):
+    import shutil
+
+    for name in ("wall", "floor"):
+        (tmp_path / name).mkdir()
+        shutil.copy(tiny_dataset / "Positive" / "00001.jpg", tmp_path / name)
+    with pytest.raises(CrackscanError, match=r"the classes in .* \(floor, wall\) are not the model's \(Negative, Positive\)"):
+        crackscan.evaluate(tiny_run.path, tmp_path)
+    with pytest.raises(CrackscanError, match="are not the model's"):
+        crackscan.export(tiny_run.path, "litert", check=tmp_path, out=tmp_path / "m.tflite")

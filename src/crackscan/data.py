@@ -97,6 +97,21 @@ def find_dataset(root: str | os.PathLike, positive_class: str | None = None) -> 
     return Dataset(root, class_names, positive, tuple(samples))
 
 
+def find_dataset_for_model(
+    root: str | os.PathLike, class_names: Sequence[str], positive_class: str
+) -> tuple[Dataset, list[int]]:
+    """A labelled folder to measure a model on: its classes must be the model's. Returns the
+    dataset and, per folder class, the model's index for it (the orders may differ)."""
+    path = Path(root)
+    folders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
+    if len(folders) >= 2 and set(folders) != set(class_names):
+        raise CrackscanError(
+            f"the classes in {root} ({', '.join(folders)}) are not the model's ({', '.join(class_names)})"
+        )
+    dataset = find_dataset(root, positive_class)  # its own errors: missing, empty, one class
+    return dataset, [list(class_names).index(name) for name in dataset.class_names]
+
+
 def resolve_positive_class(class_names: Sequence[str], positive_class: str | None) -> str:
     if positive_class is not None:
         if positive_class not in class_names:

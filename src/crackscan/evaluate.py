@@ -105,12 +105,12 @@ def evaluate(
     With ``split="all"``, images the model was trained on are counted and reported.
     """
     from . import plots
-    from .data import find_dataset, iter_batches, load_file_for_model
-    from .predict import Predictor, load, resolve_model_path
+    from .data import find_dataset_for_model, iter_batches, load_file_for_model
+    from .predict import Predictor, load, resolve_model_path, run_folder_of
     from .progress import progress_bar
 
     predictor = model if isinstance(model, Predictor) else load(model)
-    run_dir = _run_dir_of(model)
+    run_dir = run_folder_of(model) if not isinstance(model, Predictor) else None
     split_hashes = _split_hashes(run_dir) if run_dir else None
     if split != "all" and split_hashes is None:
         raise CrackscanError(f"--split {split} needs a run folder with split.csv, not a bare model file")
@@ -118,14 +118,7 @@ def evaluate(
         raise CrackscanError(f"split must be all, train, val or test, got {split!r}")
 
     info = predictor.info
-    dataset = find_dataset(data, positive_class=info.positive_class if info.positive_class in _class_dirs(data) else None)
-    if set(dataset.class_names) != set(info.class_names):
-        raise CrackscanError(
-            f"the classes in {data} ({', '.join(dataset.class_names)}) are not the model's "
-            f"({', '.join(info.class_names)})"
-        )
-    # Labels follow the model's class order, whatever order the folders sort in.
-    to_model_label = [info.class_names.index(name) for name in dataset.class_names]
+    dataset, to_model_label = find_dataset_for_model(data, info.class_names, info.positive_class)
 
     labels: list[int] = []
     probabilities: list[np.ndarray] = []
@@ -173,21 +166,6 @@ def evaluate(
 
         write_skipped_csv(out_dir / "skipped.csv", [Skipped(p, r) for p, r in skipped])
     return Evaluation(metrics, skipped, in_training, out_dir)
-
-
-def _class_dirs(data: str | Path) -> set[str]:
-    path = Path(data)
-    return {p.name for p in path.iterdir() if p.is_dir()} if path.is_dir() else set()
-
-
-def _run_dir_of(model: Any) -> Path | None:
-    if isinstance(model, (str, Path)):
-        path = Path(model)
-        if path.is_dir() and (path / "split.csv").is_file():
-            return path
-        if path.is_file() and (path.parent / "split.csv").is_file():
-            return path.parent
-    return None
 
 
 def _split_hashes(run_dir: Path) -> dict[str, set[str]]:

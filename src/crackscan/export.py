@@ -189,7 +189,7 @@ def export(
 
     from .data import list_image_files
     from .model import load_keras_model
-    from .predict import KerasRunner, LiteRTRunner, OnnxRunner, resolve_model_path
+    from .predict import KerasRunner, LiteRTRunner, OnnxRunner, resolve_model_path, run_folder_of
 
     started = time.perf_counter()
     if format not in FORMATS:
@@ -199,7 +199,7 @@ def export(
         raise CrackscanError(f"export starts from a run folder or a .keras model, not {keras_path.suffix}")
     if out is not None and Path(out).suffix.lower() != SUFFIXES[format]:
         raise CrackscanError(f"a {format} model file must end in {SUFFIXES[format]}, not {Path(out).name}")
-    run_dir = keras_path.parent if (keras_path.parent / "split.csv").is_file() else None
+    run_dir = run_folder_of(keras_path)
     if format == "onnx":
         _require_onnx_exporter()
     keras_model, info = load_keras_model(keras_path)
@@ -286,14 +286,11 @@ def _failure_message(report: dict[str, Any], int8: bool) -> str:
 
 
 def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from .data import find_dataset
+    from .data import find_dataset_for_model
 
     if check is not None:
-        dataset = find_dataset(check, info.positive_class if info.positive_class in _subdirs(check) else None)
-        names = dataset.class_names
-        if set(names) != set(info.class_names):
-            raise CrackscanError(f"the classes in {check} ({', '.join(names)}) are not the model's")
-        labelled = [(s.path, info.class_names.index(names[s.label])) for s in dataset.samples]
+        dataset, to_model_label = find_dataset_for_model(check, info.class_names, info.positive_class)
+        labelled = [(s.path, to_model_label[s.label]) for s in dataset.samples]
     elif run_dir is not None:
         labelled = _run_split_images(run_dir, info, ("test", "val"))
     else:
@@ -303,11 +300,6 @@ def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int,
     if len(kept) == 0:
         raise CrackscanError("no readable check images")
     return pixels, np.array([labelled[i][1] for i in kept])
-
-
-def _subdirs(folder: Any) -> set[str]:
-    path = Path(folder)
-    return {p.name for p in path.iterdir() if p.is_dir()} if path.is_dir() else set()
 
 
 def _run_split_images(run_dir: Path, info: ModelInfo, parts: tuple[str, ...]) -> list[tuple[Path, int]]:

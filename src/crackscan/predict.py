@@ -284,3 +284,10 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
         raise CrackscanError(f"model not found: {path}")
     return path
 
+
+
+def run_folder_of(model: str | os.PathLike) -> Path | None:
+    """The run folder a model belongs to (a folder, or a file beside split.csv), if any."""
+    path = Path(model)
+    folder = path if path.is_dir() else path.parent
+    return folder if (folder / "split.csv").is_file() else None
