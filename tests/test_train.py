@@ -136,3 +136,13 @@ def test_evaluating_on_other_classes_is_a_clear_error(tiny_run, tiny_dataset, tm
         crackscan.evaluate(tiny_run.path, tmp_path)
     with pytest.raises(CrackscanError, match="are not the model's"):
         crackscan.export(tiny_run.path, "litert", check=tmp_path, out=tmp_path / "m.tflite")
+
+
+def test_backbone_weights_from_a_local_file_match_imagenet(tiny_dataset, tmp_path, offline_keras):
+    if offline_keras is None:
+        pytest.skip("needs ../shared/keras-home")
+    weights_file = next((offline_keras / "models").glob("*_0.35_224_no_top.h5")).resolve()
+    settings = dict(TINY_SETTINGS, epochs=1)
+    from_file = crackscan.train(tiny_dataset, tmp_path / "file", weights=str(weights_file), **settings)
+    from_imagenet = crackscan.train(tiny_dataset, tmp_path / "imagenet", weights="imagenet", **settings)
+    assert from_file.metrics["val"]["loss"] == pytest.approx(from_imagenet.metrics["val"]["loss"], rel=1e-5)
