@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +109,13 @@ def real_int8(real_run, tmp_path_factory: pytest.TempPathFactory):
     from crackscan.export import export
 
     return export(real_run.path, "litert", int8=True, out=tmp_path_factory.mktemp("int8") / "model.int8.tflite")
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG that declares the given size but holds no pixels: enough to test refusing a
+    decompression bomb before decoding, without allocating one."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")

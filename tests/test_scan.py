@@ -2,8 +2,6 @@
 
 import csv
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -14,6 +12,8 @@ from crackscan import CrackscanError
 from crackscan.cli import main
 from crackscan.data import ImageReadError, read_split_csv
 from crackscan.scan import tile_origins
+
+from .conftest import png_declaring
 
 PATCH = 227
 
@@ -83,20 +83,13 @@ def test_exif_rotated_photo_is_scanned_upright(tiny_run, tmp_path):
     assert [(t.x, t.y) for t in result.tiles] == [(0, 0), (0, 227)]
 
 
-def _png_header_only(path, width, height):
-    """A PNG that declares huge dimensions: enough to test refusing before decoding."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b""))
-    return path
-
-
 def test_decompression_bomb_is_refused_by_the_pixel_limit(tiny_run, tmp_path):
-    bomb = _png_header_only(tmp_path / "bomb.png", 60_000, 60_000)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(60_000, 60_000))
     with pytest.raises(ImageReadError, match="pixel limit"):
         crackscan.scan(tiny_run.path, bomb)
-    small = _png_header_only(tmp_path / "wide.png", 4000, 3000)
+    small = tmp_path / "wide.png"
+    small.write_bytes(png_declaring(4000, 3000))
     with pytest.raises(ImageReadError, match="pixel limit"):
         crackscan.scan(tiny_run.path, small, max_pixels=10_000_000 // 10)
 

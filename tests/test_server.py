@@ -2,8 +2,6 @@
 
 import base64
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +11,8 @@ fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from crackscan.server import create_app  # noqa: E402
+
+from .conftest import png_declaring  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +70,12 @@ def test_scan_returns_grid_summary_and_overlay(client, photo_bytes):
     assert overlay.format == "PNG" and overlay.size == (500, 400)
 
 
-def _png_declaring(width, height):
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b""))
-
-
 @pytest.mark.parametrize("endpoint, field", [("/v1/classify", "files"), ("/v1/scan", "file")])
 @pytest.mark.parametrize("name, content, status, words", [
     ("notes.jpg", b"this is a text file, not a photo", 415, "not an image"),
     ("cut.jpg", None, 400, "truncated"),
     ("empty.jpg", b"", 400, "empty"),
-    ("bomb.png", _png_declaring(40_000, 40_000), 413, "pixel limit"),
+    ("bomb.png", png_declaring(40_000, 40_000), 413, "pixel limit"),
     ("huge.jpg", b"\xff" * 400_000, 413, "larger than the limit"),
 ])
 def test_bad_uploads_get_4xx_with_a_reason(client, photo_bytes, endpoint, field, name, content, status, words):

@@ -117,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _report_skipped(path: str, reason: str) -> None:
+    """One line per unreadable input; the command goes on with the rest."""
+    print(f"crackscan: skipped {path}: {reason}", file=sys.stderr)
+
+
 def _show_progress() -> bool:
     return sys.stderr.isatty() or bool(__import__("os").environ.get("CRACKSCAN_PROGRESS"))
 
@@ -150,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_show_progress())
     for path, reason in result.skipped:
-        print(f"crackscan: skipped {path}: {reason}", file=sys.stderr)
+        _report_skipped(path, reason)
     if args.format == "json":
         print(json.dumps(result.metrics, indent=2))
     else:
@@ -186,7 +191,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if isinstance(result, Failure):
             failures += 1
             bar.clear()
-            print(f"crackscan: skipped {result.source}: {result.reason}", file=sys.stderr)
+            _report_skipped(result.source, result.reason)
             continue
         rows.append(result)
         writer.write(result)
@@ -242,11 +247,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from .scan import scan_many
 
-    def report(path: str, reason: str) -> None:
-        print(f"crackscan: skipped {path}: {reason}", file=sys.stderr)
-
     outcome = scan_many(args.model, args.photos, args.out, args.tile, args.stride, args.threshold,
-                        args.max_pixels, force=args.force, progress=_show_progress(), on_failure=report)
+                        args.max_pixels, force=args.force, progress=_show_progress(), on_failure=_report_skipped)
     for s in outcome.scanned:
         print(f"{s['photo']}: {s['cracked_tiles']} of {s['tiles']} tiles cracked "
               f"({100 * s['cracked_area_fraction']:.1f}% of area, highest p {s['max_crack_probability']:.2f}) "

@@ -215,7 +215,7 @@ def export(
         calibration_files = _sample(calibration_files, calibration_images, seed)
         if not calibration_files:
             raise CrackscanError("no calibration images found")
-        calibration_pixels = _read_pixels(calibration_files, info.input_size)
+        calibration_pixels, _ = _read_pixels(calibration_files, info.input_size)
 
         def batches() -> Iterable[np.ndarray]:
             for start in range(0, len(calibration_pixels), 32):
@@ -296,7 +296,7 @@ def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int,
     else:
         raise CrackscanError("checking the export needs real labelled images: pass --check DATA")
     labelled = _sample(labelled, limit, seed)
-    pixels, kept = _read_pixels([p for p, _ in labelled], info.input_size, with_indices=True)
+    pixels, kept = _read_pixels([p for p, _ in labelled], info.input_size)
     if len(kept) == 0:
         raise CrackscanError("no readable check images")
     return pixels, np.array([labelled[i][1] for i in kept])
@@ -326,7 +326,8 @@ def _sample(items: list, limit: int, seed: int) -> list:
     return [items[i] for i in sorted(order)]
 
 
-def _read_pixels(paths: list[Path], size: int, with_indices: bool = False) -> Any:
+def _read_pixels(paths: list[Path], size: int) -> tuple[np.ndarray, list[int]]:
+    """Model-ready pixels of the readable ones among ``paths``, and which ones those are."""
     from .data import iter_batches, load_for_model
 
     arrays, kept = [], []
@@ -335,4 +336,4 @@ def _read_pixels(paths: list[Path], size: int, with_indices: bool = False) -> An
             arrays.append(batch.images)
             kept.extend(batch.indices)
     pixels = np.concatenate(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return (pixels, kept) if with_indices else pixels
+    return pixels, kept

@@ -285,7 +285,6 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return path
 
 
-
 def run_folder_of(model: str | os.PathLike) -> Path | None:
     """The run folder a model belongs to (a folder, or a file beside split.csv), if any."""
     path = Path(model)
