@@ -34,7 +34,7 @@ class KerasRunner:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         # Two fixed batch shapes (full and one) keep Keras from tracing once per size.
-        run = lambda x: np.asarray(self.model.predict_on_batch(x))  # noqa: E731
+        run = lambda x: np.asarray(self.model.predict_on_batch(np.asarray(x, np.float32)))  # noqa: E731
         with self._lock:
             return _run_batched(images, self.batch_size, run, run)
 
@@ -108,14 +108,14 @@ class OnnxRunner:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         # An InferenceSession is safe to call from several threads at once and takes any
         # batch size, so nothing is padded.
-        run = lambda x: self.session.run(None, {self._input_name: x})[0]  # noqa: E731
+        run = lambda x: self.session.run(None, {self._input_name: np.asarray(x, np.float32)})[0]  # noqa: E731
         return _run_batched(images, self.batch_size, run, run, pad=False)
 
 
 def _run_batched(images: np.ndarray, batch_size: int, run_full: Any, run_one: Any, pad: bool = True) -> np.ndarray:
     """Runs full batches through ``run_full``; a short remainder goes one image at a time
     through ``run_one`` when that is cheaper than padding it to a full batch."""
-    images = np.asarray(images, dtype=np.float32)
+    images = np.asarray(images)
     outputs = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -125,7 +125,7 @@ def _run_batched(images: np.ndarray, batch_size: int, run_full: Any, run_one: An
         elif count <= batch_size // 2:
             outputs.extend(np.asarray(run_one(chunk[i : i + 1]), dtype=np.float32) for i in range(count))
         else:
-            padded = np.concatenate([chunk, np.zeros((batch_size - count, *chunk.shape[1:]), np.float32)])
+            padded = np.concatenate([chunk, np.zeros((batch_size - count, *chunk.shape[1:]), chunk.dtype)])
             outputs.append(np.asarray(run_full(padded), dtype=np.float32)[:count])
     if not outputs:
         return np.zeros((0, 0), np.float32)
@@ -135,10 +135,14 @@ def _run_batched(images: np.ndarray, batch_size: int, run_full: Any, run_one: An
 def _quantize(batch: np.ndarray, detail: dict) -> np.ndarray:
     dtype = detail["dtype"]
     if dtype == np.float32:
-        return batch
+        return np.asarray(batch, np.float32)
     scale, zero_point = detail["quantization"]
+    if batch.dtype == np.uint8 and dtype == np.int8 and (scale, zero_point) == (1.0, -128):
+        # The usual int8 input: 8-bit pixels shifted by 128, which flipping the top bit does
+        # exactly, with no float round trip over the batch.
+        return (batch ^ np.uint8(0x80)).view(np.int8)
     info = np.iinfo(dtype)
-    return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
+    return np.clip(np.round(np.asarray(batch, np.float32) / scale + zero_point), info.min, info.max).astype(dtype)
 
 
 def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
