@@ -27,7 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--run", type=Path, help="a run folder to use instead of training one")
-    parser.add_argument("--seconds", type=float, default=4.0, help="time per throughput measurement")
+    parser.add_argument("--seconds", type=float, default=10.0, help="throughput time per format, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="turns each format takes")
     parser.add_argument("--folder-images", type=int, default=10_000)
     args = parser.parse_args()
 
@@ -47,23 +48,27 @@ def main() -> None:
 
     files = sorted((args.data / "Positive").iterdir())[:512] + sorted((args.data / "Negative").iterdir())[:512]
     pixels = np.stack([load_for_model(p, 160) for p in files])
-    rows = []
-    for name, path in models.items():
-        predictor = crackscan.load(path, batch_size=32)
-        predictor.probabilities(pixels[:64])  # warm-up: tracing, allocation
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < args.seconds:
-            predictor.probabilities(pixels)
-            done += len(pixels)
-        throughput = done / (time.perf_counter() - started)
-        single = crackscan.load(path, batch_size=1)
-        single.probabilities(pixels[:1])
-        latencies = []
-        for i in range(200):
-            tick = time.perf_counter()
-            single.probabilities(pixels[i : i + 1])
-            latencies.append(time.perf_counter() - tick)
-        rows.append((name, throughput, 1000 * statistics.median(latencies)))
+    # Formats take turns over several rounds and each reports its median, so a slow spell
+    # of this shared machine lands on all of them rather than on whichever ran then.
+    batched = {name: crackscan.load(path, batch_size=32) for name, path in models.items()}
+    single = {name: crackscan.load(path, batch_size=1) for name, path in models.items()}
+    for name in models:  # warm-up: tracing, allocation
+        batched[name].probabilities(pixels[:64])
+        single[name].probabilities(pixels[:1])
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    latencies: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name in models:
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < args.seconds / args.rounds:
+                batched[name].probabilities(pixels)
+                done += len(pixels)
+            rates[name].append(done / (time.perf_counter() - started))
+            for i in range(200 // args.rounds):
+                tick = time.perf_counter()
+                single[name].probabilities(pixels[i : i + 1])
+                latencies[name].append(time.perf_counter() - tick)
+    rows = [(name, statistics.median(rates[name]), 1000 * statistics.median(latencies[name])) for name in models]
     keras_rate = rows[0][1]
     print(f"\n{'model':<14}{'images/s (batch 32)':>21}{'x Keras':>9}{'latency ms (1 image)':>22}")
     for name, rate, latency in rows:
