@@ -152,7 +152,7 @@ def evaluate(
     metrics = classification_metrics(labels, np.concatenate(probabilities), info.class_names, info.positive_index)
     metrics["skipped"] = len(skipped)
     metrics["model"] = str(resolve_model_path(model)) if not isinstance(model, Predictor) else str(predictor.path)
-    metrics["data"] = str(data)
+    metrics["data"] = str(Path(data).resolve())
     metrics["split"] = split
     if split_hashes is not None and split == "all":
         metrics["in_training_split"] = in_training
