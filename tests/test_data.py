@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from crackscan import CrackscanError
 from crackscan.data import (
@@ -15,8 +15,11 @@ from crackscan.data import (
     load_file_for_model,
     load_for_model,
     open_image,
+    read_pixels,
+    resize_pixels,
     split_by_content,
 )
+from crackscan.data import _decode_plain_jpeg
 
 from .conftest import write_image
 
@@ -51,7 +54,11 @@ def test_grayscale_rgba_palette_and_16_bit_become_rgb(tmp_path):
     assert np.abs(np.asarray(open_image(deep))[..., 0].astype(int) - PIXELS[..., 0]).max() <= 1
 
 
-def test_exif_orientation_is_honoured(tmp_path):
+READERS = {"pillow": lambda source: np.asarray(open_image(source)), "fast": read_pixels}
+
+
+@pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
+def test_exif_orientation_is_honoured(tmp_path, reader):
     # Stored landscape with a marker in the top-left; EXIF 6 means "rotate 90° clockwise to view".
     stored = np.zeros((40, 60, 3), np.uint8)
     stored[:10, :10] = 255
@@ -59,7 +66,7 @@ def test_exif_orientation_is_honoured(tmp_path):
     exif[0x0112] = 6
     path = tmp_path / "rotated.jpg"
     Image.fromarray(stored).save(path, exif=exif, quality=100)
-    upright = np.asarray(open_image(path))
+    upright = reader(path)
     assert upright.shape == (60, 40, 3)
     assert upright[:10, -10:].mean() > 200 and upright[:10, :10].mean() < 50
 
@@ -76,13 +83,65 @@ def test_non_images_are_refused_with_a_reason(tmp_path, content, reason):
     assert raised.value.source == str(path)
 
 
-def test_truncated_jpeg_is_refused(tmp_path):
+def _jpeg_bytes(pixels: np.ndarray, **save_args) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(RNG.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    Image.fromarray(pixels).save(buffer, "JPEG", **save_args)
+    return buffer.getvalue()
+
+
+def test_truncated_jpeg_is_refused(tmp_path):
     path = tmp_path / "cut.jpg"
-    path.write_bytes(buffer.getvalue()[:2000])
+    path.write_bytes(_jpeg_bytes(RNG.integers(0, 256, (200, 200, 3), dtype=np.uint8))[:2000])
     with pytest.raises(ImageReadError, match="truncated"):
         load_file_for_model(path, 32)
+
+
+@pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
+def test_jpeg_with_garbage_inside_is_refused_by_both_readers(reader):
+    rng = np.random.default_rng(0)  # garbage that Pillow finds broken (some garbage it reads through)
+    content = _jpeg_bytes(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    broken = content[:3000] + bytes(rng.integers(0, 256, 500, dtype=np.uint8)) + content[3500:]
+    with pytest.raises(ImageReadError, match="corrupt"):
+        reader(broken)
+
+
+def test_fast_jpeg_path_reads_pillows_pixels_on_real_images(real_data):
+    files = sorted(real_data.glob("*/*.jpg"))[::60]
+    assert len(files) > 150
+    for path in files:
+        content = path.read_bytes()
+        fast = _decode_plain_jpeg(content, None)
+        assert fast is not None, f"{path.name} missed the fast path"
+        assert np.array_equal(fast, np.asarray(open_image(content))), path.name
+
+
+def test_fast_jpeg_path_greyscale_and_cmyk_match_pillow():
+    grey = _jpeg_bytes(PIXELS[..., 0])
+    assert _decode_plain_jpeg(grey, None) is not None
+    cmyk = io.BytesIO()
+    Image.fromarray(PIXELS).convert("CMYK").save(cmyk, "JPEG")
+    assert _decode_plain_jpeg(cmyk.getvalue(), None) is None  # Pillow's path: libjpeg-turbo won't
+    for content in (grey, cmyk.getvalue()):
+        assert np.array_equal(read_pixels(content), np.asarray(open_image(content)))
+
+
+def test_fast_jpeg_path_keeps_the_pixel_limit():
+    with pytest.raises(ImageReadError, match="pixel limit"):
+        read_pixels(_jpeg_bytes(np.zeros((300, 400, 3), np.uint8)), max_pixels=100_000)
+
+
+def test_resizing_averages_from_a_2x_shrink_and_is_bilinear_below():
+    # One-pixel stripes: averaging gives flat grey where bilinear sampling would alias.
+    stripes = np.zeros((64, 640, 3), np.uint8)
+    stripes[:, ::2] = 255
+    shrunk = resize_pixels(stripes, 160, 16).astype(int)
+    assert np.abs(shrunk - 127.5).max() <= 1
+    # The Özgenel patch scale (227 -> 160) stays within a grey level of Pillow's bilinear.
+    patch = np.asarray(Image.fromarray(RNG.integers(0, 256, (227, 227), dtype=np.uint8)).convert("RGB"))
+    smooth = np.asarray(Image.fromarray(patch).filter(ImageFilter.GaussianBlur(2)))
+    ours = resize_pixels(smooth, 160, 160).astype(int)
+    pillow = np.asarray(Image.fromarray(smooth).resize((160, 160), Image.Resampling.BILINEAR)).astype(int)
+    assert np.abs(ours - pillow).mean() < 1.0
 
 
 def test_pixel_limit_refuses_before_decoding(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, open_image
+from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, read_pixels, resize_pixels
 from .errors import CrackscanError
 
 OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
@@ -44,12 +44,16 @@ class ScanResult:
     height: int
     tiles: list[Tile]
     summary: dict[str, Any]
-    image: Image.Image | None = dataclasses.field(default=None, repr=False)
+    pixels: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def image(self) -> Image.Image | None:
+        return None if self.pixels is None else Image.fromarray(self.pixels)
 
     def overlay(self, max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
-        if self.image is None:
+        if self.pixels is None:
             raise CrackscanError("the photo is no longer held: scan again with keep_image=True")
-        return draw_overlay(self.image, self.tiles, self.summary, max_side)
+        return draw_overlay(self.pixels, self.tiles, self.summary, max_side)
 
     def write(self, folder: str | os.PathLike) -> Path:
         """Writes overlay.png, tiles.csv and summary.json into ``folder``."""
@@ -100,8 +104,8 @@ def scan(
         raise CrackscanError(f"stride must be at least 1 px, got {stride}")
     if not 0 < threshold < 1:
         raise CrackscanError(f"threshold must be between 0 and 1, got {threshold}")
-    image = open_image(photo, max_pixels)
-    width, height = image.size
+    photo_pixels = read_pixels(photo, max_pixels)
+    height, width = photo_pixels.shape[:2]
     xs, ys = tile_origins(width, tile, stride), tile_origins(height, tile, stride)
     boxes = [(x, y, min(tile, width), min(tile, height)) for y in ys for x in xs]
     if len(boxes) > 1_000_000:
@@ -109,8 +113,7 @@ def scan(
 
     size = predictor.input_size
     scale = size / tile
-    scaled = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
-    pixels = np.asarray(scaled)
+    pixels = resize_pixels(photo_pixels, max(1, round(width * scale)), max(1, round(height * scale)))
     probabilities = np.empty(len(boxes), np.float32)
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
@@ -136,7 +139,7 @@ def scan(
         "model": str(predictor.path) if predictor.path else None,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return ScanResult(summary["photo"], width, height, tiles, summary, image if keep_image else None)
+    return ScanResult(summary["photo"], width, height, tiles, summary, photo_pixels if keep_image else None)
 
 
 def _crop(pixels: np.ndarray, box: tuple[int, int, int, int], scale: float, size: int) -> np.ndarray:
@@ -148,7 +151,7 @@ def _crop(pixels: np.ndarray, box: tuple[int, int, int, int], scale: float, size
     if crop.shape[:2] == (size, size):  # every whole tile: a view, no copy
         return crop
     # A photo thinner than one tile: its whole short side becomes the tile.
-    return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.Resampling.BILINEAR))
+    return resize_pixels(crop, size, size)
 
 
 def cracked_area_fraction(tiles: Sequence[Tile], width: int, height: int, positive: str) -> float:
@@ -161,12 +164,13 @@ def cracked_area_fraction(tiles: Sequence[Tile], width: int, height: int, positi
     return float(mask.mean()) if mask.size else 0.0
 
 
-def draw_overlay(image: Image.Image, tiles: Sequence[Tile], summary: dict[str, Any], max_side: int) -> Image.Image:
+def draw_overlay(pixels: np.ndarray, tiles: Sequence[Tile], summary: dict[str, Any], max_side: int) -> Image.Image:
     """The photo, cracked tiles shaded red by crack probability and outlined, with a legend."""
-    factor = min(1.0, max_side / max(image.size))
-    base = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
-                        Image.Resampling.BILINEAR) if factor < 1 else image.copy()
-    base = base.convert("RGBA")
+    height, width = pixels.shape[:2]
+    factor = min(1.0, max_side / max(width, height))
+    if factor < 1:
+        pixels = resize_pixels(pixels, max(1, round(width * factor)), max(1, round(height * factor)))
+    base = Image.fromarray(pixels).convert("RGBA")
     shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(shade)
     threshold = summary["threshold"]

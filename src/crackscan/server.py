@@ -16,7 +16,7 @@ import os
 from importlib import resources
 from typing import Any
 
-from .data import DEFAULT_MAX_PIXELS, ImageReadError, open_image
+from .data import DEFAULT_MAX_PIXELS, ImageReadError, read_pixels
 from .errors import CrackscanError, MissingDependencyError
 
 DEFAULT_MAX_UPLOAD_MB = 25
@@ -65,7 +65,7 @@ def create_app(
         if not content:
             raise HTTPException(400, f"{name}: empty file")
         try:
-            return name, await run_in_threadpool(open_image, content, max_pixels)
+            return name, await run_in_threadpool(read_pixels, content, max_pixels)
         except ImageReadError as error:
             raise HTTPException(_status_for(error.reason), f"{name}: {error.reason}") from None
 

@@ -28,7 +28,7 @@ from .data import (
     find_dataset,
     iter_batches,
     load_file_for_model,
-    open_image,
+    read_pixels,
     split_by_content,
     write_skipped_csv,
     write_split_csv,
@@ -329,7 +329,7 @@ def _write_plots(
     rng = np.random.default_rng(0)
     chosen = mistakes + list(rng.choice(correct, size=min(len(correct), 16 - len(mistakes)), replace=False))
     names = dataset.class_names
-    images = [np.asarray(open_image(dataset.samples[embedded.indices[r]].path)) for r in chosen]
+    images = [read_pixels(dataset.samples[embedded.indices[r]].path) for r in chosen]
     plots.prediction_grid(
         images,
         [names[labels[r]] for r in chosen],
