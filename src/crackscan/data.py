@@ -304,12 +304,8 @@ def resize_pixels(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(pixels), (width, height), interpolation=interpolation)
 
 
-def resize_for_model(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
-    return resize_pixels(np.asarray(image, dtype=np.uint8), size, size)
-
-
 def load_for_model(source: ImageSource, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    return resize_for_model(read_pixels(source, max_pixels), size)
+    return resize_pixels(read_pixels(source, max_pixels), size, size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,7 +323,7 @@ def load_file_for_model(path: Path, size: int) -> tuple[np.ndarray, FileFacts]:
     except ImageReadError as error:
         raise ImageReadError(path, error.reason) from None
     facts = FileFacts(hashlib.sha256(content).hexdigest(), pixels.shape[1], pixels.shape[0])
-    return resize_for_model(pixels, size), facts
+    return resize_pixels(pixels, size, size), facts
 
 
 @dataclasses.dataclass
