@@ -210,7 +210,7 @@ def _decode_plain_jpeg(content: bytes, max_pixels: int | None) -> np.ndarray | N
     try:
         header = Image.open(io.BytesIO(content))  # parses the header only
         plain = header.format == "JPEG" and header.mode in ("RGB", "L")
-        plain = plain and header.getexif().get(0x0112, 1) in (None, 1)
+        plain = plain and _stored_upright(header)
         plain = plain and (max_pixels is None or header.width * header.height <= max_pixels)
     except Exception:  # Pillow's path will name what is wrong with the file
         return None
@@ -248,10 +248,14 @@ def _upright_rgb(image: Image.Image, name: str) -> Image.Image:
         raise ImageReadError(name, f"truncated or corrupt image ({error})") from None
 
 
+def _stored_upright(image: Image.Image) -> bool:
+    return image.getexif().get(0x0112, 1) in (None, 1)  # EXIF orientation: 1 or absent
+
+
 def _exif_upright(image: Image.Image) -> Image.Image:
     try:
         # Most images are stored upright; exif_transpose would still copy them.
-        if image.getexif().get(0x0112, 1) in (None, 1):
+        if _stored_upright(image):
             return image
         return ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not cost the image: keep it as stored
