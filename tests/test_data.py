@@ -166,7 +166,8 @@ def test_batches_keep_order_and_report_failures(tmp_path):
     items = [good[0], good[1], bad, good[2], good[3], good[4]]
     batches = list(iter_batches(items, lambda p: load_for_model(p, 8), batch_size=4))
     assert [b.indices for b in batches] == [[0, 1, 3], [4, 5]]
-    assert batches[0].failures == [(2, "not an image (unrecognised content)")]
+    [(index, error)] = batches[0].failures
+    assert (index, error.reason, error.kind) == (2, "not an image (unrecognised content)", "not_image")
     assert batches[0].images.shape == (3, 8, 8, 3)
 
 

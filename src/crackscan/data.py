@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import CrackscanError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+# The formats Pillow may decode, judged by content. Pillow knows some forty more (DDS,
+# JPEG 2000, PPM, PSD, ...); each is parser code that a crafted upload could reach, and no
+# camera or dataset of crack photos uses them, so they are refused as unsupported.
+DECODED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
 POSITIVE_CLASS_NAMES = ("positive", "crack", "cracks", "cracked")
 # A 50-megapixel survey photo must pass; a decompression bomb must not.
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -31,6 +36,10 @@ SPLIT_NAMES = ("train", "val", "test")
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 
 ImageSource = Any  # a path (str or Path), raw bytes, a PIL image or an HxWxC array
+
+# Pillow warns per damaged file ("Corrupt EXIF data", "Truncated File Read"); crackscan reports
+# each file it cannot read once, as skipped with the reason, so these lines would only repeat it.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +70,23 @@ class Skipped:
 
 
 class ImageReadError(CrackscanError):
-    """One image could not be read: ``source`` says which, ``reason`` why."""
+    """One image could not be read: ``source`` says which, ``reason`` why, ``kind`` what
+    sort of problem (one of READ_ERROR_KINDS), so callers decide by kind, not by wording."""
 
-    def __init__(self, source: str, reason: str):
+    def __init__(self, source: str, reason: str, kind: str = "corrupt"):
+        if kind not in READ_ERROR_KINDS:
+            raise ValueError(f"unknown read-error kind {kind!r}")
         self.source = str(source)
         self.reason = reason
+        self.kind = kind
         super().__init__(f"{source}: {reason}")
+
+
+# not_image: no image format recognised; unsupported: an image, but not a format crackscan
+# reads; corrupt: a supported format whose content is damaged; too_many_pixels: over the
+# pixel limit (refused before decoding); too_large: over a byte limit; unreadable: the file
+# itself cannot be had (missing, a folder, no permission).
+READ_ERROR_KINDS = ("not_image", "unsupported", "corrupt", "too_many_pixels", "too_large", "unreadable")
 
 
 def find_dataset(root: str | os.PathLike, positive_class: str | None = None) -> Dataset:
@@ -162,13 +182,13 @@ def read_image_file(path: str | os.PathLike) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
+        raise ImageReadError(path, "file not found", "unreadable") from None
     except IsADirectoryError:
-        raise ImageReadError(path, "is a folder, not an image") from None
+        raise ImageReadError(path, "is a folder, not an image", "unreadable") from None
     except PermissionError:
-        raise ImageReadError(path, "permission denied") from None
+        raise ImageReadError(path, "permission denied", "unreadable") from None
     except OSError as error:
-        raise ImageReadError(path, f"cannot read ({error.strerror or error})") from None
+        raise ImageReadError(path, f"cannot read ({error.strerror or error})", "unreadable") from None
 
 
 def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -227,25 +247,63 @@ def _decode_plain_jpeg(content: bytes, max_pixels: int | None) -> np.ndarray | N
 
 
 def _open_bytes(content: bytes, name: str, max_pixels: int | None) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(content))
-    except UnidentifiedImageError:
-        raise ImageReadError(name, "not an image (unrecognised content)") from None
-    except Image.DecompressionBombError:
-        raise ImageReadError(name, f"over the pixel limit ({max_pixels:,} pixels)") from None
-    except OSError as error:
-        raise ImageReadError(name, f"truncated or corrupt image ({error})") from None
+    """The one guarded decode of untrusted bytes: whatever a decoder raises on a damaged
+    file (Pillow's plugins raise ValueError, TypeError, struct.error, NotImplementedError,
+    IndexError, ... on crafted headers) becomes an ImageReadError with the reason."""
+    image = _open_header(content, name)
     if max_pixels is not None and image.width * image.height > max_pixels:
-        raise ImageReadError(name, f"{image.width}x{image.height} is over the pixel limit of {max_pixels:,} pixels")
+        raise ImageReadError(name, f"{image.width}x{image.height} is over the pixel limit of {max_pixels:,} pixels",
+                             "too_many_pixels")
     return _upright_rgb(image, name)
+
+
+def _open_header(content: bytes, name: str) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(content), formats=DECODED_FORMATS)
+    except UnidentifiedImageError:
+        return _unidentified(content, name)
+    except Image.DecompressionBombError:
+        raise ImageReadError(name, "over Pillow's decompression-bomb limit", "too_many_pixels") from None
+    except MemoryError:
+        raise ImageReadError(name, "too large to decode", "too_many_pixels") from None
+    except Exception as error:  # noqa: BLE001 - any decoder failure is a corrupt file
+        raise ImageReadError(name, f"truncated or corrupt image ({_describe(error)})") from None
+
+
+def _unidentified(content: bytes, name: str) -> Image.Image:
+    """Tells an image in a format crackscan does not decode from content that is no image."""
+    try:
+        with Image.open(io.BytesIO(content)) as other:
+            found = other.format
+    except Exception:  # noqa: BLE001 - unknown to every plugin, or damaged: not an image to us
+        found = None
+    if found is not None and found not in DECODED_FORMATS:
+        raise ImageReadError(name, f"unsupported image format {found} (crackscan reads JPEG, PNG, BMP, TIFF and "
+                                   "WebP)", "unsupported") from None
+    if found is None and content[:4] in _SUPPORTED_MAGIC:
+        # A supported format's signature with a header no plugin accepts: damaged, not foreign.
+        raise ImageReadError(name, "truncated or corrupt image (unreadable header)") from None
+    raise ImageReadError(name, "not an image (unrecognised content)", "not_image") from None
+
+
+# First bytes of the decoded formats, to call a damaged header corrupt rather than "not an image".
+_SUPPORTED_MAGIC = (b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xe1", b"\xff\xd8\xff\xdb", b"\xff\xd8\xff\xee",
+                    b"\x89PNG", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text and text[0] else type(error).__name__
 
 
 def _upright_rgb(image: Image.Image, name: str) -> Image.Image:
     try:
         image.load()
         return _to_rgb(_exif_upright(image))
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageReadError(name, f"truncated or corrupt image ({error})") from None
+    except MemoryError:
+        raise ImageReadError(name, "too large to decode", "too_many_pixels") from None
+    except Exception as error:  # noqa: BLE001 - see _open_bytes
+        raise ImageReadError(name, f"truncated or corrupt image ({_describe(error)})") from None
 
 
 def _stored_upright(image: Image.Image) -> bool:
@@ -280,7 +338,7 @@ def _array_to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ImageReadError("array", f"must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
+        raise ImageReadError("array", f"must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}", "not_image")
     if array.dtype != np.uint8:
         if array.dtype == np.uint16:
             array = array / 257.0
@@ -325,7 +383,7 @@ def load_file_for_model(path: Path, size: int) -> tuple[np.ndarray, FileFacts]:
     try:
         pixels = read_pixels(content)
     except ImageReadError as error:
-        raise ImageReadError(path, error.reason) from None
+        raise ImageReadError(path, error.reason, error.kind) from None
     facts = FileFacts(hashlib.sha256(content).hexdigest(), pixels.shape[1], pixels.shape[0])
     return resize_pixels(pixels, size, size), facts
 
@@ -335,7 +393,7 @@ class Batch:
     indices: list[int]
     images: np.ndarray
     extras: list[Any]
-    failures: list[tuple[int, str]]
+    failures: list[tuple[int, ImageReadError]]
 
 
 def iter_batches(
@@ -348,7 +406,7 @@ def iter_batches(
     """Loads items in a thread pool, ahead of the consumer, and yields them batched in order.
 
     ``load`` returns an HxWx3 array or a tuple (array, extra). Items that raise
-    ImageReadError come back in ``failures`` with the reason; the rest keep going.
+    ImageReadError come back in ``failures`` with their error; the rest keep going.
     Decoding in threads overlaps the model's work because PIL and the runtimes release
     the GIL; prefetching a bounded number of batches keeps memory flat on big folders.
     """
@@ -381,7 +439,7 @@ def iter_batches(
             for offset, future in enumerate(futures):
                 result = future.result()
                 if isinstance(result, ImageReadError):
-                    failures.append((start + offset, result.reason))
+                    failures.append((start + offset, result))
                     continue
                 array, extra = result if isinstance(result, tuple) else (result, None)
                 indices.append(start + offset)

@@ -132,7 +132,7 @@ def evaluate(
         getattr(predictor.runner, "batch_size", 32),
     )
     for batch in batches:
-        skipped.extend((dataset.relative(samples[i].path), why) for i, why in batch.failures)
+        skipped.extend((dataset.relative(samples[i].path), error.reason) for i, error in batch.failures)
         keep = []
         for row, (index, facts) in enumerate(zip(batch.indices, batch.extras)):
             digest = facts.sha256

@@ -167,6 +167,7 @@ class Prediction:
 class Failure:
     source: str
     reason: str
+    kind: str = "corrupt"
 
 
 class Predictor:
@@ -206,7 +207,7 @@ class Predictor:
         results = []
         for result in self.iter_predict(items):
             if isinstance(result, Failure):
-                raise ImageReadError(result.source, result.reason)
+                raise ImageReadError(result.source, result.reason, result.kind)
             results.append(result)
         return results
 
@@ -223,7 +224,8 @@ class Predictor:
             workers=workers or cpu_threads(),
         )
         for batch in batches:
-            outcomes: dict[int, Prediction | Failure] = {i: Failure(names[i], why) for i, why in batch.failures}
+            outcomes: dict[int, Prediction | Failure] = {
+                i: Failure(names[i], error.reason, error.kind) for i, error in batch.failures}
             if batch.indices:
                 probabilities = self.probabilities(batch.images)
                 for index, row in zip(batch.indices, probabilities):

@@ -204,7 +204,7 @@ def embed_dataset(extractor: Any, dataset: Dataset, config: TrainConfig, progres
         [s.path for s in samples], lambda path: load_file_for_model(path, config.image_size), config.embed_batch_size
     )
     for batch in batches:
-        skipped.extend(Skipped(dataset.relative(samples[i].path), why) for i, why in batch.failures)
+        skipped.extend(Skipped(dataset.relative(samples[i].path), error.reason) for i, error in batch.failures)
         if batch.indices:
             features[len(kept) : len(kept) + len(batch.indices)] = runner(batch.images)
             kept.extend(batch.indices)
