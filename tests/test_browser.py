@@ -1,13 +1,12 @@
 """The web page in a real browser: headless Chromium (Debian's) driven by Playwright."""
 
 import shutil
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from .conftest import running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it")
@@ -18,22 +17,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @pytest.fixture(scope="module")
 def server_url(tiny_run):
-    uvicorn = pytest.importorskip("uvicorn")
-    from crackscan.server import create_app
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run.path), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    pytest.importorskip("uvicorn")
+    with running_server(tiny_run.path) as url:
+        yield url
 
 
 def test_upload_a_photo_and_see_verdict_and_overlay(server_url, tmp_path):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from crackscan import CrackscanError, TrainConfig
-from crackscan.config import parse_split
+from crackscan.settings import parse_split
 
 
 def test_defaults_are_the_origins_method():
@@ -13,7 +13,7 @@ def test_defaults_are_the_origins_method():
     assert (config.epochs, config.learning_rate, config.batch_size, config.dropout) == (10, 1e-4, 16, 0.0)
 
 
-@pytest.mark.parametrize("text", ["70:24:6", (0.7, 0.24, 0.06), [70, 24, 6], "7:2.4:0.6"])
+@pytest.mark.parametrize("text", ["70:24:6", (0.7, 0.24, 0.06), [70, 24, 6], "0.7:0.24:0.06"])
 def test_split_forms_agree(text):
     assert parse_split(text) == (0.7, 0.24, 0.06)
 

@@ -10,7 +10,8 @@ from PIL import Image
 import crackscan
 from crackscan import CrackscanError
 from crackscan.cli import main
-from crackscan.data import ImageReadError, read_split_csv
+from crackscan import runs
+from crackscan.data import ImageReadError
 from crackscan.scan import tile_origins
 
 from .conftest import png_declaring
@@ -20,7 +21,7 @@ PATCH = 227
 
 def build_mosaic(run, data_root, columns, rows, seed):
     """A photo made of the run's held-out patches, with the label of every tile."""
-    held_out = [r for r in read_split_csv(run.path / "split.csv") if r["split"] in ("test", "val")]
+    held_out = [r for r in runs.split_rows(run.path) if r["split"] in ("test", "val")]
     rng = np.random.default_rng(seed)
     chosen = [held_out[i] for i in rng.permutation(len(held_out))[: columns * rows]]
     photo = np.zeros((rows * PATCH, columns * PATCH, 3), np.uint8)
@@ -115,7 +116,7 @@ def test_survey_folder_resume_force_and_bad_files(capsys, tiny_run, tiny_dataset
     code = main(["scan", str(tiny_run.path), str(survey), "--out", str(out), "--tile", "227"])
     captured = capsys.readouterr()
     assert code == 1 and "skipped" in captured.err and "broken.jpg" in captured.err
-    for folder in ("north__wall", "wall"):
+    for folder in ("north/wall.jpg", "wall.jpg"):
         assert {p.name for p in (out / folder).iterdir()} == {"overlay.png", "tiles.csv", "summary.json"}
         summary = json.loads((out / folder / "summary.json").read_text())
         assert summary["tiles"] == 12 and summary["width"] == 700
@@ -125,15 +126,15 @@ def test_survey_folder_resume_force_and_bad_files(capsys, tiny_run, tiny_dataset
         ranked = list(csv.DictReader(handle))
     fractions = [float(r["cracked_area_fraction"]) for r in ranked]
     assert len(ranked) == 2 and fractions == sorted(fractions, reverse=True)
-    overlay = Image.open(out / "wall" / "overlay.png")
+    overlay = Image.open(out / "wall.jpg" / "overlay.png")
     assert overlay.size == (700, 500)
 
-    stamp = (out / "wall" / "summary.json").stat().st_mtime_ns
+    stamp = (out / "wall.jpg" / "summary.json").stat().st_mtime_ns
     main(["scan", str(tiny_run.path), str(survey), "--out", str(out), "--tile", "227"])
     assert "2 photos already scanned" in capsys.readouterr().out
-    assert (out / "wall" / "summary.json").stat().st_mtime_ns == stamp
+    assert (out / "wall.jpg" / "summary.json").stat().st_mtime_ns == stamp
     main(["scan", str(tiny_run.path), str(survey / "wall.jpg"), "--out", str(out), "--force", "--tile", "227"])
-    assert (out / "wall" / "summary.json").stat().st_mtime_ns != stamp
+    assert (out / "wall.jpg" / "summary.json").stat().st_mtime_ns != stamp
 
 
 def test_a_thin_photo_is_seen_whole(tiny_run):

@@ -17,7 +17,7 @@ from .conftest import png_declaring  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client(tiny_run):
-    app = create_app(tiny_run.path, max_upload_bytes=300_000, max_pixels=5_000_000)
+    app = create_app(tiny_run.path, max_upload_mb=0.3, max_pixels=5_000_000)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 

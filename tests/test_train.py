@@ -7,7 +7,7 @@ from PIL import Image
 
 import crackscan
 from crackscan import CrackscanError
-from crackscan.data import read_split_csv
+from crackscan import runs
 from crackscan.train import RUN_FILES, Run
 
 from .conftest import TINY_SETTINGS
@@ -40,7 +40,7 @@ def test_unreadable_files_are_listed_and_counted_not_dropped(tiny_run):
 
 
 def test_identical_files_share_a_split(tiny_run):
-    rows = {row["path"]: row for row in read_split_csv(tiny_run.path / "split.csv")}
+    rows = {row["path"]: row for row in runs.split_rows(tiny_run.path)}
     assert rows["Positive/00000.jpg"]["split"] == rows["Positive/copy-of-00000.jpg"]["split"]
     assert rows["Positive/00000.jpg"]["sha256"] == rows["Positive/copy-of-00000.jpg"]["sha256"]
     assert {row["split"] for row in rows.values()} == {"train", "val", "test"}

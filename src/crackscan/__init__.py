@@ -19,7 +19,7 @@ try:
 except Exception:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-from .config import TrainConfig  # noqa: E402
+from .settings import TrainConfig  # noqa: E402
 from .errors import CrackscanError  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .export import export  # noqa: E402

@@ -10,36 +10,17 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import EMBEDDING_BACKENDS, MOBILENET_V2_ALPHAS, TrainConfig
-from .data import DEFAULT_MAX_PIXELS
+from . import settings
 from .errors import CrackscanError
+from .settings import TrainConfig
 
 EXIT_USER_ERROR = 2
 EXIT_SOME_SKIPPED = 1
 
 
-def _train_settings(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig()
-    group = parser.add_argument_group("settings (defaults: the project's origin)")
-    group.add_argument("--config", type=Path, help="a config.json (e.g. from an earlier run) to start from")
-    group.add_argument("--image-size", type=int, help=f"model input side in px (default {defaults.image_size})")
-    group.add_argument("--alpha", type=float, choices=MOBILENET_V2_ALPHAS, help=f"MobileNetV2 width (default {defaults.alpha})")
-    group.add_argument("--weights", help="backbone weights: imagenet (default; Keras downloads them once), none, or a .h5 file")
-    group.add_argument("--dropout", type=float, help=f"dropout before the head (default {defaults.dropout})")
-    group.add_argument("--split", help="train:val:test proportions (default 70:24:6)")
-    group.add_argument("--seed", type=int, help=f"seed of the split and the head's initialisation (default {defaults.seed})")
-    group.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
-    group.add_argument("--learning-rate", type=float, help=f"Adam's learning rate (default {defaults.learning_rate})")
-    group.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
-    group.add_argument("--positive-class", help="the class folder holding cracks (default: Positive, crack or cracked)")
-    group.add_argument("--embedding-backend", choices=EMBEDDING_BACKENDS, help="runtime of the one backbone pass (default auto: LiteRT if installed)")
-
-
 def _config_from(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
-    names = ("image_size", "alpha", "weights", "dropout", "split", "seed", "epochs", "learning_rate",
-             "batch_size", "positive_class", "embedding_backend")
-    return config.replace(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    return config.replace(**settings.given(args, settings.TRAIN_SETTINGS))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a crack classifier on a folder of class folders")
     train.add_argument("data", type=Path, help="folder with one subfolder per class, e.g. Positive/ and Negative/")
     train.add_argument("--out", type=Path, help="run folder to write (default runs/YYYYmmdd-HHMMSS)")
-    train.add_argument("--force", action="store_true", help="overwrite a run already in --out")
-    _train_settings(train)
+    train.add_argument("--force", action="store_true", help="replace a finished run already in --out")
+    group = train.add_argument_group("settings (defaults: the project's origin)")
+    group.add_argument("--config", type=Path, help="a config.json (e.g. from an earlier run) to start from")
+    settings.add_arguments(group, settings.TRAIN_SETTINGS)
 
     evaluate = commands.add_parser("evaluate", help="measure a model on a labelled folder")
     evaluate.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
@@ -62,40 +45,34 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with a run folder: only the images of this part of its split (matched by content)")
     evaluate.add_argument("--out", type=Path, help="write metrics.json, confusion_matrix.png and skipped.csv here")
     evaluate.add_argument("--format", default="text", choices=("text", "json"))
+    evaluate.add_argument("--force", action="store_true", help="replace earlier results in --out")
 
     predict = commands.add_parser("predict", help="classify images: crack or not, with the crack probability")
     predict.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
     predict.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--format", default="table", choices=("table", "csv", "json"))
-    predict.add_argument("--batch-size", type=int, default=32)
+    settings.add_arguments(predict, settings.PREDICT_SETTINGS)
 
     export = commands.add_parser("export", help="export a model to LiteRT or ONNX, float or int8, checked against Keras")
     export.add_argument("model", type=Path, help="run folder or .keras model")
     export.add_argument("--format", required=True, choices=("litert", "onnx"))
     export.add_argument("--int8", action="store_true", help="static full-integer quantization, calibrated on real images")
     export.add_argument("--calibration", type=Path, help="images for int8 calibration (default: the run's training split)")
-    export.add_argument("--calibration-images", type=int, default=256, help="how many calibration images (default 256)")
     export.add_argument("--check", type=Path, help="labelled images to check the export on (default: the run's val/test split)")
-    export.add_argument("--check-images", type=int, default=1000, help="how many check images (default 1000)")
+    settings.add_arguments(export, settings.EXPORT_SETTINGS)
     export.add_argument("--out", type=Path, help="output file (default: beside the model, e.g. model.int8.tflite)")
+    export.add_argument("--force", action="store_true", help="replace an existing model file")
 
     scan = commands.add_parser("scan", help="scan whole photos: crack map overlay, tile grid and summary per photo")
     scan.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
     scan.add_argument("photos", nargs="+", help="photo files, folders or glob patterns")
     scan.add_argument("--out", type=Path, required=True, help="folder for the results (one subfolder per photo)")
-    scan.add_argument("--tile", type=int, help="tile side in photo px (default: the model's training patch size, 227)")
-    scan.add_argument("--stride", type=int, help="step between tiles in px (default: the tile side, no overlap)")
-    scan.add_argument("--threshold", type=float, default=0.5, help="crack probability from which a tile is cracked")
-    scan.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                      help=f"refuse photos with more pixels than this (default {DEFAULT_MAX_PIXELS:,})")
+    settings.add_arguments(scan, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS))
     scan.add_argument("--force", action="store_true", help="scan again photos whose results exist")
 
     serve = commands.add_parser("serve", help="HTTP API and web page for crack checks")
     serve.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (default 25 MB)")
-    serve.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted image in pixels")
+    settings.add_arguments(serve, settings.SERVE_SETTINGS)
 
     demo = commands.add_parser("demo", help="make a synthetic dataset, train on it, evaluate, plot")
     demo.add_argument("--out", type=Path, default=Path("crackscan-demo"), help="folder for the data and the run")
@@ -106,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # File names need not be valid UTF-8 on Linux; print them escaped rather than crash.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -153,7 +134,8 @@ def _print_run(run: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_metrics
 
-    result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_show_progress())
+    result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_show_progress(),
+                      force=args.force)
     for path, reason in result.skipped:
         _report_skipped(path, reason)
     if args.format == "json":
@@ -169,8 +151,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if result.in_training_split:
         print(f"note: {result.in_training_split} of these images were in the model's training split, so the "
               "figures are optimistic; use --split test for an honest measure", file=sys.stderr)
-    if args.out:
-        print(f"wrote {args.out}/metrics.json and confusion_matrix.png", file=sys.stderr)
+    if result.out:
+        print(f"wrote {result.out}/metrics.json, confusion_matrix.png and skipped.csv", file=sys.stderr)
     return 0
 
 
@@ -179,7 +161,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Failure, load
     from .progress import progress_bar
 
-    predictor = load(args.model, batch_size=args.batch_size)
+    predictor = load(args.model, **settings.resolved(args, settings.PREDICT_SETTINGS))
     files = list_image_files(args.paths)
     if not files:
         raise CrackscanError("no image files found in " + " ".join(args.paths))
@@ -234,7 +216,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
     result = export(args.model, args.format, int8=args.int8, calibration=args.calibration, out=args.out,
-                    check=args.check, calibration_images=args.calibration_images, check_images=args.check_images)
+                    check=args.check, force=args.force, **settings.resolved(args, settings.EXPORT_SETTINGS))
     c = result.check
     kind = f"{args.format} {'int8' if args.int8 else 'float'}"
     print(f"checked on {c['images']} real images against the Keras model: max crack-probability difference "
@@ -247,18 +229,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from .scan import scan_many
 
-    outcome = scan_many(args.model, args.photos, args.out, args.tile, args.stride, args.threshold,
-                        args.max_pixels, force=args.force, progress=_show_progress(), on_failure=_report_skipped)
-    for s in outcome.scanned:
-        print(f"{s['photo']}: {s['cracked_tiles']} of {s['tiles']} tiles cracked "
-              f"({100 * s['cracked_area_fraction']:.1f}% of area, highest p {s['max_crack_probability']:.2f}) "
-              f"in {s['seconds']:.2f} s -> {s['outputs']}")
+    options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS))
+    outcome = scan_many(args.model, args.photos, args.out, **options, force=args.force, progress=_show_progress(),
+                        on_failure=_report_skipped, on_line=print)
     if outcome.resumed:
-        print(f"{len(outcome.resumed)} photos already scanned in {args.out} (kept; --force to scan again)")
+        count = len(outcome.resumed)
+        print(f"{count} photo{'s' if count != 1 else ''} already scanned in {args.out} with these settings "
+              "(kept; --force to scan again)")
     if outcome.summary_csv:
         print(f"summary of all photos, most cracked first: {outcome.summary_csv}")
     if outcome.failed:
-        print(f"crackscan: {len(outcome.failed)} photos could not be read", file=sys.stderr)
+        print(f"crackscan: {len(outcome.failed)} photos could not be scanned", file=sys.stderr)
         return EXIT_SOME_SKIPPED
     return 0
 
@@ -266,13 +247,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    if not 0 < args.max_upload_mb <= 10_000:
-        raise CrackscanError("--max-upload-mb must be between 0 and 10000")
+    options = settings.resolved(args, settings.SERVE_SETTINGS)
+
     def announce(url: str) -> None:
         print(f"crackscan serving {args.model} on {url} (API docs at {url}docs); Ctrl-C stops", file=sys.stderr)
 
-    serve(args.model, args.host, args.port, announce, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-          max_pixels=args.max_pixels)
+    serve(args.model, announce=announce, **options)
     return 0
 
 

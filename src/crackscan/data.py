@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import CrackscanError
+from .files import atomic_open
+from .settings import DEFAULT_MAX_PIXELS
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 # The formats Pillow may decode, judged by content. Pillow knows some forty more (DDS,
@@ -29,8 +31,6 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 # camera or dataset of crack photos uses them, so they are refused as unsupported.
 DECODED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
 POSITIVE_CLASS_NAMES = ("positive", "crack", "cracks", "cracked")
-# A 50-megapixel survey photo must pass; a decompression bomb must not.
-DEFAULT_MAX_PIXELS = 150_000_000
 SPLIT_NAMES = ("train", "val", "test")
 # Files an OS or a sync tool drops into folders; not images anybody meant to label.
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
@@ -228,7 +228,7 @@ def _decode_plain_jpeg(content: bytes, max_pixels: int | None) -> np.ndarray | N
     if content[:2] != b"\xff\xd8":
         return None
     try:
-        header = Image.open(io.BytesIO(content))  # parses the header only
+        header = Image.open(io.BytesIO(content), formats=("JPEG",))  # parses the header only
         plain = header.format == "JPEG" and header.mode in ("RGB", "L")
         plain = plain and _stored_upright(header)
         plain = plain and (max_pixels is None or header.width * header.height <= max_pixels)
@@ -250,24 +250,32 @@ def _open_bytes(content: bytes, name: str, max_pixels: int | None) -> Image.Imag
     """The one guarded decode of untrusted bytes: whatever a decoder raises on a damaged
     file (Pillow's plugins raise ValueError, TypeError, struct.error, NotImplementedError,
     IndexError, ... on crafted headers) becomes an ImageReadError with the reason."""
-    image = _open_header(content, name)
-    if max_pixels is not None and image.width * image.height > max_pixels:
-        raise ImageReadError(name, f"{image.width}x{image.height} is over the pixel limit of {max_pixels:,} pixels",
-                             "too_many_pixels")
-    return _upright_rgb(image, name)
+    return _upright_rgb(_open_header(content, name, max_pixels), name)
 
 
-def _open_header(content: bytes, name: str) -> Image.Image:
+def image_pixel_count(content: bytes, name: str = "image bytes", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
+    """How many pixels ``content`` decodes to, read from its header alone: what a server
+    needs to budget memory before it decodes anything."""
+    image = _open_header(content, name, max_pixels)
+    return image.width * image.height
+
+
+def _open_header(content: bytes, name: str, max_pixels: int | None) -> Image.Image:
+    """The image with only its header parsed, refused if it declares more than ``max_pixels``."""
     try:
-        return Image.open(io.BytesIO(content), formats=DECODED_FORMATS)
+        image = Image.open(io.BytesIO(content), formats=DECODED_FORMATS)
     except UnidentifiedImageError:
         return _unidentified(content, name)
-    except Image.DecompressionBombError:
-        raise ImageReadError(name, "over Pillow's decompression-bomb limit", "too_many_pixels") from None
+    except Image.DecompressionBombError as error:  # Pillow's own, far larger limit
+        raise ImageReadError(name, f"over the pixel limit ({_describe(error)})", "too_many_pixels") from None
     except MemoryError:
         raise ImageReadError(name, "too large to decode", "too_many_pixels") from None
     except Exception as error:  # noqa: BLE001 - any decoder failure is a corrupt file
         raise ImageReadError(name, f"truncated or corrupt image ({_describe(error)})") from None
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise ImageReadError(name, f"{image.width}x{image.height} is over the pixel limit of {max_pixels:,} pixels",
+                             "too_many_pixels")
+    return image
 
 
 def _unidentified(content: bytes, name: str) -> Image.Image:
@@ -489,24 +497,8 @@ def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
     return [train, val, n - train - val]
 
 
-def write_split_csv(path: Path, dataset: Dataset, rows: Iterable[tuple[Sample, str, str]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "class", "split", "sha256"])
-        for sample, split, digest in rows:
-            writer.writerow([dataset.relative(sample.path), dataset.class_names[sample.label], split, digest])
-
-
-def read_split_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="") as handle:
-            return list(csv.DictReader(handle))
-    except OSError as error:
-        raise CrackscanError(f"cannot read split file {path}: {error.strerror or error}") from None
-
-
 def write_skipped_csv(path: Path, skipped: Iterable[Skipped]) -> None:
-    with open(path, "w", newline="") as handle:
+    with atomic_open(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "reason"])
         for item in skipped:

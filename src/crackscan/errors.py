@@ -15,3 +15,11 @@ class MissingDependencyError(CrackscanError):
     def __init__(self, package: str, purpose: str, extra: str | None = None):
         install = f"pip install 'crackscan[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{purpose} needs the package '{package}': {install}")
+
+
+class LimitExceeded(CrackscanError):
+    """A request asks for more work or memory than a configured limit allows."""
+
+
+class Cancelled(CrackscanError):
+    """Work stopped because whoever asked for it has gone (a closed HTTP connection)."""

@@ -9,7 +9,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import plots, runs
+from .data import Skipped, find_dataset_for_model, iter_batches, load_file_for_model, write_skipped_csv
 from .errors import CrackscanError
+from .files import refuse_overwrite, write_text
+from .predict import Predictor, load
+from .progress import progress_bar
 
 
 def classification_metrics(
@@ -97,26 +102,29 @@ def evaluate(
     split: str = "all",
     out: str | Path | None = None,
     progress: bool = False,
+    force: bool = False,
 ) -> Evaluation:
     """Evaluates a model (path, run folder or Predictor) on a labelled folder.
 
     With a run folder and ``split`` train/val/test, only the images of that part of the
     run's split are used, matched by content hash, so a copy of the data anywhere works.
     With ``split="all"``, images the model was trained on are counted and reported.
+    ``out`` receives metrics.json, confusion_matrix.png and skipped.csv; a run folder as
+    ``out`` gets them in evaluations/DATA-SPLIT/, beside the run's own files, not over them.
+    Existing files are replaced only with ``force``.
     """
-    from . import plots
-    from .data import find_dataset_for_model, iter_batches, load_file_for_model
-    from .predict import Predictor, load, resolve_model_path, run_folder_of
-    from .progress import progress_bar
-
     predictor = model if isinstance(model, Predictor) else load(model)
-    run_dir = run_folder_of(model) if not isinstance(model, Predictor) else None
-    split_hashes = _split_hashes(run_dir) if run_dir else None
+    run_dir = runs.folder_of(model) if not isinstance(model, Predictor) else None
+    split_hashes = runs.split_hashes(run_dir) if run_dir else None
     if split != "all" and split_hashes is None:
         raise CrackscanError(f"--split {split} needs a run folder with split.csv, not a bare model file")
     if split not in ("all", "train", "val", "test"):
         raise CrackscanError(f"split must be all, train, val or test, got {split!r}")
 
+    out_dir = evaluation_folder(Path(out), data, split) if out is not None else None
+    if out_dir is not None:
+        for name in EVALUATION_FILES:
+            refuse_overwrite(out_dir / name, force)
     info = predictor.info
     dataset, to_model_label = find_dataset_for_model(data, info.class_names, info.positive_class)
 
@@ -151,27 +159,25 @@ def evaluate(
         raise CrackscanError(f"no readable images of the {split} split in {data}")
     metrics = classification_metrics(labels, np.concatenate(probabilities), info.class_names, info.positive_index)
     metrics["skipped"] = len(skipped)
-    metrics["model"] = str(resolve_model_path(model)) if not isinstance(model, Predictor) else str(predictor.path)
+    metrics["model"] = str(runs.model_path(model)) if not isinstance(model, Predictor) else str(predictor.path)
     metrics["data"] = str(Path(data).resolve())
     metrics["split"] = split
     if split_hashes is not None and split == "all":
         metrics["in_training_split"] = in_training
-    out_dir = None
-    if out is not None:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plots.confusion_matrix(metrics["confusion_matrix"], out_dir / "confusion_matrix.png")
-        from .data import Skipped, write_skipped_csv
-
+    if out_dir is not None:
         write_skipped_csv(out_dir / "skipped.csv", [Skipped(p, r) for p, r in skipped])
+        plots.confusion_matrix(metrics["confusion_matrix"], out_dir / "confusion_matrix.png")
+        write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return Evaluation(metrics, skipped, in_training, out_dir)
 
 
-def _split_hashes(run_dir: Path) -> dict[str, set[str]]:
-    from .data import read_split_csv
+EVALUATION_FILES = ("metrics.json", "confusion_matrix.png", "skipped.csv")
 
-    hashes: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
-    for row in read_split_csv(run_dir / "split.csv"):
-        hashes.setdefault(row["split"], set()).add(row["sha256"])
-    return hashes
+
+def evaluation_folder(out: Path, data: str | Path, split: str) -> Path:
+    """Where an evaluation's files go: ``out``, or below it when ``out`` is a run folder."""
+    if out.exists() and not out.is_dir():
+        raise CrackscanError(f"--out {out} is a file, not a folder")
+    if runs.is_run(out):
+        return out / "evaluations" / f"{Path(data).resolve().name}-{split}"
+    return out

@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from . import _tf
+from . import _tf, runs
 from .errors import CrackscanError, MissingDependencyError
+from .files import atomic_path, refuse_overwrite, write_bytes
 from .model import METADATA_NAME, ModelInfo
 
 ONNX_METADATA_KEY = "crackscan"
@@ -93,13 +94,6 @@ def read_onnx_metadata(path: str | os.PathLike) -> ModelInfo:
     if text is None:
         raise CrackscanError(f"{path}: no crackscan metadata in this .onnx file (export it with 'crackscan export')")
     return ModelInfo.from_json(text, str(path))
-
-
-def write_bytes(path: Path, content: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return path
 
 
 def keras_to_onnx(model: Any, path: Path) -> Path:
@@ -182,29 +176,34 @@ def export(
     calibration_images: int = 256,
     check_images: int = 1000,
     seed: int = 0,
+    force: bool = False,
 ) -> ExportResult:
     """Exports a run or .keras model to LiteRT or ONNX, float or int8, and checks it.
 
     The export is compared with the Keras model on real labelled images (the run's held-out
     val/test split, or ``check``) before it is written: a float export must agree within
-    1e-4 in crack probability, an int8 export on at least 99.5% of labels.
+    1e-4 in crack probability, an int8 export on at least 99.5% of labels. An existing
+    file is replaced only with ``force``.
     """
     import tempfile
     import time
 
     from .data import list_image_files
     from .model import load_keras_model
-    from .predict import KerasRunner, LiteRTRunner, OnnxRunner, resolve_model_path, run_folder_of
+    from .predict import KerasRunner, LiteRTRunner, OnnxRunner
 
     started = time.perf_counter()
     if format not in FORMATS:
         raise CrackscanError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
-    keras_path = resolve_model_path(model)
+    keras_path = runs.model_path(model)
     if keras_path.suffix != ".keras":
         raise CrackscanError(f"export starts from a run folder or a .keras model, not {keras_path.suffix}")
     if out is not None and Path(out).suffix.lower() != SUFFIXES[format]:
         raise CrackscanError(f"a {format} model file must end in {SUFFIXES[format]}, not {Path(out).name}")
-    run_dir = run_folder_of(keras_path)
+    run_dir = runs.folder_of(keras_path)
+    destination = Path(out) if out else keras_path.with_name(
+        f"{keras_path.stem}{'.int8' if int8 else ''}{SUFFIXES[format]}")
+    refuse_overwrite(destination, force, "model file")
     if format == "onnx":
         _require_onnx_exporter()
     keras_model, info = load_keras_model(keras_path)
@@ -226,8 +225,6 @@ def export(
             for start in range(0, len(calibration_pixels), 32):
                 yield calibration_pixels[start : start + 32]
 
-    destination = Path(out) if out else keras_path.with_name(
-        f"{keras_path.stem}{'.int8' if int8 else ''}{SUFFIXES[format]}")
     with tempfile.TemporaryDirectory(prefix="crackscan-export-") as scratch:
         scratch = Path(scratch)
         if format == "litert":
@@ -243,8 +240,8 @@ def export(
         report = compare_with_keras(KerasRunner(keras_model), runner, check_set, info, int8)
         if not report["passed"]:
             raise CrackscanError(_failure_message(report, int8))
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(candidate), destination)
+        with atomic_path(destination) as temporary:
+            shutil.move(str(candidate), temporary)
     return ExportResult(destination, format, int8, destination.stat().st_size, report, time.perf_counter() - started)
 
 
@@ -308,15 +305,8 @@ def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int,
 
 
 def _run_split_images(run_dir: Path, info: ModelInfo, parts: tuple[str, ...]) -> list[tuple[Path, int]]:
-    import json
-
-    from .data import read_split_csv
-
-    try:
-        data_root = Path(json.loads((run_dir / "metrics.json").read_text())["data"])
-    except (OSError, ValueError, KeyError):
-        raise CrackscanError(f"{run_dir} has no metrics.json naming its data: pass --check/--calibration DATA") from None
-    rows = [r for r in read_split_csv(run_dir / "split.csv") if r["split"] in parts]
+    data_root = runs.data_root(run_dir)
+    rows = [r for r in runs.split_rows(run_dir) if r["split"] in parts]
     found = [(data_root / r["path"], info.class_names.index(r["class"])) for r in rows]
     found = [(p, label) for p, label in found if p.is_file()]
     if not found:

@@ -15,9 +15,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .settings import TrainConfig
 from . import _tf
 from .errors import CrackscanError
+from .files import atomic_path
 
 METADATA_NAME = "crackscan.json"
 METADATA_FORMAT = "crackscan-model"
@@ -35,6 +36,19 @@ class ModelInfo:
     backbone: str = "MobileNetV2"
     alpha: float = 1.0
     crackscan_version: str = ""
+
+    def __post_init__(self) -> None:
+        # Metadata comes from files anyone can edit: a model that cannot be used correctly
+        # is refused at load, not after a batch has been misread.
+        names = self.class_names
+        if len(names) != 2 or len(set(names)) != 2 or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"class_names must be two different names, got {list(names)}")
+        if self.positive_class not in names:
+            raise ValueError(f"positive_class {self.positive_class!r} is not one of {list(names)}")
+        for name in ("input_size", "patch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 16 <= value <= 8192:
+                raise ValueError(f"{name} must be a whole number of px from 16 to 8192, got {value!r}")
 
     @property
     def positive_index(self) -> int:
@@ -54,10 +68,8 @@ class ModelInfo:
             known = {f.name for f in dataclasses.fields(cls)}
             values = {k: v for k, v in values.items() if k in known}
             values["class_names"] = tuple(values["class_names"])
-            info = cls(**values)
-            info.positive_index  # noqa: B018 - validates positive_class against class_names
-            return info
-        except (ValueError, KeyError, TypeError) as error:
+            return cls(**values)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise CrackscanError(f"{source}: its crackscan metadata is unreadable ({error})") from None
 
 
@@ -127,9 +139,10 @@ def build_backbone(config: TrainConfig) -> Any:
 def save_keras_model(model: Any, path: Path, info: ModelInfo) -> Path:
     """Saves the .keras file with the metadata as one more entry of its zip archive."""
     path = Path(path)
-    model.save(path)
-    with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr(METADATA_NAME, info.to_json())
+    with atomic_path(path) as temporary:
+        model.save(temporary)
+        with zipfile.ZipFile(temporary, "a") as archive:
+            archive.writestr(METADATA_NAME, info.to_json())
     return path
 
 

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .files import atomic_path
+
 MISTAKE_COLOUR = "#d62728"
 
 
@@ -35,7 +37,8 @@ def training_curves(history: Sequence[dict[str, float]], path: Path, best_epoch:
     axes[1].set_xlabel("Epoch")
     axes[1].set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
     return Path(path)
 
@@ -71,7 +74,8 @@ def prediction_grid(
                 spine.set_edgecolor(MISTAKE_COLOUR)
                 spine.set_linewidth(4)
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=80)
     plt.close(figure)
     return Path(path)
 
@@ -92,6 +96,7 @@ def confusion_matrix(confusion: dict[str, Any], path: Path, title: str = "Confus
     axis.set_ylabel("Actual")
     axis.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
     return Path(path)

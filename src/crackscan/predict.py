@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from . import runs
 from .data import ImageReadError, ImageSource, iter_batches, load_for_model
 from .errors import CrackscanError, MissingDependencyError
 from .model import ModelInfo, load_keras_model
@@ -260,7 +261,7 @@ def _source_name(item: Any, index: int) -> str:
 
 def load(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None) -> Predictor:
     """Loads a .keras, .tflite or .onnx model (or a run folder) as a Predictor."""
-    path = resolve_model_path(path)
+    path = runs.model_path(path)
     suffix = path.suffix.lower()
     if suffix == ".keras":
         model, info = load_keras_model(path)
@@ -277,22 +278,3 @@ def load(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_thre
         info = read_onnx_metadata(path)
         return Predictor(OnnxRunner(path, batch_size, num_threads), info, path)
     raise CrackscanError(f"{path}: unknown model format (expected .keras, .tflite or .onnx, or a run folder)")
-
-
-def resolve_model_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / "model.keras"
-        if not candidate.is_file():
-            raise CrackscanError(f"{path} is a folder without model.keras: not a crackscan run")
-        return candidate
-    if not path.exists():
-        raise CrackscanError(f"model not found: {path}")
-    return path
-
-
-def run_folder_of(model: str | os.PathLike) -> Path | None:
-    """The run folder a model belongs to (a folder, or a file beside split.csv), if any."""
-    path = Path(model)
-    folder = path if path.is_dir() else path.parent
-    return folder if (folder / "split.csv").is_file() else None

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, read_pixels, resize_pixels
-from .errors import CrackscanError
+from .errors import Cancelled, CrackscanError, LimitExceeded
+from .files import atomic_open, atomic_path, write_text
 
 OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
+MIN_TILE, MAX_TILE_SIDE = 16, 8192
+# A 150 MP photo at the default 227 px tile is ~2,900 tiles; at half-tile stride ~11,600.
+MAX_TILES = 1_000_000
 TILE_FIELDS = ("x", "y", "width", "height", "crack_probability", "label")
 
 
@@ -56,17 +61,18 @@ class ScanResult:
         return draw_overlay(self.pixels, self.tiles, self.summary, max_side)
 
     def write(self, folder: str | os.PathLike) -> Path:
-        """Writes overlay.png, tiles.csv and summary.json into ``folder``."""
+        """Writes overlay.png, tiles.csv and summary.json into ``folder``, each atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "tiles.csv", "w", newline="") as handle:
+        with atomic_open(folder / "tiles.csv") as handle:
             writer = csv.writer(handle)
             writer.writerow(TILE_FIELDS)
             for t in self.tiles:
                 writer.writerow([t.x, t.y, t.width, t.height, f"{t.crack_probability:.6f}", t.label])
-        self.overlay().save(folder / "overlay.png", compress_level=1)
-        # summary.json last: its presence marks the photo as done when a survey resumes.
-        (folder / "summary.json").write_text(json.dumps(self.summary, indent=2) + "\n")
+        with atomic_path(folder / "overlay.png") as temporary:
+            self.overlay().save(temporary, compress_level=1)
+        # summary.json last: a complete one marks the photo as done when a survey resumes.
+        write_text(folder / "summary.json", json.dumps(self.summary, indent=2) + "\n")
         return folder
 
 
@@ -90,32 +96,38 @@ def scan(
     batch_size: int = 64,
     keep_image: bool = True,
     progress: Any = None,
+    max_tiles: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ScanResult:
-    """Scans one photo with a model (path or Predictor); returns the tile grid and summary."""
+    """Scans one photo with a model (path or Predictor); returns the tile grid and summary.
+
+    ``max_tiles`` refuses a photo and tiling that would make more tiles (LimitExceeded),
+    before any tile is classified; ``should_stop`` is asked between batches, and a True
+    ends the scan with Cancelled (the server's client has gone).
+    """
     from .predict import Predictor, load
 
     started = time.perf_counter()
     predictor = model if isinstance(model, Predictor) else load(model)
-    tile = int(tile or predictor.info.patch_size)
-    stride = int(stride or tile)
-    if tile < 16:
-        raise CrackscanError(f"tile must be at least 16 px, got {tile}")
-    if not 1 <= stride:
-        raise CrackscanError(f"stride must be at least 1 px, got {stride}")
-    if not 0 < threshold < 1:
-        raise CrackscanError(f"threshold must be between 0 and 1, got {threshold}")
+    tile, stride = scan_geometry(predictor, tile, stride)
+    check_threshold(threshold)
     photo_pixels = read_pixels(photo, max_pixels)
     height, width = photo_pixels.shape[:2]
     xs, ys = tile_origins(width, tile, stride), tile_origins(height, tile, stride)
+    count = len(xs) * len(ys)
+    limit = MAX_TILES if max_tiles is None else max_tiles
+    if count > limit:
+        raise LimitExceeded(f"{width}x{height} px at tile {tile} and stride {stride} makes {count:,} tiles, over the "
+                            f"limit of {limit:,} per photo: choose a larger stride or tile")
     boxes = [(x, y, min(tile, width), min(tile, height)) for y in ys for x in xs]
-    if len(boxes) > 1_000_000:
-        raise CrackscanError(f"{len(boxes):,} tiles: choose a larger --stride")
 
     size = predictor.input_size
     scale = size / tile
     pixels = resize_pixels(photo_pixels, max(1, round(width * scale)), max(1, round(height * scale)))
     probabilities = np.empty(len(boxes), np.float32)
     for start in range(0, len(boxes), batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"scan stopped after {start} of {len(boxes)} tiles")
         chunk = boxes[start : start + batch_size]
         batch = np.stack([_crop(pixels, box, scale, size) for box in chunk])
         probabilities[start : start + len(chunk)] = predictor.crack_probability(batch)
@@ -140,6 +152,22 @@ def scan(
         "seconds": round(time.perf_counter() - started, 3),
     }
     return ScanResult(summary["photo"], width, height, tiles, summary, photo_pixels if keep_image else None)
+
+
+def scan_geometry(predictor: Any, tile: int | None, stride: int | None) -> tuple[int, int]:
+    """The tile side and stride a scan uses: the model's patch size and no overlap unless set."""
+    tile = predictor.info.patch_size if tile is None else tile
+    stride = tile if stride is None else stride
+    if not isinstance(tile, int) or not MIN_TILE <= tile <= MAX_TILE_SIDE:
+        raise CrackscanError(f"tile must be a whole number of px from {MIN_TILE} to {MAX_TILE_SIDE}, got {tile!r}")
+    if not isinstance(stride, int) or not 1 <= stride <= MAX_TILE_SIDE:
+        raise CrackscanError(f"stride must be a whole number of px from 1 to {MAX_TILE_SIDE}, got {stride!r}")
+    return tile, stride
+
+
+def check_threshold(threshold: float) -> None:
+    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise CrackscanError(f"threshold must be between 0 and 1 (exclusive), got {threshold!r}")
 
 
 def _crop(pixels: np.ndarray, box: tuple[int, int, int, int], scale: float, size: int) -> np.ndarray:
@@ -220,6 +248,12 @@ def _draw_legend(image: Image.Image, summary: dict[str, Any]) -> None:
     draw.text((x0 + pad + ramp_w - draw.textlength("1.00", font=font), y), "1.00", fill=(0, 0, 0, 255), font=font)
 
 
+SURVEY_MANIFEST = "survey.json"
+RESULT_FILES = ("tiles.csv", "overlay.png", "summary.json")
+# What a photo's result must have been made with to be kept when a survey resumes.
+RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "photo_bytes", "photo_mtime_ns")
+
+
 @dataclasses.dataclass
 class SurveyOutcome:
     scanned: list[dict[str, Any]]
@@ -228,10 +262,54 @@ class SurveyOutcome:
     summary_csv: Path | None
 
 
-def output_folder(out: Path, photo: Path, root: Path | None) -> Path:
-    """One folder per photo, named after its path below the folder given (stems can repeat)."""
-    relative = photo.relative_to(root) if root is not None and root in photo.parents else Path(photo.name)
-    return out / "__".join(relative.with_suffix("").parts)
+def survey_root(photos: Sequence[Path], earlier: str | None = None) -> Path:
+    """The folder photos' outputs are named from: the photos' common folder, or the survey's
+    earlier root when every photo is under it (so scanning a part of a survey again lands
+    in the same folders)."""
+    absolute = [os.path.abspath(p) for p in photos]
+    if earlier and all(os.path.commonpath([p, earlier]) == earlier for p in absolute):
+        return Path(earlier)
+    return Path(os.path.commonpath([os.path.dirname(p) for p in absolute])) if absolute else Path(os.getcwd())
+
+
+def output_folders(out: Path, photos: Sequence[Path], root: Path) -> list[Path]:
+    """One folder per photo, never shared: the photo's path below ``root``, file suffix kept
+    (wall.jpg and wall.png differ), mirrored as folders under ``out``. Where two would
+    still meet (names differing only in case, on a file system that folds case), the later
+    one gets a short hash of its path."""
+    absolute = [Path(os.path.abspath(p)) for p in photos]
+    folders, taken = [], set()
+    for photo in absolute:
+        relative = photo.relative_to(root)
+        folder = out.joinpath(*relative.parts)
+        if str(folder).casefold() in taken:
+            digest = hashlib.sha256(str(relative).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            folder = folder.with_name(f"{folder.name}-{digest}")
+        taken.add(str(folder).casefold())
+        folders.append(folder)
+    return folders
+
+
+def survey_photos(inputs: Sequence[str | os.PathLike], out: Path) -> list[Path]:
+    """The photos named (files, folders, globs), once each, never any under ``out``: a survey
+    folder inside the photo folder must not have its own overlays scanned on the next run."""
+    out_absolute = os.path.abspath(out)
+    photos, seen = [], set()
+    for photo in list_image_files(inputs):
+        absolute = os.path.abspath(photo)
+        if absolute in seen or os.path.commonpath([absolute, out_absolute]) == out_absolute:
+            continue
+        seen.add(absolute)
+        photos.append(photo)
+    return photos
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def scan_many(
@@ -245,42 +323,58 @@ def scan_many(
     force: bool = False,
     progress: bool = False,
     on_failure: Any = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> SurveyOutcome:
     """Scans photos and folders of photos into ``out``; resumes an interrupted survey.
 
-    A photo whose summary.json exists is not scanned again unless ``force``; an unreadable
-    photo is reported through ``on_failure(path, reason)`` and skipped.
+    A photo is skipped when its folder holds a complete result made with the same model,
+    tile, stride and threshold from the same photo file; anything else is scanned again,
+    with a line through ``on_line`` saying why (``force`` redoes all). An unreadable photo
+    is reported through ``on_failure(path, reason)`` and skipped; the rest go on.
     """
     from .predict import Predictor, load
     from .progress import progress_bar
 
     predictor = model if isinstance(model, Predictor) else load(model)
+    tile, stride = scan_geometry(predictor, tile, stride)
+    check_threshold(threshold)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    jobs: list[tuple[Path, Path]] = []
-    for entry in inputs:
-        root = Path(entry) if Path(entry).is_dir() else None
-        for photo in list_image_files([entry]):
-            jobs.append((photo, output_folder(out, photo, root)))
+    if out.exists() and not out.is_dir():
+        raise CrackscanError(f"--out {out} is a file: name a folder for the survey")
+    say = on_line or (lambda line: None)
+    photos = survey_photos(inputs, out)
+    settings = {"model": str(predictor.path) if predictor.path else None,
+                "model_sha256": file_sha256(predictor.path) if predictor.path else None,
+                "tile": tile, "stride": stride, "threshold": threshold}
+    earlier = _read_manifest(out)
+    root = survey_root(photos, earlier.get("root"))
+    _write_manifest(out, earlier, {**settings, "root": str(root)}, say)
     scanned, resumed, failed = [], [], []
-    photos_bar = progress_bar(total=len(jobs), desc="photos", unit="photo", enabled=progress)
+    photos_bar = progress_bar(total=len(photos), desc="photos", unit="photo", enabled=progress)
     tiles_bar = progress_bar(desc="tiles", unit="tile", enabled=progress)
-    for photo, folder in jobs:
-        done = folder / "summary.json"
-        if done.is_file() and not force:
-            resumed.append(json.loads(done.read_text()))
+    for photo, folder in zip(photos, output_folders(out, photos, root)):
+        identity = _photo_identity(photo)
+        expected = {**settings, **identity}
+        earlier, why = (None, "") if force else _completed_result(folder, expected)
+        if earlier is not None:
+            resumed.append(earlier)
         else:
+            if why:
+                say(f"scanning {photo} again: {why}")
             try:
                 result = scan(predictor, photo, tile, stride, threshold, max_pixels, progress=tiles_bar)
-            except ImageReadError as error:
-                failed.append((str(photo), error.reason))
+            except (ImageReadError, LimitExceeded) as error:
+                reason = error.reason if isinstance(error, ImageReadError) else str(error)
+                failed.append((str(photo), reason))
                 if on_failure is not None:
-                    on_failure(str(photo), error.reason)
+                    photos_bar.clear()
+                    on_failure(str(photo), reason)
             else:
-                result.summary["photo"] = str(photo)
-                result.summary["outputs"] = str(folder)
+                result.summary.update(photo=str(photo), outputs=str(folder), **expected)
                 result.write(folder)
                 scanned.append(result.summary)
+                photos_bar.clear()
+                say(_photo_line(result.summary))
         photos_bar.update(1)
     photos_bar.close()
     tiles_bar.close()
@@ -289,12 +383,71 @@ def scan_many(
     return SurveyOutcome(scanned, resumed, failed, summary_csv)
 
 
+def _photo_line(s: dict[str, Any]) -> str:
+    return (f"{s['photo']}: {s['cracked_tiles']} of {s['tiles']} tiles cracked "
+            f"({100 * s['cracked_area_fraction']:.1f}% of area, highest p {s['max_crack_probability']:.2f}) "
+            f"in {s['seconds']:.2f} s -> {s['outputs']}")
+
+
+def _photo_identity(photo: Path) -> dict[str, Any]:
+    facts = photo.stat()
+    return {"photo_path": os.path.abspath(photo), "photo_bytes": facts.st_size, "photo_mtime_ns": facts.st_mtime_ns}
+
+
+def _completed_result(folder: Path, expected: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The earlier result in ``folder`` if it is complete and made as ``expected``; else
+    None and why not ("" when there is none at all)."""
+    if not (folder / "summary.json").exists():
+        return None, ""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        if not isinstance(summary, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as error:
+        return None, f"its summary.json is damaged ({error})"
+    missing = [name for name in RESULT_FILES if not (folder / name).is_file()]
+    if missing:
+        return None, f"its result is incomplete (no {', '.join(missing)})"
+    changed = [key for key in RESUME_KEYS if summary.get(key) != expected.get(key)]
+    if changed:
+        if "photo_path" in changed:
+            return None, f"its folder held the result of another photo ({summary.get('photo_path')})"
+        if "photo_bytes" in changed or "photo_mtime_ns" in changed:
+            return None, "the photo changed since it was scanned"
+        return None, "it was scanned with other settings (" + ", ".join(
+            f"{key} {summary.get(key)!r} -> {expected.get(key)!r}" for key in changed if key != "model_sha256"
+        ) + (", another model" if "model_sha256" in changed else "") + ")"
+    if any(key not in summary for key in _SUMMARY_CSV_FIELDS):
+        return None, "its summary.json lacks figures"
+    return summary, ""
+
+
+def _read_manifest(out: Path) -> dict[str, Any]:
+    try:
+        earlier = json.loads((out / SURVEY_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
+def _write_manifest(out: Path, earlier: dict[str, Any], settings: dict[str, Any], say: Callable[[str], None]) -> None:
+    compared = ("model_sha256", "tile", "stride", "threshold")
+    if earlier and any(earlier.get(k) != settings[k] for k in compared):
+        say(f"{out} was scanned before with other settings; photos scanned with those are done again")
+    from . import __version__
+
+    write_text(out / SURVEY_MANIFEST, json.dumps({"format": "crackscan-survey", "crackscan_version": __version__, **settings},
+                                indent=2) + "\n")
+
+
+_SUMMARY_CSV_FIELDS = ["photo", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",
+                       "width", "height", "seconds", "outputs"]
+
+
 def write_survey_summary(path: Path, summaries: list[dict[str, Any]]) -> Path:
-    fields = ["photo", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",
-              "width", "height", "seconds", "outputs"]
     ranked = sorted(summaries, key=lambda s: (-s["cracked_area_fraction"], -s["max_crack_probability"], s["photo"]))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+    with atomic_open(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=_SUMMARY_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(ranked)
     return path

@@ -6,30 +6,50 @@ which name types imported inside create_app.
 The model is loaded once; requests share it (runners serialise their own inference, so
 decoding of concurrent uploads still overlaps). Uploads are judged by content, never by
 name, and every refusal is a 4xx JSON answer with one-line ``detail``.
+
+One client must not be able to tie the server up, so every request works within budgets
+(settings.SERVE_SETTINGS, shown in /health): bytes in the body, counted as they stream in,
+chunked or not; seconds to send headers and body; decoded pixels per image and per
+request, read from the headers before anything is decoded; decoded pixels held by all
+requests at once (later requests wait their turn instead of taking the memory); tiles per
+scan; and a scan stops between batches once its client has gone.
 """
 
 
+import asyncio
 import base64
+import contextlib
 import io
 import logging
 import os
+import threading
 from importlib import resources
 from typing import Any
 
-from .data import DEFAULT_MAX_PIXELS, ImageReadError, read_pixels
-from .errors import CrackscanError, MissingDependencyError
+from . import settings
+from .data import ImageReadError, image_pixel_count, read_pixels
+from .errors import Cancelled, CrackscanError, LimitExceeded, MissingDependencyError
 
-DEFAULT_MAX_UPLOAD_MB = 25
 log = logging.getLogger("crackscan.server")
 
+# HTTP status for each kind of unreadable upload (data.READ_ERROR_KINDS).
+STATUS_FOR_READ_ERROR = {"not_image": 415, "unsupported": 415, "corrupt": 400, "too_many_pixels": 413,
+                         "too_large": 413, "unreadable": 400}
+CLIENT_CLOSED_REQUEST = 499  # nginx's code: nobody is left to read the answer
 
-def create_app(
-    model: str | os.PathLike | Any,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> Any:
+
+def serve_limits(**given: Any) -> dict[str, Any]:
+    """The server's budgets: the defaults of settings.SERVE_SETTINGS, with ``given`` checked."""
+    limits = {name: settings.defaults(settings.SERVE_SETTINGS)[name] for name in settings.SERVE_LIMIT_NAMES}
+    limits.update(settings.check_all(settings.SERVE_SETTINGS, given))
+    if limits["max_request_pixels"] > limits["max_busy_pixels"]:
+        raise CrackscanError("max_request_pixels cannot be above max_busy_pixels: such a request could never run")
+    return limits
+
+
+def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
     try:
-        from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+        from fastapi import FastAPI, File, HTTPException, Request, UploadFile
         from fastapi.responses import HTMLResponse, JSONResponse
     except ImportError:
         raise MissingDependencyError("fastapi", "crackscan serve", extra="serve") from None
@@ -39,35 +59,52 @@ def create_app(
     from .predict import Predictor, load
     from .scan import scan
 
+    limits = serve_limits(**limits)
+    max_body = int(limits["max_upload_mb"] * 1024 * 1024)
     predictor = model if isinstance(model, Predictor) else load(model)
     page = resources.files("crackscan.web").joinpath("index.html").read_text()
     app = FastAPI(title="crackscan", version=__version__,
                   description="Crack / no-crack classification of concrete images and whole-photo crack maps.")
-
-    @app.middleware("http")
-    async def refuse_oversized_bodies(request: Request, call_next: Any) -> Any:
-        # Refuse on the declared length before the body is read, let alone spooled to disk.
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_upload_bytes + 64 * 1024:
-            return JSONResponse({"detail": _too_large(max_upload_bytes)}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyBudget, max_bytes=max_body, seconds=limits["request_timeout"])
+    busy = PixelBudget(limits["max_busy_pixels"])
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Any:
         log.exception("error in %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)
 
-    async def read_image(upload: UploadFile) -> tuple[str, Any]:
-        content = await upload.read(max_upload_bytes + 1)
-        name = upload.filename or "upload"
-        if len(content) > max_upload_bytes:
-            raise HTTPException(413, f"{name}: {_too_large(max_upload_bytes)}")
-        if not content:
-            raise HTTPException(400, f"{name}: empty file")
+    def refusal(error: CrackscanError) -> HTTPException:
+        if isinstance(error, ImageReadError):
+            return HTTPException(STATUS_FOR_READ_ERROR[error.kind], str(error))
+        if isinstance(error, Cancelled):
+            return HTTPException(CLIENT_CLOSED_REQUEST, str(error))
+        if isinstance(error, LimitExceeded):
+            return HTTPException(422, str(error))
+        return HTTPException(400, str(error))
+
+    async def read_uploads(uploads: list[Any]) -> tuple[list[tuple[str, bytes]], int]:
+        """Each upload's bytes and the request's decoded pixels, judged before decoding."""
+        contents, pixels = [], 0
+        for upload in uploads:
+            name = upload.filename or "upload"
+            content = await upload.read()
+            if not content:
+                raise HTTPException(400, f"{name}: empty file")
+            try:
+                pixels += image_pixel_count(content, name, limits["max_pixels"])
+            except ImageReadError as error:
+                raise refusal(error) from None
+            contents.append((name, content))
+        if pixels > limits["max_request_pixels"]:
+            raise HTTPException(413, f"the images of this request decode to {pixels:,} pixels, over the limit of "
+                                     f"{limits['max_request_pixels']:,} per request")
+        return contents, pixels
+
+    def decode(name: str, content: bytes) -> Any:
         try:
-            return name, await run_in_threadpool(read_pixels, content, max_pixels)
+            return read_pixels(content, limits["max_pixels"])
         except ImageReadError as error:
-            raise HTTPException(_status_for(error.reason), f"{name}: {error.reason}") from None
+            raise ImageReadError(name, error.reason, error.kind) from None
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -78,40 +115,143 @@ def create_app(
         info = predictor.info
         return {"status": "ok", "model": str(predictor.path), "format": predictor.format,
                 "classes": list(info.class_names), "positive_class": info.positive_class,
-                "input_size": info.input_size, "patch_size": info.patch_size, "version": __version__}
+                "input_size": info.input_size, "patch_size": info.patch_size, "version": __version__,
+                "limits": limits}
 
     @app.post("/v1/classify")
     async def classify(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
         """Label and crack probability of each uploaded image (a patch, or a whole photo squeezed to one)."""
-        images = [await read_image(upload) for upload in files]
-        predictions = await run_in_threadpool(predictor.predict, [image for _, image in images])
+        contents, pixels = await read_uploads(files)
+
+        def work() -> list[Any]:
+            return predictor.predict([decode(name, content) for name, content in contents])
+
+        async with busy.hold(pixels):
+            try:
+                predictions = await run_in_threadpool(work)
+            except CrackscanError as error:
+                raise refusal(error) from None
         return {"results": [
             {"filename": name, "label": p.label, "crack_probability": p.crack_probability,
              "probabilities": p.probabilities}
-            for (name, _), p in zip(images, predictions)
+            for (name, _), p in zip(contents, predictions)
         ]}
 
-    @app.post("/v1/scan")
-    async def scan_photo(
-        file: UploadFile = File(..., description="one photo"),
-        tile: int | None = Query(None, ge=16, le=4096, description="tile side in px (default: the model's patch size)"),
-        stride: int | None = Query(None, ge=1, le=4096, description="step between tiles (default: tile)"),
-        threshold: float = Query(0.5, gt=0, lt=1),
-        overlay: bool = Query(True, description="include the overlay PNG as base64"),
-    ) -> dict[str, Any]:
+    @app.post("/v1/scan", openapi_extra={"parameters": settings.query_parameters(settings.SCAN_QUERY)})
+    async def scan_photo(request: Request, file: UploadFile = File(..., description="one photo")) -> dict[str, Any]:
         """Tiles a photo at the training patch scale: tile grid, summary and crack-map overlay."""
-        name, image = await read_image(file)
         try:
-            result = await run_in_threadpool(scan, predictor, image, tile, stride, threshold, max_pixels)
+            options = settings.from_query(settings.SCAN_QUERY, request.query_params)
         except CrackscanError as error:
-            raise HTTPException(400, str(error)) from None
+            raise HTTPException(422, str(error)) from None
+        [(name, content)], pixels = await read_uploads([file])
+        stop = threading.Event()
+
+        def work() -> tuple[Any, str | None]:
+            result = scan(predictor, decode(name, content), options["tile"], options["stride"], options["threshold"],
+                          limits["max_pixels"], max_tiles=limits["max_tiles"], should_stop=stop.is_set)
+            return result, _png_base64(result.overlay()) if options["overlay"] else None
+
+        async with busy.hold(pixels), _stop_when_client_leaves(request, stop):
+            try:
+                result, overlay_png = await run_in_threadpool(work)
+            except CrackscanError as error:
+                raise refusal(error) from None
         result.summary["photo"] = name
         answer: dict[str, Any] = {"summary": result.summary, "tiles": [t.__dict__ for t in result.tiles]}
-        if overlay:
-            answer["overlay_png_base64"] = await run_in_threadpool(_png_base64, result.overlay())
+        if overlay_png is not None:
+            answer["overlay_png_base64"] = overlay_png
         return answer
 
     return app
+
+
+class PixelBudget:
+    """Decoded pixels all requests may hold at once; a request waits until its share is free.
+
+    Memory follows decoded pixels (a 100 MP photo is 300 MB as RGB, more while it is
+    resized), so this bounds the server's memory however many uploads arrive together.
+    """
+
+    def __init__(self, total: int):
+        self.free = total
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, pixels: int) -> Any:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= pixels)
+            self.free -= pixels
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.free += pixels
+                self._changed.notify_all()
+
+
+@contextlib.asynccontextmanager
+async def _stop_when_client_leaves(request: Any, stop: threading.Event) -> Any:
+    """Sets ``stop`` if the client disconnects while the block runs, so the work thread,
+    which asks between batches, ends instead of computing an answer nobody reads."""
+
+    async def watch() -> None:
+        while not stop.is_set():
+            if await request.is_disconnected():
+                stop.set()
+                return
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+class BodyBudget:
+    """ASGI middleware: the request body may be at most ``max_bytes``, counted as it
+    streams in (a chunked body has no Content-Length to check), and must arrive within
+    ``seconds``. A declared length over the limit is refused before anything is read."""
+
+    def __init__(self, app: Any, max_bytes: int, seconds: float):
+        self.app, self.max_bytes, self.seconds = app, max_bytes, seconds
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from fastapi import HTTPException
+        from starlette.responses import JSONResponse
+
+        too_large = f"request body larger than the limit of {self.max_bytes / 1024 / 1024:g} MB"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        received = 0
+        body_done = False
+
+        async def budgeted_receive() -> Any:
+            nonlocal received, body_done
+            if body_done:  # after the body, receive only waits for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"request body not received within {self.seconds:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, too_large)
+                body_done = not message.get("more_body", False)
+            return message
+
+        await self.app(scope, budgeted_receive, send)
 
 
 def _png_base64(image: Any) -> str:
@@ -120,27 +260,82 @@ def _png_base64(image: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _too_large(limit: int) -> str:
-    return f"upload larger than the limit of {limit / 1024 / 1024:g} MB"
+def header_timeout_protocol(seconds: float) -> type:
+    """uvicorn's HTTP/1.1 protocol, closing connections that do not finish sending a request's
+    headers within ``seconds`` (uvicorn itself waits forever: a slow-loris client could hold
+    every connection with a few bytes a minute)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state == h11.IDLE:  # still waiting for (the rest of) the headers
+                if self._header_timer is None:
+                    self._arm()
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._header_timer = self.loop.call_later(seconds, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _timed_out(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state == h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
 
 
-def _status_for(reason: str) -> int:
-    if "pixel limit" in reason:
-        return 413
-    if reason.startswith("not an image"):
-        return 415
-    return 400
+def build_server(model: str | os.PathLike | Any, host: str = "127.0.0.1", port: int = 8000, **limits: Any) -> Any:
+    """The uvicorn server ``serve`` runs: the app, the header timeout and the connection cap."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError("uvicorn", "crackscan serve", extra="serve") from None
+    settings.check_all(settings.SERVE_SETTINGS, {"host": host, "port": port})
+    limits = serve_limits(**limits)
+    config = uvicorn.Config(create_app(model, **limits), host=host, port=port, log_level="warning",
+                            http=header_timeout_protocol(limits["header_timeout"]),
+                            limit_concurrency=limits["max_connections"], timeout_keep_alive=5)
+    return uvicorn.Server(config)
 
 
 def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, announce: Any = None,
           **limits: Any) -> None:
     """Loads the model, then serves; ``announce(url)`` is called once the model is loaded."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise MissingDependencyError("uvicorn", "crackscan serve", extra="serve") from None
-    app = create_app(model, **limits)
+    server = build_server(model, host, port, **limits)
+    listening = _bind(host, port)
     if announce is not None:
         announce(f"http://{host}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server.run(sockets=[listening])
 
+
+def _bind(host: str, port: int) -> Any:
+    """The listening socket, bound here so that a taken port is a one-line error (uvicorn
+    would log it and exit)."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError as error:
+        raise CrackscanError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return listening

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .files import atomic_path
+
 PATCH_SIZE = 227
 
 
@@ -145,7 +147,8 @@ def make_dataset(root: str | Path, per_class: int = 300, seed: int = 0, size: in
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
-            Image.fromarray(make_patch(rng, cracked, size)).save(folder / f"{index:05d}.jpg", quality=90)
+            with atomic_path(folder / f"{index:05d}.jpg") as temporary:
+                Image.fromarray(make_patch(rng, cracked, size)).save(temporary, quality=90)
     return root
 
 

@@ -1,0 +1,92 @@
+"""Writing files so that an interruption never leaves half of one.
+
+Every file crackscan writes is first written under a temporary name in the same folder
+and then renamed over its final name (``os.replace``, atomic on POSIX and Windows), so a
+reader sees the old file or the new one, never a truncated one. Temporary names start
+with a dot and end in ``.partial`` plus the real suffix, so savers that choose a format
+by suffix (Keras, matplotlib, Pillow) still work, and a leftover is easy to recognise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import CrackscanError
+
+PARTIAL_MARK = ".partial"
+# CSV files hold file names; a name that is not valid UTF-8 (a Linux file system allows any
+# bytes) round-trips through surrogate escapes instead of failing mid-write.
+TEXT_ENCODING = dict(encoding="utf-8", errors="surrogateescape")
+
+
+def partial_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{secrets.token_hex(4)}{PARTIAL_MARK}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside ``path``; when the block ends without an error, the
+    file written there replaces ``path``. On an error (or Ctrl-C) it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = partial_name(path)
+    try:
+        yield temporary
+        if not temporary.is_file():
+            raise FileNotFoundError(f"nothing was written to {temporary}")
+        _fsync(temporary)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """``open`` for writing, atomically: text modes use UTF-8 with surrogate escapes."""
+    with atomic_path(path) as temporary:
+        extra = TEXT_ENCODING if "b" not in mode else {}
+        newline = {"newline": ""} if "b" not in mode else {}
+        with open(temporary, mode, **extra, **newline) as handle:
+            yield handle
+
+
+def write_bytes(path: str | os.PathLike, content: bytes) -> Path:
+    with atomic_open(path, "wb") as handle:
+        handle.write(content)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def refuse_overwrite(path: Path, force: bool, what: str = "file") -> None:
+    """Nothing a user made is replaced unless they said --force."""
+    if path.exists() and not force:
+        raise CrackscanError(f"{what} {path} already exists: pass --force to replace it, or choose another --out")
+
+
+def remove_partials(folder: Path) -> None:
+    """Clears temporary files an interrupted write left behind."""
+    if folder.is_dir():
+        for leftover in folder.glob(f".*{PARTIAL_MARK}*"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def _fsync(path: Path) -> None:
+    # The rename is atomic, but without a flush a power cut can still leave an empty file
+    # under the final name on some file systems.
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

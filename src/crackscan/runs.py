@@ -1,0 +1,165 @@
+"""The run folder: its layout, how it is created and finished, and what others read from it.
+
+A training run writes its files one by one, each atomically, and ``run.json`` last: a
+folder is a run only once that manifest is in place, so an interrupted run is never taken
+for a finished one, and re-running replaces its leftovers without --force. The manifest
+also records the data folder, so export and evaluate can find the run's images again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import CrackscanError
+from .files import TEXT_ENCODING, atomic_open, remove_partials, write_text
+
+MANIFEST = "run.json"
+MANIFEST_FORMAT = "crackscan-run"
+MODEL_FILE = "model.keras"
+SPLIT_FILE = "split.csv"
+# Everything `train` writes, the manifest last.
+RUN_FILES = (MODEL_FILE, "config.json", "metrics.json", "history.csv", SPLIT_FILE, "skipped.csv",
+             "training_curves.png", "prediction_grid.png", "confusion_matrix.png", MANIFEST)
+# Files derived from a run's model (exports) belong to it: --force clears them with it.
+_DERIVED_PATTERNS = ("model*.tflite", "model*.onnx")
+SPLIT_FIELDS = ("path", "class", "split", "sha256")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_run(folder: str | os.PathLike) -> bool:
+    """A finished run: its manifest is in place (or, for runs made before manifests, its
+    metrics name the data and model and split are there)."""
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file():
+        return True
+    return _legacy_data_root(folder) is not None and (folder / MODEL_FILE).is_file() and (folder / SPLIT_FILE).is_file()
+
+
+def prepare(out: str | os.PathLike, force: bool) -> tuple[Path, bool]:
+    """Makes ``out`` ready for a new run; returns it and whether an interrupted run's
+    leftovers were cleared. A finished run is replaced only with ``force``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CrackscanError(f"run folder {out} exists and is a file")
+    leftovers = False
+    if out.is_dir():
+        if is_run(out):
+            if not force:
+                raise CrackscanError(f"{out} already holds a run: choose another --out or pass --force to replace it")
+            clear(out)
+        elif any((out / name).exists() for name in RUN_FILES):
+            clear(out)  # an interrupted run: its files were never a run
+            leftovers = True
+        remove_partials(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, leftovers
+
+
+def clear(folder: Path) -> None:
+    """Removes a run's files, the manifest first, so a half-cleared folder is no run."""
+    for name in RUN_FILES[::-1]:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    for pattern in _DERIVED_PATTERNS:
+        for path in folder.glob(pattern):
+            path.unlink()
+
+
+def finish(out: Path, data_root: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Writes the manifest: the step that makes ``out`` a run."""
+    from . import __version__
+
+    manifest = {"format": MANIFEST_FORMAT, "crackscan_version": __version__, "model": MODEL_FILE,
+                "data": str(Path(data_root).resolve()), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **(extra or {})}
+    return write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def model_path(path: str | os.PathLike) -> Path:
+    """The model file a path names: the file itself, or a run folder's model."""
+    path = Path(path)
+    if path.is_dir():
+        if not is_run(path):
+            if (path / MODEL_FILE).is_file():
+                raise CrackscanError(f"{path} is an unfinished run (no {MANIFEST}): train it again")
+            raise CrackscanError(f"{path} is a folder without {MODEL_FILE}: not a crackscan run")
+        return path / MODEL_FILE
+    if not path.exists():
+        raise CrackscanError(f"model not found: {path}")
+    return path
+
+
+def folder_of(model: str | os.PathLike) -> Path | None:
+    """The run a model belongs to (a run folder, or a file inside one), if any."""
+    path = Path(model)
+    folder = path if path.is_dir() else path.parent
+    return folder if is_run(folder) else None
+
+
+def data_root(run: Path) -> Path:
+    """The data folder the run was trained on, as recorded when it was made."""
+    try:
+        return Path(json.loads((run / MANIFEST).read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError):
+        legacy = _legacy_data_root(run)
+        if legacy is None:
+            raise CrackscanError(f"{run} does not record its data folder: pass the data explicitly") from None
+        return legacy
+
+
+def write_split(path: Path, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    """split.csv: one row (path relative to the data folder, class, split, sha256) per image."""
+    with atomic_open(path) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SPLIT_FIELDS)
+        writer.writerows(rows)
+
+
+def split_rows(run: Path) -> list[dict[str, str]]:
+    """The run's split, checked: a damaged split.csv is refused, never silently shortened."""
+    path = run / SPLIT_FILE
+    try:
+        with open(path, newline="", **TEXT_ENCODING) as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) != SPLIT_FIELDS:
+                raise CrackscanError(f"{path} is damaged (its header is not {','.join(SPLIT_FIELDS)})")
+            rows = list(reader)
+    except OSError as error:
+        raise CrackscanError(f"cannot read split file {path}: {error.strerror or error}") from None
+    except csv.Error as error:
+        raise CrackscanError(f"{path} is damaged ({error})") from None
+    for number, row in enumerate(rows, start=2):
+        if row["split"] not in ("train", "val", "test") or not _SHA256.fullmatch(row["sha256"] or ""):
+            raise CrackscanError(f"{path} is damaged at line {number}: train it again")
+    expected = _recorded_image_count(run)
+    if expected is not None and expected != len(rows):
+        raise CrackscanError(f"{path} lists {len(rows)} images but the run read {expected}: it is damaged")
+    return rows
+
+
+def split_hashes(run: Path) -> dict[str, set[str]]:
+    hashes: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+    for row in split_rows(run):
+        hashes[row["split"]].add(row["sha256"])
+    return hashes
+
+
+def _recorded_image_count(run: Path) -> int | None:
+    try:
+        return int(json.loads((run / "metrics.json").read_text())["images"]["readable"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _legacy_data_root(folder: Path) -> Path | None:
+    try:
+        return Path(json.loads((folder / "metrics.json").read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

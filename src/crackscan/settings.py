@@ -1,0 +1,305 @@
+"""Every command's settings: defined once, range-checked once, with readable errors.
+
+A ``Setting`` says a value's type, range or choices, default and help. The CLI's flags
+(``add_arguments``) and the server's query parameters (``query_parameters``) are made from
+the same definitions, and ``check`` is the one place a value is judged, so a bad value
+gets the same one-line message wherever it comes from: a flag, a config.json, a query
+string or a Python keyword.
+
+Training settings are the ``TrainConfig`` dataclass, saved into every run; their defaults
+are the project's origin: MobileNetV2 (alpha 1.0) at 160 px, a 70:24:6 split, Adam at
+1e-4, batch 16, 10 epochs, no augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import CrackscanError
+from .files import write_text
+
+MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+EMBEDDING_BACKENDS = ("auto", "litert", "keras")
+DEFAULT_MAX_PIXELS = 150_000_000  # a 50-megapixel survey photo must pass; a decompression bomb must not
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: type  # int, float, str or bool
+    default: Any
+    help: str
+    low: float | None = None  # inclusive bounds unless the *_open flag says exclusive
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | None = None
+    optional: bool = False  # None is a valid value (it means "the default for this model")
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> Any:
+        """The value, converted where lossless (7 -> 7.0 for a float); else a one-line error."""
+        if value is None and self.optional:
+            return None
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise CrackscanError(f"{self.name} must be true or false, got {value!r}")
+            return value
+        if not isinstance(value, self.kind) or isinstance(value, bool):
+            raise CrackscanError(f"{self.name} must be {self._describe()}, got {value!r}")
+        if self.kind is float and not math.isfinite(value):
+            raise CrackscanError(f"{self.name} must be a finite number, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise CrackscanError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if too_low or too_high:
+            raise CrackscanError(f"{self.name} must be {self._describe()}, got {value!r}")
+        return value
+
+    def _describe(self) -> str:
+        noun = {int: "a whole number", float: "a number", str: "text"}[self.kind]
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{noun} in {left}{_number(self.low)}, {_number(self.high)}{right}"
+        if self.low is not None:
+            return f"{noun} {'above' if self.low_open else 'of at least'} {_number(self.low)}"
+        return noun
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def check_all(settings: Sequence[Setting], values: Mapping[str, Any]) -> dict[str, Any]:
+    known = {s.name: s for s in settings}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise CrackscanError(f"unknown setting(s): {', '.join(unknown)}")
+    return {name: known[name].check(value) for name, value in values.items()}
+
+
+def defaults(settings: Sequence[Setting]) -> dict[str, Any]:
+    return {s.name: s.default for s in settings}
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _parser_type(setting: Setting) -> Any:
+    return {bool: _parse_bool, int: int, float: float, str: str}[setting.kind]
+
+
+def add_arguments(parser: argparse.ArgumentParser | Any, settings: Iterable[Setting]) -> None:
+    """Flags for ``settings``; each defaults to None so that only what was given is checked
+    and passed on (``given``), and the help shows the real default."""
+    for setting in settings:
+        shown = "" if "default" in setting.help else f" (default: {setting.default})"
+        if setting.kind is bool and setting.default is False:
+            parser.add_argument(setting.flag, action="store_true", default=None, help=setting.help)
+            continue
+        extra = {"choices": setting.choices} if setting.choices and setting.kind is str else {}
+        parser.add_argument(setting.flag, type=_parser_type(setting), default=None, metavar=setting.metavar,
+                            help=f"{setting.help}{shown}", **extra)
+
+
+def given(args: argparse.Namespace, settings: Iterable[Setting]) -> dict[str, Any]:
+    """The settings given on the command line, checked."""
+    return {s.name: s.check(getattr(args, s.name)) for s in settings if getattr(args, s.name, None) is not None}
+
+
+def resolved(args: argparse.Namespace, settings: Sequence[Setting]) -> dict[str, Any]:
+    """Every setting: given ones checked, the rest at their defaults."""
+    return {**defaults(settings), **given(args, settings)}
+
+
+def query_parameters(settings: Iterable[Setting]) -> list[dict[str, Any]]:
+    """OpenAPI descriptions of ``settings`` as query parameters, for the server's docs."""
+    described = []
+    for setting in settings:
+        schema: dict[str, Any] = {"type": {int: "integer", float: "number", str: "string", bool: "boolean"}[setting.kind]}
+        if setting.low is not None:
+            schema["exclusiveMinimum" if setting.low_open else "minimum"] = setting.low
+        if setting.high is not None:
+            schema["exclusiveMaximum" if setting.high_open else "maximum"] = setting.high
+        if setting.default is not None:
+            schema["default"] = setting.default
+        described.append({"name": setting.name, "in": "query", "required": False, "schema": schema,
+                          "description": setting.help})
+    return described
+
+
+def from_query(settings: Sequence[Setting], query: Mapping[str, str]) -> dict[str, Any]:
+    """Every setting from a query string: given ones converted and checked, the rest defaults."""
+    known = {s.name: s for s in settings}
+    values = defaults(settings)
+    for name, text in query.items():
+        if name not in known:
+            raise CrackscanError(f"unknown query parameter {name!r} (known: {', '.join(known)})")
+        setting = known[name]
+        try:
+            value = _parser_type(setting)(text)
+        except ValueError:
+            raise CrackscanError(f"{name} must be {setting._describe()}, got {text!r}") from None
+        values[name] = setting.check(value)
+    return values
+
+
+# ---- scanning photos (CLI scan, server /v1/scan) ------------------------------------------
+TILE = Setting("tile", int, None, "tile side in photo px (default: the model's training patch size)",
+               low=16, high=8192, optional=True)
+STRIDE = Setting("stride", int, None, "step between tiles in px (default: the tile side, no overlap)",
+                 low=1, high=8192, optional=True)
+THRESHOLD = Setting("threshold", float, 0.5, "crack probability from which a tile is cracked",
+                    low=0.0, high=1.0, low_open=True, high_open=True)
+MAX_PIXELS = Setting("max_pixels", int, DEFAULT_MAX_PIXELS, "refuse photos with more pixels than this, before decoding",
+                     low=1, high=2_000_000_000)
+SCAN_SETTINGS = (TILE, STRIDE, THRESHOLD)
+SCAN_QUERY = SCAN_SETTINGS + (Setting("overlay", bool, True, "include the overlay PNG as base64"),)
+
+# ---- predict, evaluate, export ---------------------------------------------------------------
+BATCH_SIZE = Setting("batch_size", int, 32, "images per inference batch", low=1, high=4096)
+PREDICT_SETTINGS = (BATCH_SIZE,)
+EXPORT_SETTINGS = (
+    Setting("calibration_images", int, 256, "how many calibration images for int8", low=1, high=100_000),
+    Setting("check_images", int, 1000, "how many labelled images to check the export on", low=1, high=100_000),
+)
+
+# ---- serve: where it listens and the budgets that keep one client from tying it up ------
+SERVE_SETTINGS = (
+    Setting("host", str, "127.0.0.1", "address to listen on (127.0.0.1: this machine only)"),
+    Setting("port", int, 8000, "port to listen on", low=1, high=65535),
+    Setting("max_upload_mb", float, 25.0, "largest request body in MB (also for chunked uploads)",
+            low=0.0, high=10_000.0, low_open=True),
+    # Memory follows decoded pixels (about 7 bytes each while a photo is decoded and resized),
+    # so a server's defaults are below the CLI's: a 50 MP photo passes, 1.5 GB is never reached.
+    dataclasses.replace(MAX_PIXELS, default=100_000_000),
+    Setting("max_request_pixels", int, 100_000_000, "most decoded pixels in one request, all its files together",
+            low=1, high=2_000_000_000),
+    Setting("max_busy_pixels", int, 120_000_000,
+            "most decoded pixels held by all requests at once; later ones wait their turn", low=1,
+            high=20_000_000_000),
+    Setting("max_tiles", int, 4096, "most tiles one scan request may classify", low=1, high=1_000_000),
+    Setting("request_timeout", float, 60.0, "seconds a client may take to send a request body", low=0.0,
+            high=3600.0, low_open=True),
+    Setting("header_timeout", float, 10.0, "seconds a client may take to send a request's headers", low=0.0,
+            high=600.0, low_open=True),
+    Setting("max_connections", int, 256, "most open connections; more get 503", low=1, high=100_000),
+)
+SERVE_LIMIT_NAMES = tuple(s.name for s in SERVE_SETTINGS if s.name not in ("host", "port"))
+
+
+# ---- training --------------------------------------------------------------------------------
+TRAIN_SETTINGS = (
+    Setting("image_size", int, 160, "model input side in px", low=32, high=1024),
+    Setting("alpha", float, 1.0, "MobileNetV2 width", choices=MOBILENET_V2_ALPHAS),
+    Setting("weights", str, "imagenet", "backbone weights: imagenet (Keras downloads them once), none, or a .h5 file"),
+    Setting("dropout", float, 0.0, "dropout before the head", low=0.0, high=1.0, high_open=True),
+    Setting("split", str, "70:24:6", "train:val:test proportions, adding up to 100 (or 1)"),
+    Setting("seed", int, 42, "seed of the split and the head's initialisation", low=0, high=2**32 - 1),
+    Setting("epochs", int, 10, "passes over the cached features", low=1, high=1000),
+    Setting("learning_rate", float, 1e-4, "Adam's learning rate", low=0.0, high=1.0, low_open=True),
+    Setting("batch_size", int, 16, "head training batch size", low=1, high=4096),
+    Setting("positive_class", str, None, "the class folder holding cracks (default: Positive, crack or cracked)",
+            optional=True),
+    Setting("embed_batch_size", int, 32, "images per batch of the one backbone pass", low=1, high=4096),
+    Setting("embedding_backend", str, "auto", "runtime of the one backbone pass (auto: LiteRT if installed)",
+            choices=EMBEDDING_BACKENDS),
+)
+_TRAIN = {s.name: s for s in TRAIN_SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    image_size: int = 160
+    alpha: float = 1.0
+    # "imagenet" (Keras' download and cache), "none" (random init) or a path to a .h5 file.
+    weights: str = "imagenet"
+    dropout: float = 0.0
+    split: tuple[float, float, float] = (0.70, 0.24, 0.06)
+    seed: int = 42
+    epochs: int = 10
+    learning_rate: float = 1e-4
+    batch_size: int = 16
+    positive_class: str | None = None
+    embed_batch_size: int = 32
+    # Which runtime runs the frozen backbone over the images once; both give the same
+    # features to float precision, LiteRT several times faster on a CPU.
+    embedding_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            checked = parse_split(value) if field.name == "split" else _TRAIN[field.name].check(value)
+            object.__setattr__(self, field.name, checked)
+        if not self.weights:
+            raise CrackscanError("weights must be 'imagenet', 'none' or the path of a weights file")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise CrackscanError(f"unknown setting(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Any) -> "TrainConfig":
+        if not isinstance(values, dict):
+            raise CrackscanError(f"settings must be a JSON object of name: value, got {type(values).__name__}")
+        return cls().replace(**values)
+
+    def save(self, path: Path) -> None:
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise CrackscanError(f"cannot read settings from {path}: {error}") from None
+        try:
+            return cls.from_dict(values)
+        except CrackscanError as error:
+            raise CrackscanError(f"settings in {path}: {error}") from None
+
+
+def parse_split(value: Any) -> tuple[float, float, float]:
+    """Accepts "70:24:6", (0.7, 0.24, 0.06) or (70, 24, 6): three proportions that add up to
+    100 or to 1. Anything else is refused, not renormalised: 70:40:6 is a typo, not a plan."""
+    if isinstance(value, str):
+        parts: list[Any] = value.split(":")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise CrackscanError(f"split must be three numbers like 70:24:6, got {value!r}")
+    try:
+        numbers = [float(part) for part in parts]
+    except (TypeError, ValueError):
+        raise CrackscanError(f"split must be three numbers like 70:24:6, got {value!r}") from None
+    if len(numbers) != 3 or not all(math.isfinite(n) and n >= 0 for n in numbers):
+        raise CrackscanError(f"split must be three non-negative numbers like 70:24:6, got {value!r}")
+    total = sum(numbers)
+    if not (math.isclose(total, 100, abs_tol=1e-6) or math.isclose(total, 1, abs_tol=1e-6)):
+        raise CrackscanError(f"split proportions must add up to 100 (or 1), got {value!r} (adds up to {total:g})")
+    if numbers[0] == 0 or numbers[1] == 0:
+        raise CrackscanError("split needs a training and a validation part (the first two numbers)")
+    return tuple(round(n / total, 6) for n in numbers)  # type: ignore[return-value]
