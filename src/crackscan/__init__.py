@@ -12,13 +12,6 @@ import os
 # TensorFlow's C++ start-up chatter is not for our users; an explicit setting still wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-try:
-    from importlib.metadata import version as _package_version
-
-    __version__ = _package_version("crackscan")
-except Exception:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
-
 from .settings import TrainConfig  # noqa: E402
 from .errors import CrackscanError  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
@@ -26,6 +19,7 @@ from .export import export  # noqa: E402
 from .predict import Prediction, Predictor, load  # noqa: E402
 from .scan import scan  # noqa: E402
 from .train import Run, train  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = ["CrackscanError", "Prediction", "Predictor", "Run", "TrainConfig", "evaluate", "export", "load", "scan",
            "train", "__version__"]

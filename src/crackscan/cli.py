@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from . import settings
 from .errors import CrackscanError
 from .settings import TrainConfig
+from .version import __version__
 
 EXIT_USER_ERROR = 2
 EXIT_SOME_SKIPPED = 1
@@ -24,8 +25,6 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="crackscan", description="Find cracks in photos of concrete.")
     parser.add_argument("--version", action="version", version=f"crackscan {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

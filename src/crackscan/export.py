@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import shutil
 import warnings
@@ -153,7 +154,14 @@ def attach_onnx_metadata(path: Path, info: ModelInfo) -> Path:
 FORMATS = ("litert", "onnx")
 SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 FLOAT_TOLERANCE = 1e-4  # largest allowed difference in crack probability, float exports
-INT8_MIN_AGREEMENT = 0.995  # smallest allowed share of identical labels, int8 exports
+# int8 changes probabilities by a few hundredths, so images the model is unsure of can flip
+# either way: what matters is that int8 is not worse on labelled images. It may lose at most
+# INT8_MAX_ACCURACY_DROP points of accuracy, and disagree with Keras on at most
+# INT8_MAX_DISAGREEMENT of the check images; on a small check set, on at most
+# INT8_MIN_ALLOWANCE images for each (one image of 119 is 0.84 points).
+INT8_MAX_ACCURACY_DROP = 0.5
+INT8_MAX_DISAGREEMENT = 0.01
+INT8_MIN_ALLOWANCE = 2
 
 
 @dataclasses.dataclass
@@ -239,10 +247,21 @@ def export(
             runner = OnnxRunner(candidate)
         report = compare_with_keras(KerasRunner(keras_model), runner, check_set, info, int8)
         if not report["passed"]:
-            raise CrackscanError(_failure_message(report, int8))
+            raise CrackscanError(_failure_message(report, int8, _kept_last_epoch(run_dir)))
         with atomic_path(destination) as temporary:
             shutil.move(str(candidate), temporary)
     return ExportResult(destination, format, int8, destination.stat().st_size, report, time.perf_counter() - started)
+
+
+def _kept_last_epoch(run_dir: Path | None) -> bool:
+    if run_dir is None:
+        return False
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        config = json.loads((run_dir / "config.json").read_text())
+        return metrics["best_epoch"] >= config["epochs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _require_onnx_exporter() -> None:
@@ -264,25 +283,40 @@ def compare_with_keras(
     agreement = float(np.mean(reference.argmax(1) == exported.argmax(1)))
     keras_accuracy = float(np.mean(reference.argmax(1) == labels))
     export_accuracy = float(np.mean(exported.argmax(1) == labels))
-    passed = agreement >= INT8_MIN_AGREEMENT if int8 else difference <= FLOAT_TOLERANCE
+    count = len(labels)
+    disagreements = int(np.sum(reference.argmax(1) != exported.argmax(1)))
+    allowed_drop = max(INT8_MAX_ACCURACY_DROP, 100 * INT8_MIN_ALLOWANCE / count)
+    allowed_disagreements = max(INT8_MIN_ALLOWANCE, int(INT8_MAX_DISAGREEMENT * count))
+    change = 100 * (export_accuracy - keras_accuracy)
+    if int8:
+        passed = change >= -allowed_drop - 1e-9 and disagreements <= allowed_disagreements
+        criterion = (f"accuracy drop <= {allowed_drop:.2f} points and <= {allowed_disagreements} of {count} labels "
+                     "changed")
+    else:
+        passed, criterion = difference <= FLOAT_TOLERANCE, f"crack probability within {FLOAT_TOLERANCE:g}"
     return {
-        "images": int(len(labels)),
+        "images": int(count),
         "max_crack_probability_difference": difference,
         "label_agreement": agreement,
+        "disagreements": disagreements,
         "keras_accuracy": keras_accuracy,
         "export_accuracy": export_accuracy,
-        "accuracy_change_points": 100 * (export_accuracy - keras_accuracy),
-        "criterion": f"label agreement >= {INT8_MIN_AGREEMENT:.1%}" if int8
-        else f"crack probability within {FLOAT_TOLERANCE:g}",
+        "accuracy_change_points": change,
+        "criterion": criterion,
         "passed": bool(passed),
     }
 
 
-def _failure_message(report: dict[str, Any], int8: bool) -> str:
+def _failure_message(report: dict[str, Any], int8: bool, underfit: bool = False) -> str:
     if int8:
-        return (f"int8 export agrees with the Keras model on only {report['label_agreement']:.2%} of "
-                f"{report['images']} check images (needs {INT8_MIN_AGREEMENT:.1%}): not written; "
-                "try more or more typical --calibration images")
+        cause = ("the head looks underfit (its best epoch was the last one, so many images sit near the "
+                 "threshold): train with more --epochs, then export again" if underfit else
+                 "the calibration images may not be typical of the check images: pass --calibration with "
+                 "images like the ones you will scan")
+        return (f"int8 export changes {report['disagreements']} of {report['images']} labels and accuracy "
+                f"{100 * report['keras_accuracy']:.2f}% -> {100 * report['export_accuracy']:.2f}% "
+                f"({report['accuracy_change_points']:+.2f} points; allowed: {report['criterion']}): not written. "
+                f"Likely cause: {cause}")
     return (f"float export differs from the Keras model by up to {report['max_crack_probability_difference']:.2e} "
             f"in crack probability (allowed {FLOAT_TOLERANCE:g}) on {report['images']} images: not written")
 

@@ -50,7 +50,9 @@ class LiteRTRunner:
             raise MissingDependencyError("ai-edge-litert", "running a LiteRT (.tflite) model") from None
         self._content, self._num_threads = model_content, num_threads or cpu_threads()
         self.batch_size = batch_size
-        self._lock = threading.Lock()
+        # One lock per interpreter (each holds one set of tensors): a lone image, on its own
+        # interpreter, need not wait behind a scan's full batches.
+        self._full_lock, self._single_lock = threading.Lock(), threading.Lock()
         self.interpreter, self._input, self._output = self._interpreter(batch_size)
         self._single: tuple | None = None
 
@@ -70,17 +72,18 @@ class LiteRTRunner:
             raise CrackscanError(f"not a usable LiteRT model: {str(error).strip().splitlines()[0]}") from None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        with self._lock:  # one interpreter holds one set of tensors: calls must not interleave
-            return _run_batched(images, self.batch_size, self._invoke_full, self._invoke_one)
+        return _run_batched(images, self.batch_size, self._invoke_full, self._invoke_one)
 
     def _invoke_full(self, batch: np.ndarray) -> np.ndarray:
-        return self._invoke(batch, (self.interpreter, self._input, self._output))
+        with self._full_lock:
+            return self._invoke(batch, (self.interpreter, self._input, self._output))
 
     def _invoke_one(self, image: np.ndarray) -> np.ndarray:
         # A second interpreter sized for one image: a lone request must not pay for a full batch.
-        if self._single is None:
-            self._single = self._interpreter(1)
-        return self._invoke(image, self._single)
+        with self._single_lock:
+            if self._single is None:
+                self._single = self._interpreter(1)
+            return self._invoke(image, self._single)
 
     @staticmethod
     def _invoke(batch: np.ndarray, runtime: tuple) -> np.ndarray:

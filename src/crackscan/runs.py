@@ -17,15 +17,19 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from .errors import CrackscanError
-from .files import TEXT_ENCODING, atomic_open, remove_partials, write_text
+from .files import TEXT_ENCODING, atomic_open, atomic_path, remove_partials, write_text
+from .version import __version__
 
 MANIFEST = "run.json"
 MANIFEST_FORMAT = "crackscan-run"
 MODEL_FILE = "model.keras"
 SPLIT_FILE = "split.csv"
+FEATURES_FILE = "features.npz"
 # Everything `train` writes, the manifest last.
-RUN_FILES = (MODEL_FILE, "config.json", "metrics.json", "history.csv", SPLIT_FILE, "skipped.csv",
+RUN_FILES = (MODEL_FILE, "config.json", "metrics.json", "history.csv", SPLIT_FILE, "skipped.csv", FEATURES_FILE,
              "training_curves.png", "prediction_grid.png", "confusion_matrix.png", MANIFEST)
 # Files derived from a run's model (exports) belong to it: --force clears them with it.
 _DERIVED_PATTERNS = ("model*.tflite", "model*.onnx")
@@ -74,8 +78,6 @@ def clear(folder: Path) -> None:
 
 def finish(out: Path, data_root: Path, extra: dict[str, Any] | None = None) -> Path:
     """Writes the manifest: the step that makes ``out`` a run."""
-    from . import __version__
-
     manifest = {"format": MANIFEST_FORMAT, "crackscan_version": __version__, "model": MODEL_FILE,
                 "data": str(Path(data_root).resolve()), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 **(extra or {})}
@@ -149,6 +151,29 @@ def split_hashes(run: Path) -> dict[str, set[str]]:
     for row in split_rows(run):
         hashes[row["split"]].add(row["sha256"])
     return hashes
+
+
+def save_features(run: Path, features: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> Path:
+    """The frozen backbone's pooled features of every training image, in split.csv's row
+    order: with them a new head (site adaptation, other settings) is seconds of work, not
+    a pass of the backbone over the whole dataset. float16 halves the size; the head's
+    answers change by far less than int8 inference changes them."""
+    with atomic_path(run / FEATURES_FILE) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, features=features.astype(np.float16), labels=labels.astype(np.int16),
+                     splits=np.asarray(splits, dtype="U5"))
+    return run / FEATURES_FILE
+
+
+def load_features(run: Path) -> dict[str, np.ndarray] | None:
+    """The cached features, labels and splits, or None for a run made without them."""
+    try:
+        with np.load(run / FEATURES_FILE, allow_pickle=False) as cached:
+            loaded = {name: cached[name] for name in ("features", "labels", "splits")}
+    except (OSError, ValueError, KeyError):
+        return None
+    loaded["features"] = loaded["features"].astype(np.float32)
+    return loaded
 
 
 def _recorded_image_count(run: Path) -> int | None:

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, read_pixels, resize_pixels
 from .errors import Cancelled, CrackscanError, LimitExceeded
 from .files import atomic_open, atomic_path, write_text
+from .version import __version__
 
 OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
 MIN_TILE, MAX_TILE_SIDE = 16, 8192
@@ -434,8 +435,6 @@ def _write_manifest(out: Path, earlier: dict[str, Any], settings: dict[str, Any]
     compared = ("model_sha256", "tile", "stride", "threshold")
     if earlier and any(earlier.get(k) != settings[k] for k in compared):
         say(f"{out} was scanned before with other settings; photos scanned with those are done again")
-    from . import __version__
-
     write_text(out / SURVEY_MANIFEST, json.dumps({"format": "crackscan-survey", "crackscan_version": __version__, **settings},
                                 indent=2) + "\n")
 

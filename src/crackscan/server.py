@@ -29,6 +29,7 @@ from typing import Any
 from . import settings
 from .data import ImageReadError, image_pixel_count, read_pixels
 from .errors import Cancelled, CrackscanError, LimitExceeded, MissingDependencyError
+from .version import __version__
 
 log = logging.getLogger("crackscan.server")
 
@@ -36,6 +37,12 @@ log = logging.getLogger("crackscan.server")
 STATUS_FOR_READ_ERROR = {"not_image": 415, "unsupported": 415, "corrupt": 400, "too_many_pixels": 413,
                          "too_large": 413, "unreadable": 400}
 CLIENT_CLOSED_REQUEST = 499  # nginx's code: nobody is left to read the answer
+# Requests decoding more pixels than this (every scan, big classify uploads) run in a small
+# pool of threads at lower CPU priority, so that a flood of heavy work cannot starve the
+# quick requests: a patch classified in milliseconds should not wait behind 90 MP decodes.
+HEAVY_PIXELS = 4_000_000
+HEAVY_WORKERS = 2
+HEAVY_NICENESS = 19
 
 
 def serve_limits(**given: Any) -> dict[str, Any]:
@@ -55,11 +62,11 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
         raise MissingDependencyError("fastapi", "crackscan serve", extra="serve") from None
     from starlette.concurrency import run_in_threadpool
 
-    from . import __version__
     from .predict import Predictor, load
     from .scan import scan
 
     limits = serve_limits(**limits)
+    heavy = HeavyWork()
     max_body = int(limits["max_upload_mb"] * 1024 * 1024)
     predictor = model if isinstance(model, Predictor) else load(model)
     page = resources.files("crackscan.web").joinpath("index.html").read_text()
@@ -128,7 +135,7 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
 
         async with busy.hold(pixels):
             try:
-                predictions = await run_in_threadpool(work)
+                predictions = await (heavy.run(work) if pixels > HEAVY_PIXELS else run_in_threadpool(work))
             except CrackscanError as error:
                 raise refusal(error) from None
         return {"results": [
@@ -148,13 +155,15 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
         stop = threading.Event()
 
         def work() -> tuple[Any, str | None]:
+            if stop.is_set():  # left while waiting for its turn: decode nothing
+                raise Cancelled("the client left before the scan started")
             result = scan(predictor, decode(name, content), options["tile"], options["stride"], options["threshold"],
                           limits["max_pixels"], max_tiles=limits["max_tiles"], should_stop=stop.is_set)
             return result, _png_base64(result.overlay()) if options["overlay"] else None
 
-        async with busy.hold(pixels), _stop_when_client_leaves(request, stop):
+        async with _stop_when_client_leaves(request, stop), busy.hold(pixels):
             try:
-                result, overlay_png = await run_in_threadpool(work)
+                result, overlay_png = await heavy.run(work)
             except CrackscanError as error:
                 raise refusal(error) from None
         result.summary["photo"] = name
@@ -164,6 +173,40 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
         return answer
 
     return app
+
+
+class HeavyWork:
+    """A few worker threads at lower CPU priority (Linux lets a thread lower its own)."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(HEAVY_WORKERS, thread_name_prefix="crackscan-heavy",
+                                        initializer=_lower_this_threads_priority)
+
+    async def run(self, work: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+
+def _lower_this_threads_priority() -> None:
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: keep the default
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICENESS)
+
+
+def _return_freed_memory_to_the_system() -> None:
+    """glibc gives each thread its own malloc arena and raises its mmap threshold as large
+    blocks are freed, so a server whose threads decode photos keeps hundreds of MB of freed
+    memory per arena. Two arenas and a fixed 1 MB threshold (large buffers are mapped and
+    unmapped) keep its memory near what it holds."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    m_mmap_threshold, m_arena_max = -3, -8
+    libc.mallopt(m_arena_max, 2)
+    libc.mallopt(m_mmap_threshold, 1 << 20)
 
 
 class PixelBudget:
@@ -319,6 +362,7 @@ def build_server(model: str | os.PathLike | Any, host: str = "127.0.0.1", port: 
 def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, announce: Any = None,
           **limits: Any) -> None:
     """Loads the model, then serves; ``announce(url)`` is called once the model is loaded."""
+    _return_freed_memory_to_the_system()
     server = build_server(model, host, port, **limits)
     listening = _bind(host, port)
     if announce is not None:

@@ -37,6 +37,7 @@ from .evaluate import classification_metrics
 from .files import atomic_open, write_text
 from .model import ModelInfo, build_classifier, save_keras_model
 from .progress import progress_bar
+from .version import __version__
 
 RUN_FILES = runs.RUN_FILES
 
@@ -131,11 +132,12 @@ def train(
         input_size=config.image_size,
         patch_size=_typical_patch_size(embedded.facts),
         alpha=config.alpha,
-        crackscan_version=_version(),
+        crackscan_version=__version__,
     )
     save_keras_model(classifier.model, out / "model.keras", info)
     config.save(out / "config.json")
     _write_history(out / "history.csv", history)
+    runs.save_features(out, embedded.features, labels, splits)
     runs.write_split(out / runs.SPLIT_FILE, (
         (dataset.relative(dataset.samples[i].path), dataset.class_names[dataset.samples[i].label], split, facts.sha256)
         for i, split, facts in zip(embedded.indices, splits, embedded.facts)
@@ -337,8 +339,3 @@ def _write_plots(
         out / "prediction_grid.png",
     )
 
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
