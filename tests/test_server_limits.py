@@ -5,9 +5,7 @@ leave mid-scan. Every request loop here is bounded in count and time."""
 from __future__ import annotations
 
 import io
-import json
 import socket
-import threading
 import time
 from urllib.parse import urlparse
 

@@ -10,9 +10,17 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import settings
+from . import settings, synth
+from .data import list_image_files
 from .errors import CrackscanError
+from .evaluate import evaluate, format_metrics
+from .export import export
+from .predict import Failure, load
+from .progress import progress_bar
+from .scan import scan_many
+from .server import serve
 from .settings import TrainConfig
+from .train import train
 from .version import __version__
 
 EXIT_USER_ERROR = 2
@@ -107,8 +115,6 @@ def _show_progress() -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
-
     config = _config_from(args)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run = train(args.data, out, config, progress=_show_progress(), force=args.force)
@@ -117,8 +123,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_run(run: Any) -> None:
-    from .evaluate import format_metrics
-
     m = run.metrics
     images = m["images"]
     print(f"trained on {images['split']['train']} images, kept epoch {m['best_epoch']} of {run.config.epochs} "
@@ -131,8 +135,6 @@ def _print_run(run: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_metrics
-
     result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_show_progress(),
                       force=args.force)
     for path, reason in result.skipped:
@@ -156,10 +158,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .data import list_image_files
-    from .predict import Failure, load
-    from .progress import progress_bar
-
     predictor = load(args.model, **settings.resolved(args, settings.PREDICT_SETTINGS))
     files = list_image_files(args.paths)
     if not files:
@@ -212,8 +210,6 @@ class _PredictionWriter:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
-
     result = export(args.model, args.format, int8=args.int8, calibration=args.calibration, out=args.out,
                     check=args.check, force=args.force, **settings.resolved(args, settings.EXPORT_SETTINGS))
     c = result.check
@@ -226,8 +222,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from .scan import scan_many
-
     options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS))
     outcome = scan_many(args.model, args.photos, args.out, **options, force=args.force, progress=_show_progress(),
                         on_failure=_report_skipped, on_line=print)
@@ -244,8 +238,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
-
     options = settings.resolved(args, settings.SERVE_SETTINGS)
 
     def announce(url: str) -> None:
@@ -256,9 +248,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import synth
-    from .train import train
-
     started = time.perf_counter()
     if args.per_class < 20:
         raise CrackscanError("--per-class must be at least 20 for a meaningful split")

@@ -457,6 +457,49 @@ def iter_batches(
             yield Batch(indices, images, extras, failures)
 
 
+@dataclasses.dataclass
+class LabelledBatch:
+    indices: list[int]  # which of the samples given these rows are
+    images: np.ndarray  # model-ready pixels, one row per readable sample
+    labels: np.ndarray
+    facts: list[FileFacts]  # content hash and size of each
+    skipped: list[Skipped]  # the unreadable ones, with the reason
+
+
+def iter_labelled_batches(
+    samples: Sequence[Sample], size: int, batch_size: int, root: Path | None = None, workers: int = 2
+) -> Iterator[LabelledBatch]:
+    """The one way labelled images are read (training, evaluation, export checks):
+    model-ready pixels in batches, in order, read ahead in threads; each file is read once
+    for its pixels and its hash; unreadable files come back as ``skipped`` (paths relative
+    to ``root`` when given) and the rest go on."""
+    batches = iter_batches([s.path for s in samples], lambda path: load_file_for_model(path, size), batch_size,
+                           workers=workers)
+    for batch in batches:
+        yield LabelledBatch(
+            indices=batch.indices,
+            images=batch.images,
+            labels=np.array([samples[i].label for i in batch.indices], dtype=np.int64),
+            facts=batch.extras,
+            skipped=[Skipped(_shown_path(samples[i].path, root), error.reason) for i, error in batch.failures],
+        )
+
+
+def read_labelled(samples: Sequence[Sample], size: int, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """All readable ``samples`` at once, pixels and labels, for small sets (export checks)."""
+    images, labels = [], []
+    for batch in iter_labelled_batches(samples, size, batch_size):
+        images.append(batch.images)
+        labels.append(batch.labels)
+    if not images or not sum(len(part) for part in labels):
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
+    return np.concatenate([i for i in images if len(i)]), np.concatenate(labels)
+
+
+def _shown_path(path: Path, root: Path | None) -> str:
+    return path.relative_to(root).as_posix() if root is not None else str(path)
+
+
 def split_by_content(
     labels: Sequence[int], hashes: Sequence[str], fractions: Sequence[float], seed: int
 ) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import plots, runs
-from .data import Skipped, find_dataset_for_model, iter_batches, load_file_for_model, write_skipped_csv
+from .data import Sample, Skipped, find_dataset_for_model, iter_labelled_batches, write_skipped_csv
 from .errors import CrackscanError
 from .files import refuse_overwrite, write_text
 from .predict import Predictor, load
@@ -132,28 +132,23 @@ def evaluate(
     probabilities: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     in_training = 0
-    samples = dataset.samples
+    samples = [Sample(s.path, to_model_label[s.label]) for s in dataset.samples]
     bar = progress_bar(total=len(samples), desc="evaluating", unit="img", enabled=progress)
-    batches = iter_batches(
-        [s.path for s in samples],
-        lambda path: load_file_for_model(path, info.input_size),
-        getattr(predictor.runner, "batch_size", 32),
-    )
-    for batch in batches:
-        skipped.extend((dataset.relative(samples[i].path), error.reason) for i, error in batch.failures)
+    batch_size = getattr(predictor.runner, "batch_size", 32)
+    for batch in iter_labelled_batches(samples, info.input_size, batch_size, dataset.root):
+        skipped.extend((s.path, s.reason) for s in batch.skipped)
         keep = []
-        for row, (index, facts) in enumerate(zip(batch.indices, batch.extras)):
-            digest = facts.sha256
+        for row, facts in enumerate(batch.facts):
             if split_hashes is not None:
                 if split == "all":
-                    in_training += digest in split_hashes["train"]
-                elif digest not in split_hashes[split]:
+                    in_training += facts.sha256 in split_hashes["train"]
+                elif facts.sha256 not in split_hashes[split]:
                     continue
             keep.append(row)
-            labels.append(to_model_label[samples[index].label])
         if keep:
+            labels.extend(batch.labels[keep].tolist())
             probabilities.append(predictor.probabilities(batch.images[keep]))
-        bar.update(len(batch.indices) + len(batch.failures))
+        bar.update(len(batch.indices) + len(batch.skipped))
     bar.close()
     if not labels:
         raise CrackscanError(f"no readable images of the {split} split in {data}")

@@ -7,95 +7,32 @@ ONNX: the metadata is a model property (``metadata_props``), which ONNX has for 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import shutil
+import tempfile
+import time
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from . import _tf, runs
+from .data import Sample, find_dataset_for_model, list_image_files, read_labelled
 from .errors import CrackscanError, MissingDependencyError
 from .files import atomic_path, refuse_overwrite, write_bytes
-from .model import METADATA_NAME, ModelInfo
-
-ONNX_METADATA_KEY = "crackscan"
-
-
-@contextlib.contextmanager
-def _quiet_stdout() -> Any:
-    # The TF converter prints its traced signatures to stdout, which is the CLI's output.
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def keras_to_litert(model: Any, representative_batches: Callable[[], Iterable[np.ndarray]] | None = None) -> bytes:
-    """Converts a Keras model to a LiteRT flatbuffer: float, or full-integer int8 when
-    calibration batches are given.
-
-    The int8 model takes int8 input (0-255 pixels calibrate to scale 1, zero point -128) and
-    gives float32 probabilities: feeding 8-bit pixels as they are is faster than a float
-    input quantized inside the graph, and the output needs no parameters to read.
-    """
-    tf = _tf.tensorflow()
-
-    # The converter prints its traced signature, native "fully_quantize" lines and a warning
-    # about input statistics that does not apply to float inputs: none of it is for users.
-    with _quiet_stdout(), _tf.muted_native_stderr(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        if representative_batches is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-            def representative() -> Iterable[list[np.ndarray]]:
-                for batch in representative_batches():
-                    for image in np.asarray(batch, np.float32):
-                        yield [image[None]]
-
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-        return converter.convert()
-
-
-def attach_litert_metadata(content: bytes, info: ModelInfo) -> bytes:
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
-        zipped.writestr(METADATA_NAME, info.to_json())
-    return content + archive.getvalue()
-
-
-def read_litert_metadata(content: bytes, source: str | os.PathLike = "model") -> ModelInfo:
-    try:
-        with zipfile.ZipFile(io.BytesIO(content)) as zipped:
-            text = zipped.read(METADATA_NAME)
-    except (zipfile.BadZipFile, KeyError):
-        raise CrackscanError(
-            f"{source}: no crackscan metadata in this .tflite file (export it with 'crackscan export')"
-        ) from None
-    return ModelInfo.from_json(text, str(source))
-
-
-def read_onnx_metadata(path: str | os.PathLike) -> ModelInfo:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "reading an ONNX model") from None
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own untyped errors for bad files
-        raise CrackscanError(f"{path} is not a usable ONNX model: {str(error).strip().splitlines()[0]}") from None
-    text = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
-    if text is None:
-        raise CrackscanError(f"{path}: no crackscan metadata in this .onnx file (export it with 'crackscan export')")
-    return ModelInfo.from_json(text, str(path))
-
+from .model import ModelInfo, load_keras_model
+from .runtime import (
+    KerasRunner,
+    LiteRTRunner,
+    OnnxRunner,
+    attach_litert_metadata,
+    attach_onnx_metadata,
+    keras_to_litert,
+    quiet_stdout,
+)
 
 def keras_to_onnx(model: Any, path: Path) -> Path:
     """Keras' own ONNX export (tf2onnx underneath)."""
@@ -103,7 +40,7 @@ def keras_to_onnx(model: Any, path: Path) -> Path:
 
     size = model.input_shape[1:]
     model(np.zeros((1, *size), np.float32))  # Keras exports only models that have been called
-    with _quiet_stdout(), _tf.muted_native_stderr(), warnings.catch_warnings():
+    with quiet_stdout(), _tf.muted_native_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf2onnx's NumPy 2 deprecation notices
         model.export(str(path), format="onnx", verbose=False)
     return path
@@ -138,17 +75,6 @@ def quantize_onnx_int8(float_path: Path, int8_path: Path, batches: Callable[[], 
     finally:
         prepared.unlink(missing_ok=True)
     return int8_path
-
-
-def attach_onnx_metadata(path: Path, info: ModelInfo) -> Path:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_METADATA_KEY, info.to_json()
-    onnx.save(proto, str(path))
-    return path
 
 
 FORMATS = ("litert", "onnx")
@@ -193,13 +119,6 @@ def export(
     1e-4 in crack probability, an int8 export on at least 99.5% of labels. An existing
     file is replaced only with ``force``.
     """
-    import tempfile
-    import time
-
-    from .data import list_image_files
-    from .model import load_keras_model
-    from .predict import KerasRunner, LiteRTRunner, OnnxRunner
-
     started = time.perf_counter()
     if format not in FORMATS:
         raise CrackscanError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -221,13 +140,13 @@ def export(
         if calibration is not None:
             calibration_files = list_image_files([calibration])
         elif run_dir is not None:
-            calibration_files = [p for p, _ in _run_split_images(run_dir, info, ("train",))]
+            calibration_files = [s.path for s in _run_split_images(run_dir, info, ("train",))]
         else:
             raise CrackscanError("int8 calibration needs real images: pass --calibration DATA")
         calibration_files = _sample(calibration_files, calibration_images, seed)
         if not calibration_files:
             raise CrackscanError("no calibration images found")
-        calibration_pixels, _ = _read_pixels(calibration_files, info.input_size)
+        calibration_pixels, _ = read_labelled([Sample(path, -1) for path in calibration_files], info.input_size)
 
         def batches() -> Iterable[np.ndarray]:
             for start in range(0, len(calibration_pixels), 32):
@@ -322,27 +241,24 @@ def _failure_message(report: dict[str, Any], int8: bool, underfit: bool = False)
 
 
 def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from .data import find_dataset_for_model
-
     if check is not None:
         dataset, to_model_label = find_dataset_for_model(check, info.class_names, info.positive_class)
-        labelled = [(s.path, to_model_label[s.label]) for s in dataset.samples]
+        labelled = [Sample(s.path, to_model_label[s.label]) for s in dataset.samples]
     elif run_dir is not None:
         labelled = _run_split_images(run_dir, info, ("test", "val"))
     else:
         raise CrackscanError("checking the export needs real labelled images: pass --check DATA")
-    labelled = _sample(labelled, limit, seed)
-    pixels, kept = _read_pixels([p for p, _ in labelled], info.input_size)
-    if len(kept) == 0:
+    pixels, labels = read_labelled(_sample(labelled, limit, seed), info.input_size)
+    if len(labels) == 0:
         raise CrackscanError("no readable check images")
-    return pixels, np.array([labelled[i][1] for i in kept])
+    return pixels, labels
 
 
-def _run_split_images(run_dir: Path, info: ModelInfo, parts: tuple[str, ...]) -> list[tuple[Path, int]]:
+def _run_split_images(run_dir: Path, info: ModelInfo, parts: tuple[str, ...]) -> list[Sample]:
     data_root = runs.data_root(run_dir)
     rows = [r for r in runs.split_rows(run_dir) if r["split"] in parts]
-    found = [(data_root / r["path"], info.class_names.index(r["class"])) for r in rows]
-    found = [(p, label) for p, label in found if p.is_file()]
+    found = [Sample(data_root / r["path"], info.class_names.index(r["class"])) for r in rows]
+    found = [s for s in found if s.path.is_file()]
     if not found:
         raise CrackscanError(f"the images of {run_dir}'s split are not at {data_root}: pass --check/--calibration DATA")
     return found
@@ -353,16 +269,3 @@ def _sample(items: list, limit: int, seed: int) -> list:
         return list(items)
     order = np.random.default_rng(seed).permutation(len(items))[:limit]
     return [items[i] for i in sorted(order)]
-
-
-def _read_pixels(paths: list[Path], size: int) -> tuple[np.ndarray, list[int]]:
-    """Model-ready pixels of the readable ones among ``paths``, and which ones those are."""
-    from .data import iter_batches, load_for_model
-
-    arrays, kept = [], []
-    for batch in iter_batches(paths, lambda p: load_for_model(p, size), 64):
-        if batch.indices:
-            arrays.append(batch.images)
-            kept.extend(batch.indices)
-    pixels = np.concatenate(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return pixels, kept

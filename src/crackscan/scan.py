@@ -24,6 +24,8 @@ from PIL import Image, ImageDraw, ImageFont
 from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, read_pixels, resize_pixels
 from .errors import Cancelled, CrackscanError, LimitExceeded
 from .files import atomic_open, atomic_path, write_text
+from .predict import Predictor, load
+from .progress import progress_bar
 from .version import __version__
 
 OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
@@ -106,8 +108,6 @@ def scan(
     before any tile is classified; ``should_stop`` is asked between batches, and a True
     ends the scan with Cancelled (the server's client has gone).
     """
-    from .predict import Predictor, load
-
     started = time.perf_counter()
     predictor = model if isinstance(model, Predictor) else load(model)
     tile, stride = scan_geometry(predictor, tile, stride)
@@ -333,9 +333,6 @@ def scan_many(
     with a line through ``on_line`` saying why (``force`` redoes all). An unreadable photo
     is reported through ``on_failure(path, reason)`` and skipped; the rest go on.
     """
-    from .predict import Predictor, load
-    from .progress import progress_bar
-
     predictor = model if isinstance(model, Predictor) else load(model)
     tile, stride = scan_geometry(predictor, tile, stride)
     check_threshold(threshold)

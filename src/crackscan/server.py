@@ -29,6 +29,8 @@ from typing import Any
 from . import settings
 from .data import ImageReadError, image_pixel_count, read_pixels
 from .errors import Cancelled, CrackscanError, LimitExceeded, MissingDependencyError
+from .predict import Predictor, load
+from .scan import scan
 from .version import __version__
 
 log = logging.getLogger("crackscan.server")
@@ -62,8 +64,6 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
         raise MissingDependencyError("fastapi", "crackscan serve", extra="serve") from None
     from starlette.concurrency import run_in_threadpool
 
-    from .predict import Predictor, load
-    from .scan import scan
 
     limits = serve_limits(**limits)
     heavy = HeavyWork()

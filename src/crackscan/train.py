@@ -26,8 +26,7 @@ from .data import (
     FileFacts,
     Skipped,
     find_dataset,
-    iter_batches,
-    load_file_for_model,
+    iter_labelled_batches,
     read_pixels,
     split_by_content,
     write_skipped_csv,
@@ -36,7 +35,9 @@ from .errors import CrackscanError
 from .evaluate import classification_metrics
 from .files import atomic_open, write_text
 from .model import ModelInfo, build_classifier, save_keras_model
+from .predict import load
 from .progress import progress_bar
+from .runtime import KerasRunner, LiteRTRunner, keras_to_litert
 from .version import __version__
 
 RUN_FILES = runs.RUN_FILES
@@ -56,8 +57,6 @@ class Run:
         return self.path / "model.keras"
 
     def load(self) -> Any:
-        from .predict import load
-
         return load(self.model_path)
 
     @classmethod
@@ -179,13 +178,9 @@ LITERT_MIN_IMAGES = 2000
 def make_feature_runner(extractor: Any, config: TrainConfig, image_count: int | None = None) -> tuple[Any, str]:
     """The runtime that runs the frozen backbone: with ``auto``, LiteRT when it is installed
     and there are enough images to repay converting the backbone."""
-    from .predict import KerasRunner, LiteRTRunner
-
     worth_converting = image_count is None or image_count >= LITERT_MIN_IMAGES
     if config.embedding_backend == "litert" or (config.embedding_backend == "auto" and worth_converting):
         try:
-            from .export import keras_to_litert
-
             return LiteRTRunner(keras_to_litert(extractor), config.embed_batch_size), "litert"
         except (ImportError, CrackscanError):
             if config.embedding_backend == "litert":
@@ -201,16 +196,13 @@ def embed_dataset(extractor: Any, dataset: Dataset, config: TrainConfig, progres
     facts: list[FileFacts] = []
     skipped: list[Skipped] = []
     bar = progress_bar(total=len(samples), desc="reading and embedding", unit="img", enabled=progress)
-    batches = iter_batches(
-        [s.path for s in samples], lambda path: load_file_for_model(path, config.image_size), config.embed_batch_size
-    )
-    for batch in batches:
-        skipped.extend(Skipped(dataset.relative(samples[i].path), error.reason) for i, error in batch.failures)
+    for batch in iter_labelled_batches(samples, config.image_size, config.embed_batch_size, dataset.root):
+        skipped.extend(batch.skipped)
         if batch.indices:
             features[len(kept) : len(kept) + len(batch.indices)] = runner(batch.images)
             kept.extend(batch.indices)
-            facts.extend(batch.extras)
-        bar.update(len(batch.indices) + len(batch.failures))
+            facts.extend(batch.facts)
+        bar.update(len(batch.indices) + len(batch.skipped))
     bar.close()
     if not np.all(np.isfinite(features[: len(kept)])):
         raise RuntimeError(f"the {backend} backbone produced non-finite features: this is a bug, not your data")
