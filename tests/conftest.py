@@ -86,21 +86,26 @@ def write_image(path: Path, array: np.ndarray, **save_args) -> Path:
 REAL_PER_CLASS = 1100
 
 
+def link_first(source: Path, target: Path, per_class: int) -> Path:
+    """The first ``per_class`` images of each class of ``source``, linked, not copied."""
+    for name in ("Positive", "Negative"):
+        (target / name).mkdir(parents=True)
+        for path in sorted((source / name).iterdir())[:per_class]:
+            (target / name / path.name).symlink_to(path)
+    return target
+
+
 @pytest.fixture(scope="session")
 def real_subset(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2,200 real images (the first 1,100 of each class), linked, not copied, plus bad files."""
-    root = tmp_path_factory.mktemp("ozgenel-2200")
-    for name in ("Positive", "Negative"):
-        (root / name).mkdir()
-        for path in sorted((real_data / name).iterdir())[:REAL_PER_CLASS]:
-            (root / name / path.name).symlink_to(path)
+    root = link_first(real_data, tmp_path_factory.mktemp("ozgenel") / "2200", REAL_PER_CLASS)
     add_bad_files(root / "Negative")
     return root
 
 
 @pytest.fixture(scope="session")
 def real_run(real_subset: Path, tmp_path_factory: pytest.TempPathFactory, offline_keras: Path | None):
-    """The default method (MobileNetV2 1.0, 160 px, 10 epochs) trained on real images."""
+    """The default method (MobileNetV2 1.0, 160 px, head trained to convergence) on real images."""
     if offline_keras is None:
         pytest.skip("needs ../shared/keras-home for ImageNet weights")
     import crackscan

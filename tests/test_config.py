@@ -3,14 +3,17 @@ import json
 import pytest
 
 from crackscan import CrackscanError, TrainConfig
-from crackscan.settings import parse_split
+from crackscan.settings import ORIGIN_HEAD_SETTINGS, parse_split
 
 
 def test_defaults_are_the_origins_method():
     config = TrainConfig()
     assert (config.image_size, config.alpha, config.weights) == (160, 1.0, "imagenet")
     assert config.split == (0.70, 0.24, 0.06)
-    assert (config.epochs, config.learning_rate, config.batch_size, config.dropout) == (10, 1e-4, 16, 0.0)
+    assert (config.epochs, config.learning_rate, config.batch_size, config.dropout) == (100, 1e-3, 64, 0.0)
+    assert (config.patience, config.min_delta) == (5, 1e-3)
+    origin = config.replace(**ORIGIN_HEAD_SETTINGS)
+    assert (origin.epochs, origin.learning_rate, origin.batch_size, origin.patience) == (10, 1e-4, 16, 0)
 
 
 @pytest.mark.parametrize("text", ["70:24:6", (0.7, 0.24, 0.06), [70, 24, 6], "0.7:0.24:0.06"])

@@ -28,3 +28,16 @@ def test_int8_litert_keeps_accuracy_within_0_3_points(real_run, real_int8, real_
     on_test = crackscan.evaluate(real_int8.path, real_subset)
     keras_on_all = crackscan.evaluate(real_run.path, real_subset)
     assert abs(on_test.metrics["accuracy"] - keras_on_all.metrics["accuracy"]) <= 0.003
+
+
+def test_the_readmes_small_recipe_exports_to_int8_with_default_settings(real_data, tmp_path, offline_keras):
+    """600 real images, MobileNetV2 0.35 at 96 px, 80:10:10: the recipe a new user tries first."""
+    if offline_keras is None:
+        pytest.skip("needs ../shared/keras-home for ImageNet weights")
+    from .conftest import link_first
+
+    data = link_first(real_data, tmp_path / "data", 300)
+    run = crackscan.train(data, tmp_path / "small", image_size=96, alpha=0.35, split="80:10:10", seed=7)
+    assert run.metrics["notes"] == [] and run.metrics["test"]["accuracy"] >= 0.97
+    exported = crackscan.export(run.path, "litert", int8=True)
+    assert exported.check["passed"] and exported.check["accuracy_change_points"] >= -1.0

@@ -146,3 +146,20 @@ def test_backbone_weights_from_a_local_file_match_imagenet(tiny_dataset, tmp_pat
     from_file = crackscan.train(tiny_dataset, tmp_path / "file", weights=str(weights_file), **settings)
     from_imagenet = crackscan.train(tiny_dataset, tmp_path / "imagenet", weights="imagenet", **settings)
     assert from_file.metrics["val"]["loss"] == pytest.approx(from_imagenet.metrics["val"]["loss"], rel=1e-5)
+
+
+def test_head_training_stops_once_validation_loss_stops_improving(tiny_dataset, tmp_path, weights):
+    run = crackscan.train(tiny_dataset, tmp_path / "run", weights=weights, image_size=96, alpha=0.35, epochs=300)
+    assert run.metrics["stopped_early"] and run.metrics["epochs_run"] < 300
+    assert run.metrics["notes"] == []
+    assert len(run.history) == run.metrics["epochs_run"]
+
+
+def test_a_run_that_hits_its_epoch_cap_still_improving_says_so(capsys, tiny_dataset, tmp_path, weights):
+    from crackscan.cli import main
+
+    code = main(["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--image-size", "96", "--alpha", "0.35",
+                 "--weights", weights, "--epochs", "2", "--learning-rate", "0.0001"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "for 2 epochs (the --epochs cap)" in out
+    assert "note: validation loss was still falling at the last epoch (2)" in err and "more --epochs" in err

@@ -125,13 +125,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_run(run: Any) -> None:
     m = run.metrics
     images = m["images"]
-    print(f"trained on {images['split']['train']} images, kept epoch {m['best_epoch']} of {run.config.epochs} "
-          f"(lowest validation loss); {images['skipped']} unreadable files skipped (skipped.csv), "
+    ran = m.get("epochs_run", run.config.epochs)
+    why = "validation loss stopped improving" if m.get("stopped_early") else "the --epochs cap"
+    print(f"trained on {images['split']['train']} images for {ran} epoch{'s' if ran != 1 else ''} ({why}), kept epoch "
+          f"{m['best_epoch']} (lowest validation loss); {images['skipped']} unreadable files skipped (skipped.csv), "
           f"{images['duplicate_copies']} duplicate copies kept together")
     print(format_metrics("validation", m["val"]))
     print(format_metrics("test", m["test"]))
     print(f"took {m['timing']['total_s']:.1f} s, peak memory {m['peak_memory_mb']:.0f} MB")
     print(f"run folder: {run.path}  (model.keras, metrics.json, plots)")
+    for note in m.get("notes", []):
+        print(f"crackscan: note: {note}", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -115,7 +115,8 @@ def train(
     _check_split(splits, labels, dataset)
 
     tick = time.perf_counter()
-    history, best_epoch = fit_head(classifier.head, embedded.features, labels, splits, config, progress)
+    fitted = fit_head(classifier.head, embedded.features, labels, splits, config, progress)
+    history, best_epoch = fitted.history, fitted.best_epoch
     timing["fit_head_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -150,6 +151,9 @@ def train(
     metrics = {
         **results,
         "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "stopped_early": fitted.stopped_early,
+        "notes": [UNDERFIT_NOTE.format(epoch=best_epoch)] if fitted.underfit else [],
         "images": {
             "found": len(dataset.samples),
             "readable": int(len(embedded.indices)),
@@ -168,6 +172,9 @@ def train(
     runs.finish(out, dataset.root)
     return Run(out, config, metrics, history)
 
+
+UNDERFIT_NOTE = ("validation loss was still falling at the last epoch ({epoch}): the head may be underfit, which "
+                 "costs accuracy and makes int8 exports flip labels; train again with more --epochs")
 
 # Converting the backbone to LiteRT costs ~15 s on 2 cores and then embeds ~3x (alpha 1.0,
 # 160 px) to ~5x (alpha 0.35, 96 px) faster than Keras: measured break-even ~1,400 and
@@ -218,10 +225,23 @@ def _check_split(splits: np.ndarray, labels: np.ndarray, dataset: Dataset) -> No
                 )
 
 
+@dataclasses.dataclass
+class HeadFit:
+    history: list[dict[str, float]]
+    best_epoch: int
+    stopped_early: bool
+
+    @property
+    def underfit(self) -> bool:
+        """Training ended at its epoch cap with validation loss still falling."""
+        return not self.stopped_early and self.best_epoch == len(self.history)
+
+
 def fit_head(
     head: Any, features: np.ndarray, labels: np.ndarray, splits: np.ndarray, config: TrainConfig, progress: bool
-) -> tuple[list[dict[str, float]], int]:
-    """Fits the head with the origin's optimiser and keeps the epoch with the best validation loss."""
+) -> HeadFit:
+    """Fits the head with Adam and keeps the epoch with the best validation loss; stops once
+    validation loss has not improved by ``min_delta`` for ``patience`` epochs (0: never)."""
     keras = _tf.keras()
 
     train, val = splits == "train", splits == "val"
@@ -232,7 +252,7 @@ def fit_head(
         # Many tiny steps per call: the same updates with far less Python overhead.
         steps_per_execution=64,
     )
-    keeper = _KeepBestValidationLoss()
+    keeper = _KeepBestValidationLoss(config.patience, config.min_delta)
     bar = _EpochBar(config.epochs, progress)
     head.fit(
         features[train], labels[train],
@@ -240,17 +260,19 @@ def fit_head(
         batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0,
         callbacks=[keeper, bar],
     )
-    history = [
-        {"epoch": epoch + 1, **{k: float(v[epoch]) for k, v in head.history.history.items()}}
-        for epoch in range(config.epochs)
-    ]
-    return history, keeper.best_epoch
+    logged = head.history.history
+    history = [{"epoch": epoch + 1, **{k: float(v[epoch]) for k, v in logged.items()}}
+               for epoch in range(len(logged["loss"]))]
+    return HeadFit(history, keeper.best_epoch, keeper.stopped_early)
 
 
 class _KeepBestValidationLoss:
-    """Remembers the head's weights at the lowest validation loss and restores them at the end."""
+    """Remembers the head's weights at the lowest validation loss and restores them at the
+    end; stops training once the loss has not improved by ``min_delta`` for ``patience``
+    epochs. A logistic head on separable features lowers its validation loss forever by
+    growing its weights, so plain patience would never stop: min_delta is what ends it."""
 
-    def __new__(cls) -> Any:
+    def __new__(cls, patience: int, min_delta: float) -> Any:
         keras = _tf.keras()
 
         class Keeper(keras.callbacks.Callback):
@@ -259,12 +281,19 @@ class _KeepBestValidationLoss:
                 self.best_loss = np.inf
                 self.best_epoch = 0
                 self.best_weights: list[np.ndarray] | None = None
+                self.reference_loss, self.reference_epoch = np.inf, 0
+                self.stopped_early = False
 
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 loss = (logs or {}).get("val_loss", np.inf)
                 if loss < self.best_loss:
                     self.best_loss, self.best_epoch = loss, epoch + 1
                     self.best_weights = self.model.get_weights()
+                if loss < self.reference_loss - min_delta:
+                    self.reference_loss, self.reference_epoch = loss, epoch + 1
+                elif patience and epoch + 1 - self.reference_epoch >= patience:
+                    self.stopped_early = True
+                    self.model.stop_training = True
 
             def on_train_end(self, logs: dict | None = None) -> None:
                 if self.best_weights is not None:
