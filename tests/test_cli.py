@@ -101,3 +101,47 @@ def test_demo_makes_data_trains_and_says_where_outputs_are(capsys, tmp_path, wei
         assert (tmp_path / "demo" / "run" / name).is_file()
     code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--per-class", 40)
     assert code == 2 and "--force" in err
+
+
+def test_info_shows_what_a_model_and_its_run_carry(capsys, tiny_run):
+    code, out, err = run_cli(capsys, "info", tiny_run.path)
+    assert code == 0, err
+    assert "format: keras" in out and "classes: Negative, Positive" in out and "input_size: 96" in out
+    assert "test_accuracy:" in out and "exports: none" in out
+    code, out, _ = run_cli(capsys, "info", tiny_run.path / "model.keras", "--format", "json")
+    assert json.loads(out)["patch_size"] == 96
+
+
+def test_scan_and_serve_take_a_runs_fastest_export_and_say_so(capsys, tiny_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from crackscan import runs, synth
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    assert runs.fastest_model(run) == run / "model.keras"
+    code, _, err = run_cli(capsys, "export", run, "--format", "litert")
+    assert code == 0 and "converting to LiteRT float" in err and "checking the export" in err
+    assert runs.fastest_model(run) == run / "model.tflite"
+    Image.fromarray(synth.make_photo(np.random.default_rng(1), 300, 200)).save(tmp_path / "p.jpg")
+    code, out, err = run_cli(capsys, "scan", run, tmp_path / "p.jpg", "--out", tmp_path / "scans")
+    assert code == 0 and "using model.tflite, the run's fastest checked export" in err
+    summary = json.loads((tmp_path / "scans" / "p.jpg" / "summary.json").read_text())
+    assert summary["model"].endswith("model.tflite")
+
+
+def test_missing_imagenet_weights_name_the_file_keras_home_and_the_way_out(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # A fresh process: Keras reads KERAS_HOME once, when it is imported.
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "empty-home")}
+    done = subprocess.run([sys.executable, "-m", "crackscan.cli", "demo", "--out", str(tmp_path / "demo")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    code, err = done.returncode, done.stderr
+    assert code == 2, err
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5" in err
+    assert "KERAS_HOME" in err and "--weights none" in err
+    assert not (tmp_path / "demo").exists()  # checked before any data was made

@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import settings, synth
+from . import runs, settings, synth
 from .data import list_image_files
 from .errors import CrackscanError
 from .evaluate import evaluate, format_metrics
 from .export import export
-from .predict import Failure, load
+from .model import build_backbone
+from .predict import Failure, describe_model, load
 from .progress import progress_bar
 from .scan import scan_many
 from .server import serve
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="HTTP API and web page for crack checks")
     serve.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
     settings.add_arguments(serve, settings.SERVE_SETTINGS)
+
+    info = commands.add_parser("info", help="what a model or run carries: format, classes, sizes, metrics")
+    info.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
+    info.add_argument("--format", default="text", choices=("text", "json"))
 
     demo = commands.add_parser("demo", help="make a synthetic dataset, train on it, evaluate, plot")
     demo.add_argument("--out", type=Path, default=Path("crackscan-demo"), help="folder for the data and the run")
@@ -214,8 +219,14 @@ class _PredictionWriter:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+
+    def step(line: str) -> None:
+        print(f"[{time.perf_counter() - started:5.1f} s] {line} ...", file=sys.stderr, flush=True)
+
     result = export(args.model, args.format, int8=args.int8, calibration=args.calibration, out=args.out,
-                    check=args.check, force=args.force, **settings.resolved(args, settings.EXPORT_SETTINGS))
+                    check=args.check, force=args.force, on_step=step,
+                    **settings.resolved(args, settings.EXPORT_SETTINGS))
     c = result.check
     kind = f"{args.format} {'int8' if args.int8 else 'float'}"
     print(f"checked on {c['images']} real images against the Keras model: max crack-probability difference "
@@ -225,9 +236,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_for_inference(model: Path) -> Path:
+    """A run folder's fastest checked export (said on stderr); any other path as given."""
+    chosen = runs.fastest_model(model)
+    if model.is_dir() and chosen.suffix != ".keras":
+        print(f"crackscan: using {chosen.name}, the run's fastest checked export (pass {model}/model.keras for "
+              "the Keras model)", file=sys.stderr)
+    return chosen
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS))
-    outcome = scan_many(args.model, args.photos, args.out, **options, force=args.force, progress=_show_progress(),
+    outcome = scan_many(_model_for_inference(args.model), args.photos, args.out, **options, force=args.force, progress=_show_progress(),
                         on_failure=_report_skipped, on_line=print)
     if outcome.resumed:
         count = len(outcome.resumed)
@@ -247,7 +267,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def announce(url: str) -> None:
         print(f"crackscan serving {args.model} on {url} (API docs at {url}docs); Ctrl-C stops", file=sys.stderr)
 
-    serve(args.model, announce=announce, **options)
+    serve(_model_for_inference(args.model), announce=announce, **options)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    described = describe_model(args.model)
+    if args.format == "json":
+        print(json.dumps(described, indent=2))
+        return 0
+    for key, value in described.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for inner, shown in value.items():
+                print(f"  {inner}: {shown}")
+        else:
+            print(f"{key}: {value}")
     return 0
 
 
@@ -258,6 +293,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = args.out / "data"
     if data.exists() and not args.force:
         raise CrackscanError(f"{args.out} already holds a demo: pass --force to make it again")
+    build_backbone(TrainConfig(weights=args.weights))  # missing weights: say so now, not after making data
     print(f"making {2 * args.per_class} synthetic concrete patches in {data} ...", file=sys.stderr)
     synth.make_dataset(data, per_class=args.per_class, seed=0)
     run = train(data, args.out / "run", TrainConfig(weights=args.weights), progress=_show_progress(), force=True)
@@ -269,7 +305,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan, "serve": cmd_serve,
+COMMANDS = {"info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan, "serve": cmd_serve,
             "demo": cmd_demo}
 
 if __name__ == "__main__":

@@ -111,14 +111,16 @@ def export(
     check_images: int = 1000,
     seed: int = 0,
     force: bool = False,
+    on_step: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Exports a run or .keras model to LiteRT or ONNX, float or int8, and checks it.
 
     The export is compared with the Keras model on real labelled images (the run's held-out
     val/test split, or ``check``) before it is written: a float export must agree within
     1e-4 in crack probability, an int8 export on at least 99.5% of labels. An existing
-    file is replaced only with ``force``.
+    file is replaced only with ``force``. ``on_step`` hears a line as each step starts.
     """
+    step = on_step or (lambda line: None)
     started = time.perf_counter()
     if format not in FORMATS:
         raise CrackscanError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -135,6 +137,7 @@ def export(
         _require_onnx_exporter()
     keras_model, info = load_keras_model(keras_path)
 
+    step(f"reading up to {check_images} labelled images to check the export on")
     check_set = _check_images(run_dir, check, info, check_images, seed)
     if int8:
         if calibration is not None:
@@ -146,6 +149,7 @@ def export(
         calibration_files = _sample(calibration_files, calibration_images, seed)
         if not calibration_files:
             raise CrackscanError("no calibration images found")
+        step(f"reading {len(calibration_files)} calibration images")
         calibration_pixels, _ = read_labelled([Sample(path, -1) for path in calibration_files], info.input_size)
 
         def batches() -> Iterable[np.ndarray]:
@@ -155,15 +159,18 @@ def export(
     with tempfile.TemporaryDirectory(prefix="crackscan-export-") as scratch:
         scratch = Path(scratch)
         if format == "litert":
+            step(f"converting to LiteRT {'int8, calibrating' if int8 else 'float'} (the slow step: ~15-60 s)")
             content = attach_litert_metadata(keras_to_litert(keras_model, batches if int8 else None), info)
             candidate = write_bytes(scratch / "model.tflite", content)
             runner: Any = LiteRTRunner(content)
         else:
+            step(f"converting to ONNX{' and quantizing to int8' if int8 else ''} (the slow step: ~15-60 s)")
             candidate = keras_to_onnx(keras_model, scratch / "float.onnx")
             if int8:
                 candidate = quantize_onnx_int8(candidate, scratch / "int8.onnx", batches)
             attach_onnx_metadata(candidate, info)
             runner = OnnxRunner(candidate)
+        step(f"checking the export against the Keras model on {len(check_set[1])} images")
         report = compare_with_keras(KerasRunner(keras_model), runner, check_set, info, int8)
         if not report["passed"]:
             raise CrackscanError(_failure_message(report, int8, _kept_last_epoch(run_dir)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -124,16 +125,29 @@ def build_backbone(config: TrainConfig) -> Any:
             raise CrackscanError(f"backbone weights file not found: {weights}")
     shape = (config.image_size, config.image_size, 3)
     try:
-        return keras.applications.MobileNetV2(
-            input_shape=shape, alpha=config.alpha, include_top=False, weights=weights
-        )
+        with warnings.catch_warnings():
+            # "Weights for input shape (224, 224) will be loaded" for sizes Keras has no file
+            # of: the backbone is fully convolutional, so those weights are the right ones.
+            warnings.filterwarnings("ignore", message=".*input_shape is undefined or non-square.*")
+            return keras.applications.MobileNetV2(
+                input_shape=shape, alpha=config.alpha, include_top=False, weights=weights
+            )
     except Exception as error:  # Keras reports download and file problems in many types
         if weights == "imagenet":
             raise CrackscanError(
-                "cannot get the ImageNet MobileNetV2 weights (Keras downloads them once into "
-                f"~/.keras/models; offline, pass --weights FILE): {_first_line(error)}"
+                f"cannot get the ImageNet MobileNetV2 weights: Keras looks for {imagenet_weights_path(config)} "
+                "and downloads it there once when it is missing (set KERAS_HOME to use another folder); "
+                "offline, put the file there, pass --weights FILE.h5, or --weights none for random "
+                f"weights ({_first_line(error)})"
             ) from None
         raise CrackscanError(f"cannot load backbone weights {weights}: {_first_line(error)}") from None
+
+
+def imagenet_weights_path(config: TrainConfig) -> Path:
+    """Where Keras keeps (or would download) the ImageNet weights for ``config``'s backbone."""
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    rows = config.image_size if config.image_size in (96, 128, 160, 192, 224) else 224
+    return home / "models" / f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(config.alpha)}_{rows}_no_top.h5"
 
 
 def save_keras_model(model: Any, path: Path, info: ModelInfo) -> Path:
@@ -146,8 +160,8 @@ def save_keras_model(model: Any, path: Path, info: ModelInfo) -> Path:
     return path
 
 
-def load_keras_model(path: str | os.PathLike) -> tuple[Any, ModelInfo]:
-    path = Path(path)
+def read_keras_metadata(path: Path) -> ModelInfo:
+    """The crackscan metadata inside a .keras archive, without loading the model."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -157,13 +171,17 @@ def load_keras_model(path: str | os.PathLike) -> tuple[Any, ModelInfo]:
                 raise CrackscanError(
                     f"{path} is a Keras model but not a crackscan one (no class names or input size in it)"
                 )
-            info = ModelInfo.from_json(archive.read(METADATA_NAME), str(path))
+            return ModelInfo.from_json(archive.read(METADATA_NAME), str(path))
     except zipfile.BadZipFile:
         raise CrackscanError(f"{path} is not a Keras model file (not a .keras archive)") from None
     except OSError as error:
         raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
-    keras = _tf.keras()
 
+
+def load_keras_model(path: str | os.PathLike) -> tuple[Any, ModelInfo]:
+    path = Path(path)
+    info = read_keras_metadata(path)
+    keras = _tf.keras()
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # a damaged archive surfaces as many error types

@@ -8,6 +8,7 @@ the classes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 from . import runs
 from .data import ImageReadError, ImageSource, iter_batches, load_for_model
 from .model import ModelInfo
-from .runtime import DEFAULT_BATCH_SIZE, cpu_threads, open_model
+from .runtime import DEFAULT_BATCH_SIZE, cpu_threads, open_model, read_model_info
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -130,3 +131,35 @@ def load(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_thre
     """Loads a .keras, .tflite or .onnx model (or a run folder) as a Predictor."""
     opened = open_model(runs.model_path(path), batch_size, num_threads)
     return Predictor(opened.runner, opened.info, opened.path, opened.format)
+
+
+def describe_model(path: str | os.PathLike) -> dict[str, Any]:
+    """What a model file carries, and for a run folder its figures and exports."""
+    model = runs.model_path(path)
+    info, fmt = read_model_info(model)
+    described: dict[str, Any] = {
+        "model": str(model), "format": fmt, "file_size_mb": round(model.stat().st_size / 1e6, 2),
+        "classes": ", ".join(info.class_names), "positive_class": info.positive_class,
+        "input_size": info.input_size, "patch_size": info.patch_size,
+        "backbone": f"{info.backbone} alpha {info.alpha}", "made_by": f"crackscan {info.crackscan_version or '?'}",
+    }
+    run = runs.folder_of(path)
+    if run is not None:
+        described["run"] = run_summary(run)
+    return described
+
+
+def run_summary(run: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {"folder": str(run)}
+    summary: dict[str, Any] = {"folder": str(run), "data": str(runs.data_root(run))}
+    for part in ("test", "val"):
+        figures = metrics.get(part) or {}
+        if figures.get("count"):
+            summary[f"{part}_accuracy"] = f"{100 * figures['accuracy']:.2f}% of {figures['count']} images"
+    if "best_epoch" in metrics:
+        summary["kept_epoch"] = f"{metrics['best_epoch']} of {metrics.get('epochs_run', '?')} run"
+    summary["exports"] = ", ".join(name for name in runs.EXPORTS_BY_SPEED if (run / name).is_file()) or "none"
+    return summary

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _tf
 from .errors import CrackscanError, MissingDependencyError
-from .model import METADATA_NAME, ModelInfo, load_keras_model
+from .model import METADATA_NAME, ModelInfo, load_keras_model, read_keras_metadata
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -247,6 +247,20 @@ class OpenModel:
     info: ModelInfo
     path: Path
     format: str
+
+
+def read_model_info(path: str | os.PathLike) -> tuple[ModelInfo, str]:
+    """A model file's metadata and format, without building a runner (no TensorFlow)."""
+    path = Path(path)
+    fmt = FORMAT_OF_SUFFIX.get(path.suffix.lower())
+    if fmt == "keras":
+        return read_keras_metadata(path), fmt
+    if fmt == "litert":
+        try:
+            return read_litert_metadata(path.read_bytes(), path), fmt
+        except OSError as error:
+            raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
+    return open_model(path).info, fmt or "unknown"
 
 
 def open_model(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
