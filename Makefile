@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crackscan-installed
 
-.PHONY: demo test test-fast bench-train clean
+.PHONY: demo test test-slow test-all bench-train clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,12 +15,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/crackscan demo --force
 
+# Everything but the slow tier: tiny images and models, the server, the browser page.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
-
-# Unit tests only: seconds, no real-data training.
-test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Real-data training and accuracy, ONNX conversion, LiteRT embedding: minutes. CI runs both.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: test test-slow
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py

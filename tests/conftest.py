@@ -77,6 +77,34 @@ def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory, weigh
     return crackscan.train(tiny_dataset, tmp_path_factory.mktemp("runs") / "tiny", weights=weights, **TINY_SETTINGS)
 
 
+class Exports(dict):
+    """A run's exports, each made once, when a test first asks for it: (format, int8) -> result."""
+
+    def __init__(self, run, folder: Path):
+        super().__init__()
+        self.run, self.folder = run, folder
+
+    def __missing__(self, key):
+        from crackscan.export import export
+
+        fmt, int8 = key
+        suffix = ".tflite" if fmt == "litert" else ".onnx"
+        self[key] = export(self.run.path, fmt, int8=int8, out=self.folder / f"m{'-int8' if int8 else ''}{suffix}")
+        return self[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Exports:
+    return Exports(tiny_run, tmp_path_factory.mktemp("tiny-exports"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_exports) -> Path:
+    """The tiny run's float LiteRT export: for tests of scanning and surveys, where the model's
+    format is not the point, it loads in milliseconds where model.keras takes seconds."""
+    return tiny_exports["litert", False].path
+
+
 def write_image(path: Path, array: np.ndarray, **save_args) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **save_args)

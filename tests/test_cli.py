@@ -1,6 +1,7 @@
 """The CLI end to end, in-process on tiny data: output, formats and one-line errors."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -112,7 +113,7 @@ def test_info_shows_what_a_model_and_its_run_carry(capsys, tiny_run):
     assert json.loads(out)["patch_size"] == 96
 
 
-def test_scan_and_serve_take_a_runs_fastest_export_and_say_so(capsys, tiny_run, tmp_path):
+def test_scan_and_serve_take_a_runs_fastest_export_and_say_so(capsys, tiny_run, tiny_model, tmp_path):
     import numpy as np
     from PIL import Image
 
@@ -121,9 +122,14 @@ def test_scan_and_serve_take_a_runs_fastest_export_and_say_so(capsys, tiny_run, 
     run = tmp_path / "run"
     shutil.copytree(tiny_run.path, run)
     assert runs.fastest_model(run) == run / "model.keras"
-    code, _, err = run_cli(capsys, "export", run, "--format", "litert")
-    assert code == 0 and "converting to LiteRT float" in err and "checking the export" in err
+    shutil.copy(tiny_model, run / "model.tflite")  # as `crackscan export RUN --format litert` writes it
     assert runs.fastest_model(run) == run / "model.tflite"
+    shutil.copy(tiny_model, run / "model.int8.tflite")
+    later = (run / "model.int8.tflite").stat().st_mtime + 10
+    os.utime(run / "model.keras", (later, later))  # the model is now newer than both exports: they are stale
+    assert runs.fastest_model(run) == run / "model.keras"
+    shutil.copy(tiny_model, run / "model.tflite")
+    os.utime(run / "model.tflite", (later + 1, later + 1))
     Image.fromarray(synth.make_photo(np.random.default_rng(1), 300, 200)).save(tmp_path / "p.jpg")
     code, out, err = run_cli(capsys, "scan", run, tmp_path / "p.jpg", "--out", tmp_path / "scans")
     assert code == 0 and "using model.tflite, the run's fastest checked export" in err

@@ -8,17 +8,14 @@ from crackscan import CrackscanError
 from crackscan.cli import main
 from crackscan.export import export
 
-FORMATS = [("litert", False), ("litert", True), ("onnx", False), ("onnx", True)]
+# ONNX conversion (tf2onnx) takes ~15 s a model: those run in the slow tier, which CI runs.
+FORMATS = [("litert", False), ("litert", True),
+           pytest.param("onnx", False, marks=pytest.mark.slow), pytest.param("onnx", True, marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports")
-    results = {}
-    for fmt, int8 in FORMATS:
-        suffix = ".tflite" if fmt == "litert" else ".onnx"
-        results[fmt, int8] = export(tiny_run.path, fmt, int8=int8, out=out / f"m{'-int8' if int8 else ''}{suffix}")
-    return results
+def exported(tiny_exports):
+    return tiny_exports
 
 
 @pytest.mark.parametrize("fmt, int8", FORMATS)
@@ -63,6 +60,7 @@ def test_output_suffix_must_match_the_format(tiny_run, tmp_path):
         export(tiny_run.path, "onnx", out=tmp_path / "model.tflite")
 
 
+@pytest.mark.slow  # a whole conversion, to be refused
 def test_failed_check_writes_nothing(tiny_run, tmp_path, monkeypatch):
     import importlib
 
@@ -79,8 +77,9 @@ def test_export_cli_and_predict_with_the_export(capsys, tiny_run, tiny_dataset, 
     target = tmp_path / "cli.int8.tflite"
     assert main(["export", str(tiny_run.path), "--format", "litert", "--int8", "--calibration",
                  str(tiny_dataset), "--out", str(target)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "label agreement" in out and str(target) in out
+    assert "converting to LiteRT int8, calibrating" in err and "checking the export" in err  # progress
     assert main(["predict", str(target), str(tiny_dataset / "Positive" / "00001.jpg"), "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith(str(tiny_dataset / "Positive" / "00001.jpg"))
     assert main(["evaluate", str(target), str(tiny_dataset)]) == 0

@@ -48,18 +48,18 @@ def photo(path: Path, seed: int, width: int = 500, height: int = 300, cracks: in
 
 # ---- 1. a one-byte-corrupt image never aborts a command ------------------------------------
 
-def test_predict_skips_a_header_damaged_png_and_predicts_the_rest(capsys, tiny_run, tiny_dataset, tmp_path):
+def test_predict_skips_a_header_damaged_png_and_predicts_the_rest(capsys, tiny_model, tiny_dataset, tmp_path):
     good = tiny_dataset / "Positive" / "00001.jpg"
-    code, out, err = run_cli(capsys, "predict", tiny_run.path, good, damaged_png(tmp_path / "bad.png"))
+    code, out, err = run_cli(capsys, "predict", tiny_model, good, damaged_png(tmp_path / "bad.png"))
     assert code == 1 and "Traceback" not in err
     assert "bad.png: truncated or corrupt image" in err
     assert str(good) in out
 
 
-def test_scan_skips_a_damaged_photo_and_scans_the_rest(capsys, tiny_run, tmp_path):
+def test_scan_skips_a_damaged_photo_and_scans_the_rest(capsys, tiny_model, tmp_path):
     photo(tmp_path / "photos" / "a.jpg", 1)
     damaged_png(tmp_path / "photos" / "b.png")
-    code, out, err = run_cli(capsys, "scan", tiny_run.path, tmp_path / "photos", "--out", tmp_path / "scans")
+    code, out, err = run_cli(capsys, "scan", tiny_model, tmp_path / "photos", "--out", tmp_path / "scans")
     assert code == 1 and "b.png" in err and "corrupt" in err
     assert (tmp_path / "scans" / "a.jpg" / "summary.json").is_file()
 
@@ -79,13 +79,13 @@ def test_training_skips_damaged_and_non_utf8_named_files(tmp_path, weights):
 
 # ---- 2. two photos never share an output folder --------------------------------------------
 
-def test_photos_with_the_same_stem_or_flattened_path_get_their_own_folders(capsys, tiny_run, tmp_path):
+def test_photos_with_the_same_stem_or_flattened_path_get_their_own_folders(capsys, tiny_model, tmp_path):
     photos = tmp_path / "photos"
     photo(photos / "wall.jpg", 1, cracks=0)
     photo(photos / "wall.png", 2, cracks=3)
     photo(photos / "x" / "y.jpg", 3)
     photo(photos / "x__y.jpg", 4)
-    code, out, err = run_cli(capsys, "scan", tiny_run.path, photos, "--out", tmp_path / "scans")
+    code, out, err = run_cli(capsys, "scan", tiny_model, photos, "--out", tmp_path / "scans")
     assert code == 0, err
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "scans").rglob("summary.json")]
     assert sorted(Path(s["photo"]).relative_to(photos).as_posix() for s in summaries) == [
@@ -95,11 +95,11 @@ def test_photos_with_the_same_stem_or_flattened_path_get_their_own_folders(capsy
         assert len(list(csv.DictReader(handle))) == 4
 
 
-def test_the_survey_folder_inside_the_photo_folder_is_not_scanned(capsys, tiny_run, tmp_path):
+def test_the_survey_folder_inside_the_photo_folder_is_not_scanned(capsys, tiny_model, tmp_path):
     photos = tmp_path / "photos"
     photo(photos / "a.jpg", 1)
     for _ in range(2):
-        code, out, err = run_cli(capsys, "scan", tiny_run.path, photos, "--out", photos / "scans")
+        code, out, err = run_cli(capsys, "scan", tiny_model, photos, "--out", photos / "scans")
         assert code == 0, err
     assert [p.parent.name for p in (photos / "scans").rglob("summary.json")] == ["a.jpg"]
 
@@ -111,9 +111,9 @@ def test_the_survey_folder_inside_the_photo_folder_is_not_scanned(capsys, tiny_r
     (lambda path: path.write_text(""), "damaged"),
     (lambda path: path.with_name("overlay.png").unlink(), "incomplete"),
 ])
-def test_a_damaged_earlier_result_is_scanned_again(capsys, tiny_run, tmp_path, damage, reason):
+def test_a_damaged_earlier_result_is_scanned_again(capsys, tiny_model, tmp_path, damage, reason):
     photo(tmp_path / "photos" / "a.jpg", 1)
-    args = ("scan", tiny_run.path, tmp_path / "photos", "--out", tmp_path / "scans")
+    args = ("scan", tiny_model, tmp_path / "photos", "--out", tmp_path / "scans")
     assert run_cli(capsys, *args)[0] == 0
     tiles = json.loads((tmp_path / "scans" / "a.jpg" / "summary.json").read_text())["tiles"]
     damage(tmp_path / "scans" / "a.jpg" / "summary.json")
@@ -123,17 +123,17 @@ def test_a_damaged_earlier_result_is_scanned_again(capsys, tiny_run, tmp_path, d
     assert json.loads((tmp_path / "scans" / "a.jpg" / "summary.json").read_text())["tiles"] == tiles
 
 
-def test_other_settings_redo_the_photos_and_summary_holds_one_setting(capsys, tiny_run, tmp_path):
+def test_other_settings_redo_the_photos_and_summary_holds_one_setting(capsys, tiny_model, tmp_path):
     photo(tmp_path / "photos" / "a.jpg", 1)
     photo(tmp_path / "photos" / "b.jpg", 2)
     out_dir = tmp_path / "scans"
-    run_cli(capsys, "scan", tiny_run.path, tmp_path / "photos", "--out", out_dir, "--threshold", "0.5")
-    code, out, _ = run_cli(capsys, "scan", tiny_run.path, tmp_path / "photos", "--out", out_dir, "--threshold", "0.9")
+    run_cli(capsys, "scan", tiny_model, tmp_path / "photos", "--out", out_dir, "--threshold", "0.5")
+    code, out, _ = run_cli(capsys, "scan", tiny_model, tmp_path / "photos", "--out", out_dir, "--threshold", "0.9")
     assert code == 0 and "scanned before with other settings" in out and out.count("threshold 0.5 -> 0.9") == 2
     thresholds = {json.loads(p.read_text())["threshold"] for p in out_dir.rglob("summary.json")}
     assert thresholds == {0.9}
     assert json.loads((out_dir / "survey.json").read_text())["threshold"] == 0.9
-    code, out, _ = run_cli(capsys, "scan", tiny_run.path, tmp_path / "photos" / "b.jpg", "--out", out_dir,
+    code, out, _ = run_cli(capsys, "scan", tiny_model, tmp_path / "photos" / "b.jpg", "--out", out_dir,
                            "--threshold", "0.9")
     assert "1 photo already scanned" in out  # a part of the survey lands in the same folders
 

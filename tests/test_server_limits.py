@@ -155,12 +155,12 @@ def test_well_formed_requests_still_work_after_the_hostile_ones(server, tiny_dat
     assert answer.status_code == 200 and answer.json()["results"][0]["label"] in ("Positive", "Negative")
 
 
-def test_a_taken_port_is_a_one_line_error(capsys, tiny_run):
+def test_a_taken_port_is_a_one_line_error(capsys, tiny_model):
     from crackscan.cli import main
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        code = main(["serve", str(tiny_run.path), "--port", str(taken.getsockname()[1])])
+        code = main(["serve", str(tiny_model), "--port", str(taken.getsockname()[1])])
     err = capsys.readouterr().err
     assert code == 2 and "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1

@@ -102,6 +102,7 @@ def test_same_seed_same_split_and_model(tiny_dataset, tmp_path, weights):
     assert first.metrics["val"]["loss"] == pytest.approx(second.metrics["val"]["loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # converts the backbone to LiteRT: ~15 s
 def test_keras_and_litert_embeddings_train_the_same_model(tiny_dataset, tmp_path, weights):
     settings = dict(TINY_SETTINGS, epochs=2, weights=weights)
     by_keras = crackscan.train(tiny_dataset, tmp_path / "k", embedding_backend="keras", **settings)
@@ -138,6 +139,7 @@ def test_evaluating_on_other_classes_is_a_clear_error(tiny_run, tiny_dataset, tm
         crackscan.export(tiny_run.path, "litert", check=tmp_path, out=tmp_path / "m.tflite")
 
 
+@pytest.mark.slow  # builds and trains twice at full size
 def test_backbone_weights_from_a_local_file_match_imagenet(tiny_dataset, tmp_path, offline_keras):
     if offline_keras is None:
         pytest.skip("needs ../shared/keras-home")

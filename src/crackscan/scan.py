@@ -32,11 +32,13 @@ OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel p
 MIN_TILE, MAX_TILE_SIDE = 16, 8192
 # A 150 MP photo at the default 227 px tile is ~2,900 tiles; at half-tile stride ~11,600.
 MAX_TILES = 1_000_000
-TILE_FIELDS = ("x", "y", "width", "height", "crack_probability", "label")
+TILE_FIELDS = ("row", "col", "x", "y", "width", "height", "crack_probability", "label")
 
 
 @dataclasses.dataclass(frozen=True)
 class Tile:
+    row: int  # the tile's place in the grid, counted from the top left
+    col: int
     x: int
     y: int
     width: int
@@ -71,7 +73,7 @@ class ScanResult:
             writer = csv.writer(handle)
             writer.writerow(TILE_FIELDS)
             for t in self.tiles:
-                writer.writerow([t.x, t.y, t.width, t.height, f"{t.crack_probability:.6f}", t.label])
+                writer.writerow([t.row, t.col, t.x, t.y, t.width, t.height, f"{t.crack_probability:.6f}", t.label])
         with atomic_path(folder / "overlay.png") as temporary:
             self.overlay().save(temporary, compress_level=1)
         # summary.json last: a complete one marks the photo as done when a survey resumes.
@@ -121,6 +123,7 @@ def scan(
         raise LimitExceeded(f"{width}x{height} px at tile {tile} and stride {stride} makes {count:,} tiles, over the "
                             f"limit of {limit:,} per photo: choose a larger stride or tile")
     boxes = [(x, y, min(tile, width), min(tile, height)) for y in ys for x in xs]
+    grid = [(row, col) for row in range(len(ys)) for col in range(len(xs))]
 
     size = predictor.input_size
     scale = size / tile
@@ -136,8 +139,8 @@ def scan(
             progress.update(len(chunk))
     positive, names = predictor.info.positive_class, predictor.class_names
     negative = next(n for n in names if n != positive)
-    tiles = [Tile(x, y, w, h, float(p), positive if p >= threshold else negative)
-             for (x, y, w, h), p in zip(boxes, probabilities)]
+    tiles = [Tile(row, col, x, y, w, h, float(p), positive if p >= threshold else negative)
+             for (row, col), (x, y, w, h), p in zip(grid, boxes, probabilities)]
     summary = {
         "photo": _name(photo),
         "width": width,
@@ -146,6 +149,8 @@ def scan(
         "stride": stride,
         "threshold": threshold,
         "tiles": len(tiles),
+        "rows": len(ys),
+        "cols": len(xs),
         "cracked_tiles": int(np.sum(probabilities >= threshold)),
         "cracked_area_fraction": cracked_area_fraction(tiles, width, height, positive),
         "max_crack_probability": float(probabilities.max()) if len(probabilities) else 0.0,
@@ -194,7 +199,8 @@ def cracked_area_fraction(tiles: Sequence[Tile], width: int, height: int, positi
 
 
 def draw_overlay(pixels: np.ndarray, tiles: Sequence[Tile], summary: dict[str, Any], max_side: int) -> Image.Image:
-    """The photo, cracked tiles shaded red by crack probability and outlined, with a legend."""
+    """The photo, cracked tiles shaded red by crack probability and outlined, and below it a
+    legend strip: below, not on the photo, where it would hide cracks on a small photo."""
     height, width = pixels.shape[:2]
     factor = min(1.0, max_side / max(width, height))
     if factor < 1:
@@ -207,46 +213,52 @@ def draw_overlay(pixels: np.ndarray, tiles: Sequence[Tile], summary: dict[str, A
         if t.crack_probability < threshold:
             continue
         box = (t.x * factor, t.y * factor, (t.x + t.width) * factor - 1, (t.y + t.height) * factor - 1)
-        strength = (t.crack_probability - threshold) / (1 - threshold)
-        draw.rectangle(box, fill=(230, 30, 30, int(35 + 85 * strength)), outline=(255, 40, 40, 230), width=2)
-    composed = Image.alpha_composite(base, shade)
-    _draw_legend(composed, summary)
-    return composed.convert("RGB")
+        draw.rectangle(box, fill=(*CRACK_RGB, _shade_alpha(t.crack_probability, threshold)), outline=(255, 40, 40, 230),
+                       width=2)
+    photo = Image.alpha_composite(base, shade).convert("RGB")
+    return _with_legend_strip(photo, summary)
 
 
-def _draw_legend(image: Image.Image, summary: dict[str, Any]) -> None:
-    draw = ImageDraw.Draw(image)
-    font_size = max(12, image.width // 70)
+CRACK_RGB = (230, 30, 30)
+
+
+def _shade_alpha(probability: float, threshold: float) -> int:
+    strength = (probability - threshold) / (1 - threshold)
+    return int(35 + 85 * strength)
+
+
+def _with_legend_strip(photo: Image.Image, summary: dict[str, Any]) -> Image.Image:
+    """The photo with a white strip below it: the figures and the shading's colour ramp,
+    with text sized to the photo's width so that it reads the same at any size."""
+    font_size = max(11, min(28, photo.width // 45))
     try:
         font = ImageFont.load_default(size=font_size)
     except TypeError:  # Pillow without FreeType sizes
         font = ImageFont.load_default()
-    lines = [
-        f"cracked tiles: {summary['cracked_tiles']} of {summary['tiles']}"
-        f" ({100 * summary['cracked_area_fraction']:.1f}% of area)",
-        f"highest crack probability: {summary['max_crack_probability']:.2f}",
-    ]
-    pad = font_size // 2
-    ramp_h = font_size
-    text_w = max(draw.textlength(line, font=font) for line in lines)
-    box_w = int(text_w + 2 * pad)
-    box_h = int(len(lines) * (font_size + pad) + ramp_h + 3 * pad + font_size)
-    x0, y0 = pad, image.height - box_h - pad
-    draw.rectangle((x0, y0, x0 + box_w, y0 + box_h), fill=(255, 255, 255, 255), outline=(0, 0, 0, 255))
-    y = y0 + pad
-    for line in lines:
-        draw.text((x0 + pad, y), line, fill=(0, 0, 0, 255), font=font)
-        y += font_size + pad
-    ramp_w = box_w - 2 * pad
+    pad = max(4, font_size // 2)
     threshold = summary["threshold"]
+    lines = [
+        f"cracked tiles: {summary['cracked_tiles']} of {summary['tiles']} "
+        f"({100 * summary['cracked_area_fraction']:.1f}% of area); highest crack probability "
+        f"{summary['max_crack_probability']:.2f}",
+        f"shading: crack probability from {threshold:.2f} (light) to 1.00 (dark)",
+    ]
+    ramp_h = font_size
+    strip_h = len(lines) * (font_size + pad) + ramp_h + 3 * pad
+    composed = Image.new("RGB", (photo.width, photo.height + strip_h), (255, 255, 255))
+    composed.paste(photo, (0, 0))
+    draw = ImageDraw.Draw(composed)
+    y = photo.height + pad
+    for line in lines:
+        draw.text((pad, y), line, fill=(0, 0, 0), font=font)
+        y += font_size + pad
+    ramp_w = max(1, min(photo.width - 2 * pad, 40 * font_size))
     for i in range(ramp_w):
-        strength = i / max(1, ramp_w - 1)
-        alpha = (35 + 85 * strength) / 255
-        colour = tuple(int(255 * (1 - alpha) + c * alpha) for c in (230, 30, 30))
-        draw.line((x0 + pad + i, y, x0 + pad + i, y + ramp_h), fill=(*colour, 255))
-    y += ramp_h + 2
-    draw.text((x0 + pad, y), f"crack p {threshold:.2f}", fill=(0, 0, 0, 255), font=font)
-    draw.text((x0 + pad + ramp_w - draw.textlength("1.00", font=font), y), "1.00", fill=(0, 0, 0, 255), font=font)
+        alpha = _shade_alpha(threshold + (1 - threshold) * i / max(1, ramp_w - 1), threshold) / 255
+        colour = tuple(int(255 * (1 - alpha) + c * alpha) for c in CRACK_RGB)
+        draw.line((pad + i, y, pad + i, y + ramp_h), fill=colour)
+    draw.rectangle((pad, y, pad + ramp_w, y + ramp_h), outline=(0, 0, 0))
+    return composed
 
 
 SURVEY_MANIFEST = "survey.json"
@@ -333,12 +345,12 @@ def scan_many(
     with a line through ``on_line`` saying why (``force`` redoes all). An unreadable photo
     is reported through ``on_failure(path, reason)`` and skipped; the rest go on.
     """
-    predictor = model if isinstance(model, Predictor) else load(model)
-    tile, stride = scan_geometry(predictor, tile, stride)
-    check_threshold(threshold)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CrackscanError(f"--out {out} is a file: name a folder for the survey")
+    check_threshold(threshold)
+    predictor = model if isinstance(model, Predictor) else load(model)
+    tile, stride = scan_geometry(predictor, tile, stride)
     say = on_line or (lambda line: None)
     photos = survey_photos(inputs, out)
     settings = {"model": str(predictor.path) if predictor.path else None,

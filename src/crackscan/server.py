@@ -167,7 +167,11 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
             except CrackscanError as error:
                 raise refusal(error) from None
         result.summary["photo"] = name
-        answer: dict[str, Any] = {"summary": result.summary, "tiles": [t.__dict__ for t in result.tiles]}
+        info = predictor.info
+        answer: dict[str, Any] = {
+            "summary": result.summary, "tiles": [t.__dict__ for t in result.tiles],
+            "positive_class": info.positive_class,
+            "negative_class": next(name for name in info.class_names if name != info.positive_class)}
         if overlay_png is not None:
             answer["overlay_png_base64"] = overlay_png
         return answer
