@@ -35,3 +35,23 @@ def test_roc_auc_matches_pairwise_definition_with_ties():
     expected = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
     assert roc_auc(positive, scores) == pytest.approx(expected)
     assert roc_auc(np.array([True, True]), np.array([0.1, 0.2])) is None
+
+
+def test_a_mistake_by_a_hair_is_not_shown_as_exactly_the_threshold():
+    from crackscan.plots import crack_probability_text
+
+    assert crack_probability_text(0.4996) == "<0.500" and crack_probability_text(0.5004) == ">0.500"
+    assert crack_probability_text(0.5) == "0.500" and crack_probability_text(0.9871) == "0.987"
+
+
+def test_every_option_has_help_and_every_command_examples():
+    import argparse
+
+    from crackscan.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert "examples:" in sub.format_help(), name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help text"

@@ -33,12 +33,36 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
     return config.replace(**settings.given(args, settings.TRAIN_SETTINGS))
 
 
+EXAMPLES = {
+    "train": ["crackscan train concrete/ --out runs/first",
+              "crackscan train concrete/ --out runs/small --image-size 96 --alpha 0.35 --split 80:10:10",
+              "crackscan train concrete/ --out runs/origin --epochs 10 --learning-rate 1e-4 --batch-size 16 --patience 0"],
+    "evaluate": ["crackscan evaluate runs/first concrete/ --split test",
+                 "crackscan evaluate runs/first other-site/ --out runs/first   # -> runs/first/evaluations/other-site-all/"],
+    "predict": ["crackscan predict runs/first photos/ 'more/*.jpg'",
+                "crackscan predict runs/first/model.int8.tflite patch.png --format json"],
+    "export": ["crackscan export runs/first --format litert --int8   # -> runs/first/model.int8.tflite",
+               "crackscan export runs/first --format onnx --out model.onnx"],
+    "scan": ["crackscan scan runs/first site-photos/ --out scans/",
+             "crackscan scan runs/first/model.int8.tflite wall.jpg --out scans/ --threshold 0.7 --stride 113"],
+    "serve": ["crackscan serve runs/first   # then open http://127.0.0.1:8000/",
+              "crackscan serve runs/first --host 0.0.0.0 --port 8080 --max-upload-mb 50"],
+    "info": ["crackscan info runs/first", "crackscan info model.int8.tflite --format json"],
+    "demo": ["crackscan demo", "crackscan demo --out /tmp/demo --weights none   # offline, random backbone"],
+}
+
+
+def _examples(command: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crackscan", description="Find cracks in photos of concrete.")
-    parser.add_argument("--version", action="version", version=f"crackscan {__version__}")
+    parser.add_argument("--version", action="version", version=f"crackscan {__version__}", help="print the version")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a crack classifier on a folder of class folders")
+    train = commands.add_parser("train", help="train a crack classifier on a folder of class folders", epilog=_examples("train"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("data", type=Path, help="folder with one subfolder per class, e.g. Positive/ and Negative/")
     train.add_argument("--out", type=Path, help="run folder to write (default runs/YYYYmmdd-HHMMSS)")
     train.add_argument("--force", action="store_true", help="replace a finished run already in --out")
@@ -46,24 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--config", type=Path, help="a config.json (e.g. from an earlier run) to start from")
     settings.add_arguments(group, settings.TRAIN_SETTINGS)
 
-    evaluate = commands.add_parser("evaluate", help="measure a model on a labelled folder")
+    evaluate = commands.add_parser("evaluate", help="measure a model on a labelled folder", epilog=_examples("evaluate"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
     evaluate.add_argument("data", type=Path, help="folder with one subfolder per class")
     evaluate.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
                           help="with a run folder: only the images of this part of its split (matched by content)")
     evaluate.add_argument("--out", type=Path, help="write metrics.json, confusion_matrix.png and skipped.csv here")
-    evaluate.add_argument("--format", default="text", choices=("text", "json"))
+    evaluate.add_argument("--format", default="text", choices=("text", "json"), help="output format (default text)")
     evaluate.add_argument("--force", action="store_true", help="replace earlier results in --out")
 
-    predict = commands.add_parser("predict", help="classify images: crack or not, with the crack probability")
+    predict = commands.add_parser("predict", help="classify images: crack or not, with the crack probability", epilog=_examples("predict"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     predict.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
     predict.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
-    predict.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    predict.add_argument("--format", default="table", choices=("table", "csv", "json"),
+                         help="output format (default table)")
     settings.add_arguments(predict, settings.PREDICT_SETTINGS)
 
-    export = commands.add_parser("export", help="export a model to LiteRT or ONNX, float or int8, checked against Keras")
+    export = commands.add_parser("export", help="export a model to LiteRT or ONNX, float or int8, checked against Keras", epilog=_examples("export"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("model", type=Path, help="run folder or .keras model")
-    export.add_argument("--format", required=True, choices=("litert", "onnx"))
+    export.add_argument("--format", required=True, choices=("litert", "onnx"), help="LiteRT (.tflite) or ONNX")
     export.add_argument("--int8", action="store_true", help="static full-integer quantization, calibrated on real images")
     export.add_argument("--calibration", type=Path, help="images for int8 calibration (default: the run's training split)")
     export.add_argument("--check", type=Path, help="labelled images to check the export on (default: the run's val/test split)")
@@ -71,22 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="output file (default: beside the model, e.g. model.int8.tflite)")
     export.add_argument("--force", action="store_true", help="replace an existing model file")
 
-    scan = commands.add_parser("scan", help="scan whole photos: crack map overlay, tile grid and summary per photo")
+    scan = commands.add_parser("scan", help="scan whole photos: crack map overlay, tile grid and summary per photo", epilog=_examples("scan"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     scan.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
     scan.add_argument("photos", nargs="+", help="photo files, folders or glob patterns")
     scan.add_argument("--out", type=Path, required=True, help="folder for the results (one subfolder per photo)")
     settings.add_arguments(scan, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS))
     scan.add_argument("--force", action="store_true", help="scan again photos whose results exist")
 
-    serve = commands.add_parser("serve", help="HTTP API and web page for crack checks")
+    serve = commands.add_parser("serve", help="HTTP API and web page for crack checks", epilog=_examples("serve"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
     settings.add_arguments(serve, settings.SERVE_SETTINGS)
 
-    info = commands.add_parser("info", help="what a model or run carries: format, classes, sizes, metrics")
+    info = commands.add_parser("info", help="what a model or run carries: format, classes, sizes, metrics", epilog=_examples("info"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     info.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
-    info.add_argument("--format", default="text", choices=("text", "json"))
+    info.add_argument("--format", default="text", choices=("text", "json"), help="output format (default text)")
 
-    demo = commands.add_parser("demo", help="make a synthetic dataset, train on it, evaluate, plot")
+    demo = commands.add_parser("demo", help="make a synthetic dataset, train on it, evaluate, plot", epilog=_examples("demo"),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", type=Path, default=Path("crackscan-demo"), help="folder for the data and the run")
     demo.add_argument("--per-class", type=int, default=400, help="synthetic images per class (default 400)")
     demo.add_argument("--force", action="store_true", help="overwrite an earlier demo in --out")
@@ -186,7 +218,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     bar.close()
     writer.close()
     if failures:
-        print(f"crackscan: {failures} of {len(files)} files could not be read", file=sys.stderr)
+        print(f"crackscan: {failures} of {len(files)} file{'s' if len(files) != 1 else ''} could not be read",
+              file=sys.stderr)
         return EXIT_SOME_SKIPPED
     return 0
 
@@ -256,7 +289,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if outcome.summary_csv:
         print(f"summary of all photos, most cracked first: {outcome.summary_csv}")
     if outcome.failed:
-        print(f"crackscan: {len(outcome.failed)} photos could not be scanned", file=sys.stderr)
+        count = len(outcome.failed)
+        print(f"crackscan: {count} photo{'s' if count != 1 else ''} could not be scanned", file=sys.stderr)
         return EXIT_SOME_SKIPPED
     return 0
 

@@ -62,7 +62,8 @@ def prediction_grid(
         wrong = truth != guess
         axis.imshow(image)
         axis.set_title(
-            f"Prediction: {guess}, Actual: {truth}\ncrack p={probability:.3f}" + ("  MISTAKE" if wrong else ""),
+            f"Prediction: {guess}, Actual: {truth}\ncrack p={crack_probability_text(probability)}"
+            + ("  MISTAKE" if wrong else ""),
             fontsize=9,
             color=MISTAKE_COLOUR if wrong else "black",
         )
@@ -100,3 +101,12 @@ def confusion_matrix(confusion: dict[str, Any], path: Path, title: str = "Confus
         figure.savefig(temporary, dpi=100)
     plt.close(figure)
     return Path(path)
+
+
+def crack_probability_text(probability: float) -> str:
+    """Three decimals, but never rounded onto the threshold: 0.4996 is shown as <0.500 and
+    0.5004 as >0.500, so a mistake by a hair does not read as a coin toss at exactly 0.5."""
+    shown = f"{probability:.3f}"
+    if shown == "0.500" and probability != 0.5:
+        return ("<" if probability < 0.5 else ">") + shown
+    return shown
