@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ozgenel-12k"
@@ -50,3 +57,44 @@ def photo_of_patches(files: list[Path], rng, width: int = 4032, height: int = 30
         for x in range(0, width, patch):
             photo.paste(Image.open(files[rng.integers(len(files))]).convert("RGB"), (x, y))
     return photo
+
+
+def patch_bytes(files: list[Path], rng, count: int = 64) -> list[bytes]:
+    """The bytes of ``count`` real patches drawn without replacement: what clients upload."""
+    return [files[i].read_bytes() for i in rng.choice(len(files), count, replace=False)]
+
+
+def photo_jpeg(files: list[Path], rng, width: int = 4032, height: int = 3024) -> bytes:
+    buffer = io.BytesIO()
+    photo_of_patches(files, rng, width, height).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def serving(model: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`crackscan serve MODEL` in a process of its own on a free loopback port, up and
+    answering /health; stopped on the way out. Yields its base URL and the process."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "crackscan.cli", "serve", str(model), "--port", str(port)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        started = time.monotonic()
+        while True:
+            if server.poll() is not None:
+                raise SystemExit("server exited at start-up")
+            if time.monotonic() - started > 60:
+                raise SystemExit("server did not answer /health within 60 s")
+            try:
+                if httpx.get(base + "/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield base, server
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -27,8 +27,6 @@ import io
 import multiprocessing
 import os
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,8 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from common import DEFAULT_DATA, int8_model, photo_of_patches, real_image_files
-from serve_load import REQUEST_TIMEOUT_S, report, run_load, timed, wait_for_health
+from common import DEFAULT_DATA, int8_model, patch_bytes, photo_jpeg, real_image_files, serving
+from serve_load import REQUEST_TIMEOUT_S, report, run_load, timed
 
 RUN_DEADLINE_S = 900
 HOSTILE_ROUNDS = 400  # upper bound per hostile client; they stop when the measured load ends
@@ -58,28 +56,20 @@ def main() -> None:
     model = int8_model(args.run, args.data, work)
     files = real_image_files(args.data)
     rng = np.random.default_rng(0)
-    patches = [files[i].read_bytes() for i in rng.choice(len(files), 64, replace=False)]
-    photo = io.BytesIO()
-    photo_of_patches(files, rng, 4000, 3000).save(photo, "JPEG", quality=90)
+    patches = patch_bytes(files, rng)
     payloads = {
         "bomb over limit": grey_png(12000, 12000),
         "bomb under limit": grey_png(9500, 9500),
         "patch": patches[0],
-        "photo": photo.getvalue(),
+        "photo": photo_jpeg(files, rng, 4000, 3000),
     }
     print("hostile payloads: " + ", ".join(f"{k} {len(v) / 1024:.0f} KB" for k, v in payloads.items()))
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "crackscan.cli", "serve", str(model), "--port", str(port)],
-                              stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + RUN_DEADLINE_S
-    try:
+    with serving(model) as (base, server):
+        port = int(base.rsplit(":", 1)[1])
         with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S,
                           limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)) as client:
-            wait_for_health(client, server)
             print("limits:", client.get("/health").json()["limits"])
             client.post("/v1/classify", files={"files": ("warm.jpg", patches[0], "image/jpeg")})
 
@@ -109,10 +99,7 @@ def main() -> None:
             attackers.join(timeout=60)
             report("classify under the mix", under_attack)
             health = client.get("/health").status_code
-    finally:
         peak = vm_kb(server.pid, "VmHWM")
-        server.terminate()
-        server.wait(timeout=20)
 
     p95 = [percentile(m, 95) for m in (baseline, under_attack)]
     errors = sum(not ok for _, ok in under_attack[0])

@@ -11,11 +11,7 @@ the error count of each. Every request has a timeout and the whole run a deadlin
 from __future__ import annotations
 
 import argparse
-import io
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DEFAULT_DATA, int8_model, photo_of_patches, real_image_files
+from common import DEFAULT_DATA, int8_model, patch_bytes, photo_jpeg, real_image_files, serving
 
 REQUEST_TIMEOUT_S = 60
 RUN_DEADLINE_S = 600
@@ -41,54 +37,28 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="crackscan-load-"))
     model = int8_model(args.run, args.data, work)
-
     files = real_image_files(args.data)
     rng = np.random.default_rng(0)
-    patches = [files[i].read_bytes() for i in rng.choice(len(files), 64, replace=False)]
-    buffer = io.BytesIO()
-    photo_of_patches(files, rng).save(buffer, "JPEG", quality=90)
-    photo_bytes = buffer.getvalue()
+    patches = patch_bytes(files, rng)
+    photo_bytes = photo_jpeg(files, rng)
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "crackscan.cli", "serve", str(model), "--port", str(port)],
-                              stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + RUN_DEADLINE_S
-    try:
-        with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S,
-                          limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)) as client:
-            wait_for_health(client, server)
-            client.post("/v1/classify", files={"files": ("warm.jpg", patches[0], "image/jpeg")})
+    with serving(model) as (base, _), httpx.Client(
+            base_url=base, timeout=REQUEST_TIMEOUT_S,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)) as client:
+        client.post("/v1/classify", files={"files": ("warm.jpg", patches[0], "image/jpeg")})
 
-            def classify(i: int) -> tuple[float, bool]:
-                return timed(lambda: client.post(
-                    "/v1/classify", files={"files": (f"{i}.jpg", patches[i % len(patches)], "image/jpeg")}), deadline)
+        def classify(i: int) -> tuple[float, bool]:
+            return timed(lambda: client.post(
+                "/v1/classify", files={"files": (f"{i}.jpg", patches[i % len(patches)], "image/jpeg")}), deadline)
 
-            def scan(i: int) -> tuple[float, bool]:
-                return timed(lambda: client.post(
-                    "/v1/scan", files={"file": (f"photo{i}.jpg", photo_bytes, "image/jpeg")}), deadline)
+        def scan(i: int) -> tuple[float, bool]:
+            return timed(lambda: client.post(
+                "/v1/scan", files={"file": (f"photo{i}.jpg", photo_bytes, "image/jpeg")}), deadline)
 
-            print(f"server: int8 LiteRT on {base}, 2 cores shared with this client")
-            report("classify (1 patch)", run_load(classify, args.classify, 16))
-            report("scan (4032x3024 photo)", run_load(scan, args.scans, 4))
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-
-
-def wait_for_health(client, server) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < 60:
-        if server.poll() is not None:
-            raise SystemExit("server exited at start-up")
-        try:
-            if client.get("/health").status_code == 200:
-                return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit("server did not answer /health within 60 s")
+        print(f"server: int8 LiteRT on {base}, 2 cores shared with this client")
+        report("classify (1 patch)", run_load(classify, args.classify, 16))
+        report("scan (4032x3024 photo)", run_load(scan, args.scans, 4))
 
 
 def timed(send, deadline: float) -> tuple[float, bool]:

@@ -19,9 +19,11 @@ scan; and a scan stops between batches once its client has gone.
 import asyncio
 import base64
 import contextlib
+import ctypes
 import io
 import logging
 import os
+import socket
 import threading
 from importlib import resources
 from typing import Any
@@ -202,8 +204,6 @@ def _return_freed_memory_to_the_system() -> None:
     blocks are freed, so a server whose threads decode photos keeps hundreds of MB of freed
     memory per arena. Two arenas and a fixed 1 MB threshold (large buffers are mapped and
     unmapped) keep its memory near what it holds."""
-    import ctypes
-
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc
@@ -377,8 +377,6 @@ def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, a
 def _bind(host: str, port: int) -> Any:
     """The listening socket, bound here so that a taken port is a one-line error (uvicorn
     would log it and exit)."""
-    import socket
-
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listening = socket.socket(family, socket.SOCK_STREAM)
