@@ -243,8 +243,9 @@ class TrainConfig:
     split: tuple[float, float, float] = (0.70, 0.24, 0.06)
     seed: int = 42
     # Converged by default: Adam at 1e-3, batch 64, stopping once validation loss stops
-    # improving (measured: 8-49 epochs, 3-13 s on 600-3,000 images). The origin's method
-    # is epochs=10, learning_rate=1e-4, batch_size=16, patience=0.
+    # improving (benchmarks/head_training.py: 18-51 epochs, 4-10 s on 600-3,000 images,
+    # where the origin's 10 epochs always end still improving). The origin's method is
+    # epochs=10, learning_rate=1e-4, batch_size=16, patience=0.
     epochs: int = 100
     patience: int = 5
     min_delta: float = 1e-3
