@@ -202,8 +202,9 @@ def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     return _open_bytes(read_image_file(source), str(source), max_pixels)
 
 
-def read_pixels(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Any supported source as HxWx3 uint8 RGB pixels, EXIF orientation applied.
+def read_pixels(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Any supported source as HxWx3 uint8 RGB pixels, EXIF orientation applied. ``name``
+    says what raw bytes are (a file, an upload) in an error's message.
 
     Plain JPEGs, nearly every photo and patch, are decoded by simplejpeg: libjpeg-turbo's
     pixels, the same as Pillow's (a test checks this on the Özgenel images), at under half
@@ -213,9 +214,9 @@ def read_pixels(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS
     if isinstance(source, np.ndarray):
         return _array_to_rgb_uint8(source)
     if isinstance(source, (bytes, bytearray)):
-        content, name = bytes(source), "image bytes"
+        content, name = bytes(source), name or "image bytes"
     elif isinstance(source, (str, os.PathLike)):
-        content, name = read_image_file(source), str(source)
+        content, name = read_image_file(source), name or str(source)
     else:
         return np.asarray(open_image(source, max_pixels))
     pixels = _decode_plain_jpeg(content, max_pixels)
@@ -388,10 +389,7 @@ class FileFacts:
 def load_file_for_model(path: Path, size: int) -> tuple[np.ndarray, FileFacts]:
     """Reads a file once: the model-ready pixels, the content hash and the (upright) size."""
     content = read_image_file(path)
-    try:
-        pixels = read_pixels(content)
-    except ImageReadError as error:
-        raise ImageReadError(path, error.reason, error.kind) from None
+    pixels = read_pixels(content, name=str(path))
     facts = FileFacts(hashlib.sha256(content).hexdigest(), pixels.shape[1], pixels.shape[0])
     return resize_pixels(pixels, size, size), facts
 

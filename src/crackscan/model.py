@@ -55,6 +55,10 @@ class ModelInfo:
     def positive_index(self) -> int:
         return self.class_names.index(self.positive_class)
 
+    @property
+    def negative_class(self) -> str:
+        return self.class_names[1 - self.positive_index]
+
     def to_json(self) -> str:
         values = dataclasses.asdict(self)
         values["class_names"] = list(self.class_names)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from . import settings
 from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, read_pixels, resize_pixels
 from .errors import Cancelled, CrackscanError, LimitExceeded
 from .files import atomic_open, atomic_path, write_text
@@ -29,7 +30,6 @@ from .progress import progress_bar
 from .version import __version__
 
 OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
-MIN_TILE, MAX_TILE_SIDE = 16, 8192
 # A 150 MP photo at the default 227 px tile is ~2,900 tiles; at half-tile stride ~11,600.
 MAX_TILES = 1_000_000
 TILE_FIELDS = ("row", "col", "x", "y", "width", "height", "crack_probability", "label")
@@ -113,7 +113,7 @@ def scan(
     started = time.perf_counter()
     predictor = model if isinstance(model, Predictor) else load(model)
     tile, stride = scan_geometry(predictor, tile, stride)
-    check_threshold(threshold)
+    settings.THRESHOLD.check(threshold)
     photo_pixels = read_pixels(photo, max_pixels)
     height, width = photo_pixels.shape[:2]
     xs, ys = tile_origins(width, tile, stride), tile_origins(height, tile, stride)
@@ -137,8 +137,7 @@ def scan(
         probabilities[start : start + len(chunk)] = predictor.crack_probability(batch)
         if progress is not None:
             progress.update(len(chunk))
-    positive, names = predictor.info.positive_class, predictor.class_names
-    negative = next(n for n in names if n != positive)
+    positive, negative = predictor.info.positive_class, predictor.info.negative_class
     tiles = [Tile(row, col, x, y, w, h, float(p), positive if p >= threshold else negative)
              for (row, col), (x, y, w, h), p in zip(grid, boxes, probabilities)]
     summary = {
@@ -161,19 +160,10 @@ def scan(
 
 
 def scan_geometry(predictor: Any, tile: int | None, stride: int | None) -> tuple[int, int]:
-    """The tile side and stride a scan uses: the model's patch size and no overlap unless set."""
-    tile = predictor.info.patch_size if tile is None else tile
-    stride = tile if stride is None else stride
-    if not isinstance(tile, int) or not MIN_TILE <= tile <= MAX_TILE_SIDE:
-        raise CrackscanError(f"tile must be a whole number of px from {MIN_TILE} to {MAX_TILE_SIDE}, got {tile!r}")
-    if not isinstance(stride, int) or not 1 <= stride <= MAX_TILE_SIDE:
-        raise CrackscanError(f"stride must be a whole number of px from 1 to {MAX_TILE_SIDE}, got {stride!r}")
-    return tile, stride
-
-
-def check_threshold(threshold: float) -> None:
-    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        raise CrackscanError(f"threshold must be between 0 and 1 (exclusive), got {threshold!r}")
+    """The tile side and stride a scan uses: the model's patch size and no overlap unless set,
+    checked by the same settings as the CLI's flags and the server's query."""
+    tile = settings.TILE.check(predictor.info.patch_size if tile is None else tile)
+    return tile, settings.STRIDE.check(tile if stride is None else stride)
 
 
 def _crop(pixels: np.ndarray, box: tuple[int, int, int, int], scale: float, size: int) -> np.ndarray:
@@ -348,26 +338,26 @@ def scan_many(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CrackscanError(f"--out {out} is a file: name a folder for the survey")
-    check_threshold(threshold)
+    settings.THRESHOLD.check(threshold)
     predictor = model if isinstance(model, Predictor) else load(model)
     tile, stride = scan_geometry(predictor, tile, stride)
     say = on_line or (lambda line: None)
     photos = survey_photos(inputs, out)
-    settings = {"model": str(predictor.path) if predictor.path else None,
-                "model_sha256": file_sha256(predictor.path) if predictor.path else None,
-                "tile": tile, "stride": stride, "threshold": threshold}
-    earlier = _read_manifest(out)
-    root = survey_root(photos, earlier.get("root"))
-    _write_manifest(out, earlier, {**settings, "root": str(root)}, say)
+    made_with = {"model": str(predictor.path) if predictor.path else None,
+                 "model_sha256": file_sha256(predictor.path) if predictor.path else None,
+                 "tile": tile, "stride": stride, "threshold": threshold}
+    manifest = _read_manifest(out)
+    root = survey_root(photos, manifest.get("root"))
+    _write_manifest(out, manifest, {**made_with, "root": str(root)}, say)
     scanned, resumed, failed = [], [], []
     photos_bar = progress_bar(total=len(photos), desc="photos", unit="photo", enabled=progress)
     tiles_bar = progress_bar(desc="tiles", unit="tile", enabled=progress)
     for photo, folder in zip(photos, output_folders(out, photos, root)):
         identity = _photo_identity(photo)
-        expected = {**settings, **identity}
-        earlier, why = (None, "") if force else _completed_result(folder, expected)
-        if earlier is not None:
-            resumed.append(earlier)
+        expected = {**made_with, **identity}
+        kept, why = (None, "") if force else _completed_result(folder, expected)
+        if kept is not None:
+            resumed.append(kept)
         else:
             if why:
                 say(f"scanning {photo} again: {why}")
@@ -440,12 +430,12 @@ def _read_manifest(out: Path) -> dict[str, Any]:
     return earlier if isinstance(earlier, dict) else {}
 
 
-def _write_manifest(out: Path, earlier: dict[str, Any], settings: dict[str, Any], say: Callable[[str], None]) -> None:
+def _write_manifest(out: Path, earlier: dict[str, Any], made_with: dict[str, Any], say: Callable[[str], None]) -> None:
     compared = ("model_sha256", "tile", "stride", "threshold")
-    if earlier and any(earlier.get(k) != settings[k] for k in compared):
+    if earlier and any(earlier.get(k) != made_with[k] for k in compared):
         say(f"{out} was scanned before with other settings; photos scanned with those are done again")
-    write_text(out / SURVEY_MANIFEST, json.dumps({"format": "crackscan-survey", "crackscan_version": __version__, **settings},
-                                indent=2) + "\n")
+    manifest = {"format": "crackscan-survey", "crackscan_version": __version__, **made_with}
+    write_text(out / SURVEY_MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 _SUMMARY_CSV_FIELDS = ["photo", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",

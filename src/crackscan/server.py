@@ -51,7 +51,8 @@ HEAVY_NICENESS = 19
 
 def serve_limits(**given: Any) -> dict[str, Any]:
     """The server's budgets: the defaults of settings.SERVE_SETTINGS, with ``given`` checked."""
-    limits = {name: settings.defaults(settings.SERVE_SETTINGS)[name] for name in settings.SERVE_LIMIT_NAMES}
+    defaults = settings.defaults(settings.SERVE_SETTINGS)
+    limits = {name: defaults[name] for name in settings.SERVE_LIMIT_NAMES}
     limits.update(settings.check_all(settings.SERVE_SETTINGS, given))
     if limits["max_request_pixels"] > limits["max_busy_pixels"]:
         raise CrackscanError("max_request_pixels cannot be above max_busy_pixels: such a request could never run")
@@ -65,7 +66,6 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
     except ImportError:
         raise MissingDependencyError("fastapi", "crackscan serve", extra="serve") from None
     from starlette.concurrency import run_in_threadpool
-
 
     limits = serve_limits(**limits)
     heavy = HeavyWork()
@@ -110,10 +110,7 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
         return contents, pixels
 
     def decode(name: str, content: bytes) -> Any:
-        try:
-            return read_pixels(content, limits["max_pixels"])
-        except ImageReadError as error:
-            raise ImageReadError(name, error.reason, error.kind) from None
+        return read_pixels(content, limits["max_pixels"], name)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -173,7 +170,7 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
         answer: dict[str, Any] = {
             "summary": result.summary, "tiles": [t.__dict__ for t in result.tiles],
             "positive_class": info.positive_class,
-            "negative_class": next(name for name in info.class_names if name != info.positive_class)}
+            "negative_class": info.negative_class}
         if overlay_png is not None:
             answer["overlay_png_base64"] = overlay_png
         return answer
