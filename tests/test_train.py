@@ -8,7 +8,8 @@ from PIL import Image
 import crackscan
 from crackscan import CrackscanError
 from crackscan import runs
-from crackscan.train import RUN_FILES, Run
+from crackscan.runs import RUN_FILES
+from crackscan.train import Run
 
 from .conftest import TINY_SETTINGS
 

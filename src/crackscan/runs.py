@@ -46,13 +46,12 @@ def is_run(folder: str | os.PathLike) -> bool:
     return _legacy_data_root(folder) is not None and (folder / MODEL_FILE).is_file() and (folder / SPLIT_FILE).is_file()
 
 
-def prepare(out: str | os.PathLike, force: bool) -> tuple[Path, bool]:
-    """Makes ``out`` ready for a new run; returns it and whether an interrupted run's
-    leftovers were cleared. A finished run is replaced only with ``force``."""
+def prepare(out: str | os.PathLike, force: bool) -> Path:
+    """Makes ``out`` ready for a new run. A finished run is replaced only with ``force``; an
+    interrupted run's leftovers are cleared."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CrackscanError(f"run folder {out} exists and is a file")
-    leftovers = False
     if out.is_dir():
         if is_run(out):
             if not force:
@@ -60,10 +59,9 @@ def prepare(out: str | os.PathLike, force: bool) -> tuple[Path, bool]:
             clear(out)
         elif any((out / name).exists() for name in RUN_FILES):
             clear(out)  # an interrupted run: its files were never a run
-            leftovers = True
         remove_partials(out)
     out.mkdir(parents=True, exist_ok=True)
-    return out, leftovers
+    return out
 
 
 def clear(folder: Path) -> None:

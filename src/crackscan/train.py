@@ -40,7 +40,6 @@ from .progress import progress_bar
 from .runtime import KerasRunner, LiteRTRunner, keras_to_litert
 from .version import __version__
 
-RUN_FILES = runs.RUN_FILES
 
 
 @dataclasses.dataclass
@@ -98,7 +97,7 @@ def train(
     started = time.perf_counter()
     config = (config or TrainConfig()).replace(**settings)
     dataset = find_dataset(data, config.positive_class)
-    out, _ = runs.prepare(out, force)
+    out = runs.prepare(out, force)
     keras = _tf.keras()
     keras.utils.set_random_seed(config.seed)
     classifier = build_classifier(config, len(dataset.class_names))
@@ -153,6 +152,7 @@ def train(
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "stopped_early": fitted.stopped_early,
+        "underfit": fitted.underfit,
         "notes": [UNDERFIT_NOTE.format(epoch=best_epoch)] if fitted.underfit else [],
         "images": {
             "found": len(dataset.samples),
