@@ -8,7 +8,6 @@ ONNX: the metadata is a model property (``metadata_props``), which ONNX has for 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -174,24 +173,10 @@ def export(
         step(f"checking the export against the Keras model on {len(check_set[1])} images")
         report = compare_with_keras(KerasRunner(keras_model), runner, check_set, info, int8)
         if not report["passed"]:
-            raise CrackscanError(_failure_message(report, int8, _recorded_underfit(run_dir)))
+            raise CrackscanError(_failure_message(report, int8, run_dir is not None and runs.recorded_underfit(run_dir)))
         with atomic_path(destination) as temporary:
             shutil.move(str(candidate), temporary)
     return ExportResult(destination, format, int8, destination.stat().st_size, report, time.perf_counter() - started)
-
-
-def _recorded_underfit(run_dir: Path | None) -> bool:
-    """Whether training said its head ended still improving. Runs made before it said so
-    trained without early stopping, where that is the best epoch being the last."""
-    if run_dir is None:
-        return False
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        if "underfit" in metrics:
-            return bool(metrics["underfit"])
-        return metrics["best_epoch"] >= json.loads((run_dir / "config.json").read_text())["epochs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
 
 
 def _require_onnx_exporter() -> None:

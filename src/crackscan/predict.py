@@ -8,7 +8,6 @@ the classes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -145,21 +144,5 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     }
     run = runs.folder_of(path)
     if run is not None:
-        described["run"] = run_summary(run)
+        described["run"] = runs.summary(run)
     return described
-
-
-def run_summary(run: Path) -> dict[str, Any]:
-    try:
-        metrics = json.loads((run / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {"folder": str(run)}
-    summary: dict[str, Any] = {"folder": str(run), "data": str(runs.data_root(run))}
-    for part in ("test", "val"):
-        figures = metrics.get(part) or {}
-        if figures.get("count"):
-            summary[f"{part}_accuracy"] = f"{100 * figures['accuracy']:.2f}% of {figures['count']} images"
-    if "best_epoch" in metrics:
-        summary["kept_epoch"] = f"{metrics['best_epoch']} of {metrics.get('epochs_run', '?')} run"
-    summary["exports"] = ", ".join(name for name in runs.EXPORTS_BY_SPEED if (run / name).is_file()) or "none"
-    return summary

@@ -192,15 +192,45 @@ def load_features(run: Path) -> dict[str, np.ndarray] | None:
     return loaded
 
 
-def _recorded_image_count(run: Path) -> int | None:
+def read_json(run: Path, name: str) -> dict[str, Any]:
+    """One of the run's JSON files (metrics.json, config.json), or {} when it cannot be read."""
     try:
-        return int(json.loads((run / "metrics.json").read_text())["images"]["readable"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        values = json.loads((run / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def recorded_underfit(run: Path) -> bool:
+    """Whether training said its head ended still improving. Runs made before it said so
+    trained without early stopping, where that is the best epoch being the last."""
+    metrics = read_json(run, "metrics.json")
+    if "underfit" in metrics:
+        return bool(metrics["underfit"])
+    epochs = read_json(run, "config.json").get("epochs")
+    return isinstance(epochs, int) and isinstance(metrics.get("best_epoch"), int) and metrics["best_epoch"] >= epochs
+
+
+def summary(run: Path) -> dict[str, Any]:
+    """What `crackscan info` shows of a run: its data, figures and exports."""
+    metrics = read_json(run, "metrics.json")
+    shown: dict[str, Any] = {"folder": str(run), "data": str(data_root(run))}
+    for part in ("test", "val"):
+        figures = metrics.get(part) or {}
+        if figures.get("count"):
+            shown[f"{part}_accuracy"] = f"{100 * figures['accuracy']:.2f}% of {figures['count']} images"
+    if "best_epoch" in metrics:
+        shown["kept_epoch"] = f"{metrics['best_epoch']} of {metrics.get('epochs_run', '?')} run"
+    shown["exports"] = ", ".join(name for name in EXPORTS_BY_SPEED if (run / name).is_file()) or "none"
+    return shown
+
+
+def _recorded_image_count(run: Path) -> int | None:
+    images = read_json(run, "metrics.json").get("images")
+    readable = images.get("readable") if isinstance(images, dict) else None
+    return readable if isinstance(readable, int) else None
 
 
 def _legacy_data_root(folder: Path) -> Path | None:
-    try:
-        return Path(json.loads((folder / "metrics.json").read_text())["data"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    data = read_json(folder, "metrics.json").get("data")
+    return Path(data) if isinstance(data, str) else None
