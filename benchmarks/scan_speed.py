@@ -78,7 +78,7 @@ def main() -> None:
     peak_mb = int(done.stderr.split("VmHWM:")[1].split()[0]) / 1024  # kB
     print(f"crackscan scan of one 8192x6144 (50 MP) photo: {seconds:.1f} s with process start, "
           f"peak memory of the process {peak_mb:.0f} MB")
-    print(f"overlay example: {work / 'one-0' / 'overlay.png'}")
+    print(f"overlay example: {work / 'one-0' / 'overlay.jpg'}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from crackscan.data import (
     load_file_for_model,
     load_for_model,
     open_image,
+    read_for_shrinking,
     read_pixels,
     resize_pixels,
     split_by_content,
@@ -110,7 +111,7 @@ def test_fast_jpeg_path_reads_pillows_pixels_on_real_images(real_data):
     assert len(files) > 150
     for path in files:
         content = path.read_bytes()
-        fast = _decode_plain_jpeg(content, None)
+        fast, size = _decode_plain_jpeg(content, None)
         assert fast is not None, f"{path.name} missed the fast path"
         assert np.array_equal(fast, np.asarray(open_image(content))), path.name
 
@@ -243,3 +244,19 @@ def test_listing_files_folders_and_globs(tmp_path):
         list_image_files([tmp_path / "missing.jpg"])
     with pytest.raises(CrackscanError, match="no files match"):
         list_image_files([str(tmp_path / "*.gif")])
+
+
+def test_jpegs_that_will_shrink_2x_are_decoded_reduced_and_alike(real_data):
+    """A patch bound for 96 px is decoded at 1/2 by DCT scaling: at 96 px the same picture
+    as a full decode averaged down (1.6 grey levels apart on average), and the file's true
+    size is still reported."""
+    differences = []
+    for path in sorted(real_data.glob("*/*.jpg"))[::300]:
+        content = path.read_bytes()
+        reduced, size = read_for_shrinking(content, lambda w, h: (96, 96))
+        assert size == (227, 227) and reduced.shape == (114, 114, 3)
+        averaged = resize_pixels(np.asarray(open_image(content)), 96, 96)
+        differences.append(np.mean(np.abs(resize_pixels(reduced, 96, 96).astype(int) - averaged)))
+        full, size = read_for_shrinking(content, lambda w, h: (160, 160))  # a 1.4x shrink: decoded whole
+        assert full.shape == (227, 227, 3) and np.array_equal(full, np.asarray(open_image(content)))
+    assert np.mean(differences) < 2.5 and np.max(differences) < 5

@@ -109,7 +109,7 @@ def test_the_survey_folder_inside_the_photo_folder_is_not_scanned(capsys, tiny_m
 @pytest.mark.parametrize("damage, reason", [
     (lambda path: path.write_text('{"tiles": 6, "crack'), "damaged"),
     (lambda path: path.write_text(""), "damaged"),
-    (lambda path: path.with_name("overlay.png").unlink(), "incomplete"),
+    (lambda path: path.with_name("overlay.jpg").unlink(), "incomplete"),
 ])
 def test_a_damaged_earlier_result_is_scanned_again(capsys, tiny_model, tmp_path, damage, reason):
     photo(tmp_path / "photos" / "a.jpg", 1)

@@ -117,7 +117,7 @@ def test_survey_folder_resume_force_and_bad_files(capsys, tiny_model, tiny_datas
     captured = capsys.readouterr()
     assert code == 1 and "skipped" in captured.err and "broken.jpg" in captured.err
     for folder in ("north/wall.jpg", "wall.jpg"):
-        assert {p.name for p in (out / folder).iterdir()} == {"overlay.png", "tiles.csv", "summary.json"}
+        assert {p.name for p in (out / folder).iterdir()} == {"overlay.jpg", "tiles.csv", "summary.json"}
         summary = json.loads((out / folder / "summary.json").read_text())
         assert summary["tiles"] == 12 and summary["width"] == 700
         with open(out / folder / "tiles.csv") as handle:
@@ -127,7 +127,7 @@ def test_survey_folder_resume_force_and_bad_files(capsys, tiny_model, tiny_datas
         ranked = list(csv.DictReader(handle))
     fractions = [float(r["cracked_area_fraction"]) for r in ranked]
     assert len(ranked) == 2 and fractions == sorted(fractions, reverse=True)
-    overlay = Image.open(out / "wall.jpg" / "overlay.png")
+    overlay = Image.open(out / "wall.jpg" / "overlay.jpg")
     assert overlay.width == 700 and 500 < overlay.height < 600  # the photo, and the legend strip below it
 
     stamp = (out / "wall.jpg" / "summary.json").stat().st_mtime_ns

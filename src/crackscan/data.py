@@ -211,21 +211,44 @@ def read_pixels(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS
     the cost, which matters when decoding shares two cores with the model. Every other file
     takes Pillow's path.
     """
+    return read_for_shrinking(source, None, max_pixels, name)[0]
+
+
+def read_for_shrinking(
+    source: ImageSource,
+    target: Callable[[int, int], tuple[int, int]] | None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pixels to be resized to ``target(width, height)`` (or less), and the image's upright
+    (width, height). A plain JPEG that will shrink 2x or more is decoded at 1/2, 1/4 or 1/8
+    of its size by libjpeg-turbo's DCT scaling, down to no less than the target: the same
+    low-pass an area resize applies, at a quarter of the cost of decoding everything and
+    averaging it away. The pixels may therefore be smaller than the image."""
     if isinstance(source, np.ndarray):
-        return _array_to_rgb_uint8(source)
-    if isinstance(source, (bytes, bytearray)):
-        content, name = bytes(source), name or "image bytes"
-    elif isinstance(source, (str, os.PathLike)):
-        content, name = read_image_file(source), name or str(source)
+        pixels = _array_to_rgb_uint8(source)
+    elif isinstance(source, (bytes, bytearray, str, os.PathLike)):
+        if isinstance(source, (bytes, bytearray)):
+            content, name = bytes(source), name or "image bytes"
+        else:
+            content, name = read_image_file(source), name or str(source)
+        decoded = _decode_plain_jpeg(content, max_pixels, target)
+        if decoded is not None:
+            return decoded
+        pixels = np.asarray(_open_bytes(content, name, max_pixels))
     else:
-        return np.asarray(open_image(source, max_pixels))
-    pixels = _decode_plain_jpeg(content, max_pixels)
-    return pixels if pixels is not None else np.asarray(_open_bytes(content, name, max_pixels))
+        pixels = np.asarray(open_image(source, max_pixels))
+    return pixels, (pixels.shape[1], pixels.shape[0])
 
 
-def _decode_plain_jpeg(content: bytes, max_pixels: int | None) -> np.ndarray | None:
+DCT_SCALES = (8, 4, 2)  # libjpeg-turbo's fast power-of-two reductions, largest first
+
+
+def _decode_plain_jpeg(content: bytes, max_pixels: int | None,
+                       target: Callable[[int, int], tuple[int, int]] | None = None
+                       ) -> tuple[np.ndarray, tuple[int, int]] | None:
     """libjpeg-turbo's decoding of a sound, upright RGB or greyscale JPEG within the pixel
-    limit; None for anything else, which Pillow then reads or explains."""
+    limit, and its size; None for anything else, which Pillow then reads or explains."""
     if content[:2] != b"\xff\xd8":
         return None
     try:
@@ -239,10 +262,18 @@ def _decode_plain_jpeg(content: bytes, max_pixels: int | None) -> np.ndarray | N
         return None
     import simplejpeg
 
+    width, height = header.width, header.height
+    reduction = {}
+    if target is not None:
+        wanted_width, wanted_height = target(width, height)
+        divisor = next((d for d in DCT_SCALES if width >= d * wanted_width and height >= d * wanted_height), 1)
+        if divisor > 1:
+            # simplejpeg takes the smallest scale reaching these sides: exactly 1/divisor.
+            reduction = {"min_width": -(-width // divisor), "min_height": -(-height // divisor)}
     try:
         # strict: any libjpeg warning (a truncated or corrupt stream) is an error here, and
         # Pillow's path then decides as it always has.
-        return simplejpeg.decode_jpeg(content, colorspace="RGB", strict=True)
+        return simplejpeg.decode_jpeg(content, colorspace="RGB", strict=True, **reduction), (width, height)
     except ValueError:
         return None
 
@@ -376,7 +407,7 @@ def resize_pixels(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def load_for_model(source: ImageSource, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    return resize_pixels(read_pixels(source, max_pixels), size, size)
+    return resize_pixels(read_for_shrinking(source, lambda w, h: (size, size), max_pixels)[0], size, size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,8 +420,8 @@ class FileFacts:
 def load_file_for_model(path: Path, size: int) -> tuple[np.ndarray, FileFacts]:
     """Reads a file once: the model-ready pixels, the content hash and the (upright) size."""
     content = read_image_file(path)
-    pixels = read_pixels(content, name=str(path))
-    facts = FileFacts(hashlib.sha256(content).hexdigest(), pixels.shape[1], pixels.shape[0])
+    pixels, (width, height) = read_for_shrinking(content, lambda w, h: (size, size), name=str(path))
+    facts = FileFacts(hashlib.sha256(content).hexdigest(), width, height)
     return resize_pixels(pixels, size, size), facts
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import settings
-from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, read_pixels, resize_pixels
+from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, read_for_shrinking, resize_pixels
 from .errors import Cancelled, CrackscanError, LimitExceeded
 from .files import atomic_open, atomic_path, write_text
 from .predict import Predictor, load
@@ -30,6 +30,8 @@ from .progress import progress_bar
 from .version import __version__
 
 OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
+OVERLAY_FILE = "overlay.jpg"
+OVERLAY_JPEG_QUALITY = 90
 # A 150 MP photo at the default 227 px tile is ~2,900 tiles; at half-tile stride ~11,600.
 MAX_TILES = 1_000_000
 TILE_FIELDS = ("row", "col", "x", "y", "width", "height", "crack_probability", "label")
@@ -58,15 +60,17 @@ class ScanResult:
 
     @property
     def image(self) -> Image.Image | None:
+        """The photo as decoded for the scan: a large photo scanned by a small model may be
+        held at 1/2 to 1/8 of its size (``width`` and ``height`` are its true size)."""
         return None if self.pixels is None else Image.fromarray(self.pixels)
 
     def overlay(self, max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
         if self.pixels is None:
             raise CrackscanError("the photo is no longer held: scan again with keep_image=True")
-        return draw_overlay(self.pixels, self.tiles, self.summary, max_side)
+        return draw_overlay(self.pixels, self.width, self.height, self.tiles, self.summary, max_side)
 
     def write(self, folder: str | os.PathLike) -> Path:
-        """Writes overlay.png, tiles.csv and summary.json into ``folder``, each atomically."""
+        """Writes overlay.jpg, tiles.csv and summary.json into ``folder``, each atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_open(folder / "tiles.csv") as handle:
@@ -74,8 +78,10 @@ class ScanResult:
             writer.writerow(TILE_FIELDS)
             for t in self.tiles:
                 writer.writerow([t.row, t.col, t.x, t.y, t.width, t.height, f"{t.crack_probability:.6f}", t.label])
-        with atomic_path(folder / "overlay.png") as temporary:
-            self.overlay().save(temporary, compress_level=1)
+        # JPEG: a photo's crack map is a photo, and PNG would cost more than the scan itself
+        # with a small model (0.25 s for a 1600 px map, 6x the bytes).
+        with atomic_path(folder / OVERLAY_FILE) as temporary:
+            self.overlay().save(temporary, quality=OVERLAY_JPEG_QUALITY)
         # summary.json last: a complete one marks the photo as done when a survey resumes.
         write_text(folder / "summary.json", json.dumps(self.summary, indent=2) + "\n")
         return folder
@@ -114,8 +120,12 @@ def scan(
     predictor = model if isinstance(model, Predictor) else load(model)
     tile, stride = scan_geometry(predictor, tile, stride)
     settings.THRESHOLD.check(threshold)
-    photo_pixels = read_pixels(photo, max_pixels)
-    height, width = photo_pixels.shape[:2]
+    scale = predictor.input_size / tile
+
+    def scaled(w: int, h: int) -> tuple[int, int]:
+        return max(1, round(w * scale)), max(1, round(h * scale))
+
+    photo_pixels, (width, height) = read_for_shrinking(photo, scaled, max_pixels)
     xs, ys = tile_origins(width, tile, stride), tile_origins(height, tile, stride)
     count = len(xs) * len(ys)
     limit = MAX_TILES if max_tiles is None else max_tiles
@@ -126,8 +136,7 @@ def scan(
     grid = [(row, col) for row in range(len(ys)) for col in range(len(xs))]
 
     size = predictor.input_size
-    scale = size / tile
-    pixels = resize_pixels(photo_pixels, max(1, round(width * scale)), max(1, round(height * scale)))
+    pixels = resize_pixels(photo_pixels, *scaled(width, height))
     probabilities = np.empty(len(boxes), np.float32)
     for start in range(0, len(boxes), batch_size):
         if should_stop is not None and should_stop():
@@ -188,14 +197,14 @@ def cracked_area_fraction(tiles: Sequence[Tile], width: int, height: int, positi
     return float(mask.mean()) if mask.size else 0.0
 
 
-def draw_overlay(pixels: np.ndarray, tiles: Sequence[Tile], summary: dict[str, Any], max_side: int) -> Image.Image:
+def draw_overlay(pixels: np.ndarray, width: int, height: int, tiles: Sequence[Tile], summary: dict[str, Any],
+                 max_side: int) -> Image.Image:
     """The photo, cracked tiles shaded red by crack probability and outlined, and below it a
-    legend strip: below, not on the photo, where it would hide cracks on a small photo."""
-    height, width = pixels.shape[:2]
+    legend strip: below, not on the photo, where it would hide cracks on a small photo.
+    ``pixels`` may hold the photo at a reduced size; tiles are in the photo's ``width`` x
+    ``height``."""
     factor = min(1.0, max_side / max(width, height))
-    if factor < 1:
-        pixels = resize_pixels(pixels, max(1, round(width * factor)), max(1, round(height * factor)))
-    base = Image.fromarray(pixels).convert("RGBA")
+    base = Image.fromarray(photo_at(pixels, width, height, factor)).convert("RGBA")
     shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(shade)
     threshold = summary["threshold"]
@@ -210,6 +219,11 @@ def draw_overlay(pixels: np.ndarray, tiles: Sequence[Tile], summary: dict[str, A
 
 
 CRACK_RGB = (230, 30, 30)
+
+
+def photo_at(pixels: np.ndarray, width: int, height: int, factor: float) -> np.ndarray:
+    """The photo's pixels at ``factor`` of its true ``width`` x ``height``."""
+    return resize_pixels(pixels, max(1, round(width * factor)), max(1, round(height * factor)))
 
 
 def _shade_alpha(probability: float, threshold: float) -> int:
@@ -252,7 +266,7 @@ def _with_legend_strip(photo: Image.Image, summary: dict[str, Any]) -> Image.Ima
 
 
 SURVEY_MANIFEST = "survey.json"
-RESULT_FILES = ("tiles.csv", "overlay.png", "summary.json")
+RESULT_FILES = ("tiles.csv", OVERLAY_FILE, "summary.json")
 # What a photo's result must have been made with to be kept when a survey resumes.
 RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "photo_bytes", "photo_mtime_ns")
 
