@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crackscan-installed
 
-.PHONY: demo test test-slow test-all bench-train clean
+.PHONY: demo test test-slow test-all bench-train models clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-all: test test-slow
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
+
+# The built-in models in src/crackscan/models/: trained, exported, checked (~6 minutes).
+models: $(STAMP)
+	$(BIN)/python scripts/build_models.py
 
 clean:
 	rm -rf $(VENV) crackscan-demo .pytest_cache

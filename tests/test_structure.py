@@ -17,7 +17,7 @@ LAYERS = [
     {"errors", "version", "_tf", "progress", "testing"},
     {"files"},
     {"settings"},
-    {"data", "runs", "plots", "synth"},
+    {"data", "builtin", "runs", "plots", "synth"},
     {"model"},
     {"runtime"},
     {"predict"},

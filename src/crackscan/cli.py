@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import runs, settings, synth
+from .builtin import MODELS_DIR, builtin_models
 from .data import list_image_files
 from .errors import CrackscanError
 from .evaluate import evaluate, format_metrics
 from .export import export
 from .model import build_backbone
-from .predict import Failure, describe_model, load
+from .predict import Failure, describe_model, images_per_second, load
 from .progress import progress_bar
+from .runtime import cpu_name
 from .scan import scan_many
 from .server import serve
 from .settings import TrainConfig
@@ -39,21 +41,30 @@ EXAMPLES = {
               "crackscan train concrete/ --out runs/origin --epochs 10 --learning-rate 1e-4 --batch-size 16 --patience 0"],
     "evaluate": ["crackscan evaluate runs/first concrete/ --split test",
                  "crackscan evaluate runs/first other-site/ --out runs/first   # -> runs/first/evaluations/other-site-all/"],
-    "predict": ["crackscan predict runs/first photos/ 'more/*.jpg'",
+    "predict": ["crackscan predict crackscan-nano photos/ 'more/*.jpg'",
+                "crackscan predict runs/first photos/",
                 "crackscan predict runs/first/model.int8.tflite patch.png --format json"],
     "export": ["crackscan export runs/first --format litert --int8   # -> runs/first/model.int8.tflite",
                "crackscan export runs/first --format onnx --out model.onnx"],
-    "scan": ["crackscan scan runs/first site-photos/ --out scans/",
+    "scan": ["crackscan scan crackscan-base site-photos/ --out scans/",
+             "crackscan scan runs/first site-photos/ --out scans/",
              "crackscan scan runs/first/model.int8.tflite wall.jpg --out scans/ --threshold 0.7 --stride 113"],
-    "serve": ["crackscan serve runs/first   # then open http://127.0.0.1:8000/",
+    "serve": ["crackscan serve crackscan-base   # then open http://127.0.0.1:8000/",
+              "crackscan serve runs/first",
               "crackscan serve runs/first --host 0.0.0.0 --port 8080 --max-upload-mb 50"],
-    "info": ["crackscan info runs/first", "crackscan info model.int8.tflite --format json"],
+    "info": ["crackscan info runs/first", "crackscan info model.int8.tflite --format json",
+             "crackscan info crackscan-nano"],
+    "models": ["crackscan models", "crackscan models --benchmark   # measure images/s on this machine now",
+               "crackscan scan crackscan-base site-photos/ --out scans/"],
     "demo": ["crackscan demo", "crackscan demo --out /tmp/demo --weights none   # offline, random backbone"],
 }
 
 
 def _examples(command: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+
+
+MODEL_HELP = "a built-in model (crackscan models lists them), a run folder or a model file (.keras, .tflite, .onnx)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="measure a model on a labelled folder", epilog=_examples("evaluate"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
+    evaluate.add_argument("model", type=Path, help=MODEL_HELP)
     evaluate.add_argument("data", type=Path, help="folder with one subfolder per class")
     evaluate.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
                           help="with a run folder: only the images of this part of its split (matched by content)")
@@ -82,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify images: crack or not, with the crack probability", epilog=_examples("predict"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    predict.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
+    predict.add_argument("model", type=Path, help=MODEL_HELP)
     predict.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--format", default="table", choices=("table", "csv", "json"),
                          help="output format (default table)")
@@ -101,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = commands.add_parser("scan", help="scan whole photos: crack map overlay, tile grid and summary per photo", epilog=_examples("scan"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    scan.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
+    scan.add_argument("model", type=Path, help=MODEL_HELP)
     scan.add_argument("photos", nargs="+", help="photo files, folders or glob patterns")
     scan.add_argument("--out", type=Path, required=True, help="folder for the results (one subfolder per photo)")
     settings.add_arguments(scan, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS))
@@ -109,13 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="HTTP API and web page for crack checks", epilog=_examples("serve"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
+    serve.add_argument("model", type=Path, help=MODEL_HELP)
     settings.add_arguments(serve, settings.SERVE_SETTINGS)
 
     info = commands.add_parser("info", help="what a model or run carries: format, classes, sizes, metrics", epilog=_examples("info"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    info.add_argument("model", type=Path, help="run folder or model file (.keras, .tflite, .onnx)")
+    info.add_argument("model", type=Path, help=MODEL_HELP)
     info.add_argument("--format", default="text", choices=("text", "json"), help="output format (default text)")
+
+    models = commands.add_parser("models", help="the built-in models: what they were trained on, accuracy, speed",
+                                 epilog=_examples("models"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    models.add_argument("--benchmark", action="store_true",
+                        help="measure each model's images/s on this machine now (a few seconds each)")
+    models.add_argument("--format", default="text", choices=("text", "json"), help="output format (default text)")
 
     demo = commands.add_parser("demo", help="make a synthetic dataset, train on it, evaluate, plot", epilog=_examples("demo"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -320,6 +337,36 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    listed = builtin_models()
+    if not listed:
+        raise CrackscanError(f"this install has no built-in models (expected in {MODELS_DIR}): reinstall crackscan")
+    rows = []
+    for model in listed.values():
+        row = model.to_dict()
+        row["measured_now"] = args.benchmark
+        if args.benchmark:
+            row["images_per_second"] = images_per_second(load(model.path))
+            row["measured_on"] = cpu_name()
+        rows.append(row)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("name", "trained on", "input", "size", "test accuracy (held out)", "images/s")
+    table = [header] + [
+        (r["name"], r["trained_on"], f"{r['input_size']} px", f"{r['size_bytes'] / 1e6:.1f} MB",
+         f"{100 * r['test_accuracy']:.2f}% ({r['test_errors']} of {r['test_images']} wrong)",
+         f"{r['images_per_second']:.0f}") for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    when = "measured now" if args.benchmark else "recorded when the models were built"
+    print(f"\nimages/s: the model alone on pixels, batches of 32, {when}, on {rows[0]['measured_on']}"
+          f"{'' if args.benchmark else '; --benchmark measures this machine'}")
+    print("use a name wherever a model path goes, e.g. crackscan scan crackscan-base photos/ --out scans/")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.per_class < 20:
@@ -340,7 +387,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan, "serve": cmd_serve,
-            "demo": cmd_demo}
+            "models": cmd_models, "demo": cmd_demo}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from . import runs
+from .builtin import builtin_models
 from .data import ImageReadError, ImageSource, iter_batches, load_for_model
 from .model import ModelInfo
 from .runtime import DEFAULT_BATCH_SIZE, cpu_threads, open_model, read_model_info
@@ -145,4 +147,25 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     run = runs.folder_of(path)
     if run is not None:
         described["run"] = runs.summary(run)
+    builtin = next((m for m in builtin_models().values() if m.path == model), None)
+    if builtin is not None:
+        described["built_in"] = {
+            "name": builtin.name, "trained_on": builtin.trained_on,
+            "test_accuracy": f"{100 * builtin.test_accuracy:.2f}% of {builtin.test_images} held-out images",
+            "images_per_second": f"{builtin.images_per_second:.0f} (when built, on {builtin.measured_on})",
+            "built": builtin.built, "command": builtin.command}
     return described
+
+
+def images_per_second(predictor: Predictor, seconds: float = 3.0) -> float:
+    """The model's own speed on this machine: full batches of model-ready pixels, after a
+    warm-up batch, for about ``seconds`` (decoding is left out, it depends on the files)."""
+    batch_size = getattr(predictor.runner, "batch_size", DEFAULT_BATCH_SIZE)
+    size = predictor.input_size
+    pixels = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3)).astype(np.float32)
+    predictor.probabilities(pixels)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predictor.probabilities(pixels)
+        done += batch_size
+    return done / (time.perf_counter() - started)

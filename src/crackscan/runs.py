@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .builtin import builtin_path, known_names
 from .errors import CrackscanError
 from .files import TEXT_ENCODING, atomic_open, atomic_path, remove_partials, write_text
 from .version import __version__
@@ -83,7 +84,8 @@ def finish(out: Path, data_root: Path, extra: dict[str, Any] | None = None) -> P
 
 
 def model_path(path: str | os.PathLike) -> Path:
-    """The model file a path names: the file itself, or a run folder's model."""
+    """The model file a path names: the file itself, a run folder's model, or a built-in
+    model's file when no such path exists."""
     path = Path(path)
     if path.is_dir():
         if not is_run(path):
@@ -92,7 +94,10 @@ def model_path(path: str | os.PathLike) -> Path:
             raise CrackscanError(f"{path} is a folder without {MODEL_FILE}: not a crackscan run")
         return path / MODEL_FILE
     if not path.exists():
-        raise CrackscanError(f"model not found: {path}")
+        builtin = builtin_path(str(path))
+        if builtin is not None:
+            return builtin
+        raise CrackscanError(f"model not found: {path} is no file, run folder or built-in model ({known_names()})")
     return path
 
 

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import platform
 import threading
 import warnings
 import zipfile
@@ -32,6 +33,20 @@ DEFAULT_BATCH_SIZE = 32
 
 def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_name() -> str:
+    """The processor and the cores this process may use, e.g. "AMD EPYC, 2 cores": a speed
+    means nothing without them."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {cpu_threads()} cores"
 
 
 class KerasRunner:

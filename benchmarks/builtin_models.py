@@ -1,0 +1,106 @@
+"""The built-in models against each other, in one run: nano must pay for its accuracy in speed.
+
+1. `crackscan predict MODEL DIR` over 2,000 real Özgenel JPEGs (the CLI as a user runs it,
+   process start included), and the same through `Predictor.iter_predict` (no start-up):
+   images/s of each model and nano's ratio to base (target: at least 4x).
+2. One 4032x3024 photo scanned with each (read, tiles, inference, overlay and files
+   written; median of 5): seconds and base's time over nano's (target: at least 3x).
+3. Loading each by name in a fresh process, after the imports (target: under 0.5 s).
+4. Accuracy of each on its held-out test split, recomputed from the data and checked
+   against the split recorded when the models were built.
+
+    python benchmarks/builtin_models.py [--data ../shared/data/ozgenel-12k]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import DEFAULT_DATA, link_subset, photo_of_patches, real_image_files
+
+NAMES = ("crackscan-base", "crackscan-nano")
+LOAD_TIMER = ("import time, crackscan; started = time.perf_counter(); crackscan.load({name!r}); "
+              "print(time.perf_counter() - started)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--images", type=int, default=2000)
+    args = parser.parse_args()
+
+    import crackscan
+    from crackscan.builtin import builtin_models, held_out_test_files
+    from crackscan.data import list_image_files
+    from crackscan.runtime import cpu_name
+
+    print(f"CPU: {cpu_name()}")
+    work = Path(tempfile.mkdtemp(prefix="crackscan-builtin-"))
+    folder = link_subset(args.data, work / "patches", args.images // 2)
+    files = list_image_files([folder])
+
+    print(f"\n1. crackscan predict over {len(files)} JPEGs of 227x227")
+    cli_speed, api_speed = {}, {}
+    for name in NAMES:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "crackscan.cli", "predict", name, str(folder), "--format", "csv"],
+                       check=True, stdout=subprocess.DEVNULL)
+        cli_speed[name] = len(files) / (time.perf_counter() - started)
+        predictor = crackscan.load(name)
+        list(predictor.iter_predict(files[:64]))  # warm-up
+        started = time.perf_counter()
+        done = sum(1 for _ in predictor.iter_predict(files))
+        api_speed[name] = done / (time.perf_counter() - started)
+        print(f"   {name}: {cli_speed[name]:6.0f} images/s with process start, {api_speed[name]:6.0f} images/s without")
+    print(f"   nano / base: {cli_speed['crackscan-nano'] / cli_speed['crackscan-base']:.2f}x with process start, "
+          f"{api_speed['crackscan-nano'] / api_speed['crackscan-base']:.2f}x without (target >= 4x)")
+
+    print("\n2. one 4032x3024 photo, scanned and written (median of 5)")
+    photo = work / "photo.jpg"
+    photo_of_patches(real_image_files(args.data), np.random.default_rng(0)).save(photo, quality=92)
+    scan_seconds = {}
+    for name in NAMES:
+        predictor = crackscan.load(name)
+        crackscan.scan(predictor, photo).write(work / "warm-up")
+        times = []
+        for i in range(5):
+            started = time.perf_counter()
+            result = crackscan.scan(predictor, photo)
+            result.write(work / f"{name}-{i}")
+            times.append(time.perf_counter() - started)
+        scan_seconds[name] = statistics.median(times)
+        print(f"   {name}: {scan_seconds[name]:.3f} s, {result.summary['tiles']} tiles of {result.summary['tile']} px")
+    print(f"   base / nano: {scan_seconds['crackscan-base'] / scan_seconds['crackscan-nano']:.2f}x (target >= 3x)")
+
+    print("\n3. load by name in a fresh process, after the imports (median of 3)")
+    for name in NAMES:
+        seconds = [float(subprocess.run([sys.executable, "-c", LOAD_TIMER.format(name=name)], check=True,
+                                        capture_output=True, text=True).stdout) for _ in range(3)]
+        print(f"   {name}: {statistics.median(seconds):.3f} s (target < 0.5 s)")
+
+    print("\n4. accuracy on the held-out test split")
+    for name, model in builtin_models().items():
+        test_files = held_out_test_files(model, args.data)
+        result = crackscan.evaluate(name, _as_dataset(test_files, work / f"test-{name}"))
+        m = result.metrics
+        print(f"   {name}: {100 * m['accuracy']:.2f}% ({m['errors']} of {m['count']} wrong; "
+              f"recorded {100 * model.test_accuracy:.2f}%)")
+
+
+def _as_dataset(files: list[tuple[Path, str]], folder: Path) -> Path:
+    for path, class_name in files:
+        (folder / class_name).mkdir(parents=True, exist_ok=True)
+        (folder / class_name / path.name).symlink_to(path.resolve())
+    return folder
+
+
+if __name__ == "__main__":
+    main()

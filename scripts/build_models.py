@@ -1,0 +1,125 @@
+"""Builds the built-in models into src/crackscan/models/ (``make models``).
+
+Each model is trained on the Özgenel patches with crackscan's own ``train``, exported to
+int8 LiteRT with its own ``export`` (which checks it against the Keras model), and measured
+with its own ``evaluate`` on the held-out test split, which neither training, early
+stopping nor calibration saw. A model below its accuracy floor is not written. Nothing
+in src/crackscan/models/ changes unless every model passes; then the files and
+models.json are replaced together, each atomically.
+
+    python scripts/build_models.py [--data ../shared/data/ozgenel-12k] [--work runs/builtin]
+
+Needs the ImageNet MobileNetV2 weights: Keras downloads them once, or, on a machine without
+internet, ../shared/keras-home is used when KERAS_HOME is not set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+COMMAND = "make models   # python scripts/build_models.py --data ../shared/data/ozgenel-12k"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    name: str
+    summary: str
+    image_size: int
+    alpha: float
+    min_accuracy: float
+
+
+# The split keeps a fifth of the images as the test set (2,516 here): a 6% test split would
+# measure 99.8% as "at most one error", too coarse to tell two models apart.
+SPLIT = "70:10:20"
+SEED = 42
+CALIBRATION_IMAGES = 1000
+SPECS = (
+    Spec("crackscan-base", "the origin's network: best accuracy", 160, 1.0, 0.998),
+    Spec("crackscan-nano", "a tenth of base's compute: surveys and large photos", 96, 0.35, 0.997),
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "ozgenel-12k")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "builtin", help="run folders of the models")
+    parser.add_argument("--into", type=Path, default=ROOT / "src" / "crackscan" / "models")
+    parser.add_argument("--only", choices=[spec.name for spec in SPECS], action="append",
+                        help="rebuild only this model (repeatable); the others' files and entries stay")
+    args = parser.parse_args()
+    if not os.environ.get("KERAS_HOME"):
+        from crackscan.testing import use_offline_keras_home
+
+        use_offline_keras_home(Path(tempfile.mkdtemp(prefix="crackscan-keras-home-")))
+
+    from crackscan import TrainConfig, evaluate, export, load, train
+    from crackscan.builtin import split_digest
+    from crackscan.files import atomic_path, write_text
+    from crackscan.predict import images_per_second
+    from crackscan.runs import split_rows
+    from crackscan.runtime import cpu_name
+    from crackscan.version import __version__
+
+    built, failed = [], []
+    for spec in SPECS:
+        if args.only and spec.name not in args.only:
+            continue
+        started = time.perf_counter()
+        print(f"== {spec.name}: MobileNetV2 alpha {spec.alpha} at {spec.image_size} px", flush=True)
+        config = TrainConfig(image_size=spec.image_size, alpha=spec.alpha, split=SPLIT, seed=SEED)
+        run = train(args.data, args.work / spec.name, config, force=True)
+        exported = export(run.path, "litert", int8=True, calibration_images=CALIBRATION_IMAGES, check_images=100_000,
+                          force=True, on_step=lambda line: print(f"   {line}", flush=True))
+        test = evaluate(exported.path, args.data, split="test").metrics
+        speed = images_per_second(load(exported.path))
+        print(f"   Keras test {100 * run.metrics['test']['accuracy']:.2f}% -> int8 test {100 * test['accuracy']:.2f}% "
+              f"({test['errors']} of {test['count']} wrong), {exported.size_bytes / 1e6:.2f} MB, {speed:.0f} images/s, "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+        if test["accuracy"] < spec.min_accuracy:
+            failed.append(f"{spec.name}: {100 * test['accuracy']:.2f}% < {100 * spec.min_accuracy:.1f}%")
+            continue
+        content = exported.path.read_bytes()
+        built.append((content, {
+            "name": spec.name, "file": f"{spec.name}.tflite", "summary": spec.summary,
+            "trained_on": f"Özgenel concrete patches ({run.metrics['images']['split']['train']} training images)",
+            "backbone": f"MobileNetV2 alpha {spec.alpha}, ImageNet, frozen; int8 LiteRT",
+            "input_size": spec.image_size, "size_bytes": len(content),
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "test_accuracy": round(test["accuracy"], 6), "test_images": test["count"], "test_errors": test["errors"],
+            "keras_test_accuracy": round(run.metrics["test"]["accuracy"], 6),
+            "images_per_second": round(speed, 1), "measured_on": cpu_name(),
+            "built": time.strftime("%Y-%m-%d"), "crackscan_version": __version__, "command": COMMAND,
+            "settings": {**dataclasses.asdict(config), "calibration_images": CALIBRATION_IMAGES},
+            "test_split_sha256": split_digest(r["sha256"] for r in split_rows(run.path) if r["split"] == "test"),
+        }))
+    if failed:
+        print("not written, below the accuracy floor: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    for content, entry in built:
+        with atomic_path(args.into / entry["file"]) as temporary:
+            temporary.write_bytes(content)
+    entries = {entry["name"]: entry for _, entry in built}
+    registry = args.into / "models.json"
+    kept = json.loads(registry.read_text())["models"] if args.only and registry.is_file() else []
+    listed = [entries.pop(entry["name"], entry) for entry in kept] + list(entries.values())
+    write_text(registry, json.dumps({"models": listed}, indent=2, ensure_ascii=False) + "\n")
+    for _, entry in built:
+        print(f"wrote {args.into / entry['file']} ({entry['size_bytes'] / 1e6:.2f} MB)")
+    total = sum(entry["size_bytes"] for entry in listed)
+    print(f"models.json updated; {len(listed)} models, {total / 1e6:.2f} MB together")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
