@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import runs, settings, synth
+from .adapt import adapt
 from .builtin import MODELS_DIR, builtin_models
 from .data import list_image_files
 from .errors import CrackscanError
-from .evaluate import evaluate, format_metrics
+from .evaluate import evaluate, evaluate_photos, format_metrics, format_tile_metrics
 from .export import export
+from .labels import LABELS_FILE, labels_from_masks
 from .model import build_backbone
 from .predict import Failure, describe_model, images_per_second, load
 from .progress import progress_bar
@@ -40,7 +42,8 @@ EXAMPLES = {
               "crackscan train concrete/ --out runs/small --image-size 96 --alpha 0.35 --split 80:10:10",
               "crackscan train concrete/ --out runs/origin --epochs 10 --learning-rate 1e-4 --batch-size 16 --patience 0"],
     "evaluate": ["crackscan evaluate runs/first concrete/ --split test",
-                 "crackscan evaluate runs/first other-site/ --out runs/first   # -> runs/first/evaluations/other-site-all/"],
+                 "crackscan evaluate runs/first other-site/ --out runs/first   # -> runs/first/evaluations/other-site-all/",
+                 "crackscan evaluate crackscan-base site/images --masks site/masks --out eval-site/"],
     "predict": ["crackscan predict crackscan-nano photos/ 'more/*.jpg'",
                 "crackscan predict runs/first photos/",
                 "crackscan predict runs/first/model.int8.tflite patch.png --format json"],
@@ -50,12 +53,16 @@ EXAMPLES = {
              "crackscan scan runs/first site-photos/ --out scans/",
              "crackscan scan runs/first/model.int8.tflite wall.jpg --out scans/ --threshold 0.7 --stride 113"],
     "serve": ["crackscan serve crackscan-base   # then open http://127.0.0.1:8000/",
-              "crackscan serve runs/first",
+              "crackscan serve runs/first --labels site-labels   # label tiles on the page, then Adapt",
               "crackscan serve runs/first --host 0.0.0.0 --port 8080 --max-upload-mb 50"],
     "info": ["crackscan info runs/first", "crackscan info model.int8.tflite --format json",
              "crackscan info crackscan-nano"],
     "models": ["crackscan models", "crackscan models --benchmark   # measure images/s on this machine now",
                "crackscan scan crackscan-base site-photos/ --out scans/"],
+    "label": ["crackscan label site/images --masks site/masks --out site-labels --per-class 25",
+              "crackscan label photos/ --masks masks/ --out labels --per-class 10 --tile 128 --seed 3"],
+    "adapt": ["crackscan adapt runs/first site-labels --out runs/first-site",
+              "crackscan scan runs/first-site site/more-photos --out scans/"],
     "demo": ["crackscan demo", "crackscan demo --out /tmp/demo --weights none   # offline, random backbone"],
 }
 
@@ -84,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure a model on a labelled folder", epilog=_examples("evaluate"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("model", type=Path, help=MODEL_HELP)
-    evaluate.add_argument("data", type=Path, help="folder with one subfolder per class")
+    evaluate.add_argument("data", type=Path, help="folder with one subfolder per class; with --masks, a folder of photos")
+    evaluate.add_argument("--masks", type=Path, help="folder of crack masks named as the photos (any non-black "
+                          "pixel is crack): grade the tiles of whole photos")
+    settings.add_arguments(evaluate, settings.SCAN_SETTINGS)
     evaluate.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
                           help="with a run folder: only the images of this part of its split (matched by content)")
     evaluate.add_argument("--out", type=Path, help="write metrics.json, confusion_matrix.png and skipped.csv here")
@@ -121,12 +131,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="HTTP API and web page for crack checks", epilog=_examples("serve"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("model", type=Path, help=MODEL_HELP)
+    serve.add_argument("--labels", type=Path, help="turn on the page's labelling loop: flipped tiles are saved in "
+                       "this folder, and Adapt refits the run on them (serves the new run at once)")
     settings.add_arguments(serve, settings.SERVE_SETTINGS)
 
     info = commands.add_parser("info", help="what a model or run carries: format, classes, sizes, metrics", epilog=_examples("info"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     info.add_argument("model", type=Path, help=MODEL_HELP)
     info.add_argument("--format", default="text", choices=("text", "json"), help="output format (default text)")
+
+    label = commands.add_parser("label", help="label tiles of your photos from crack masks, as a dataset for adapt",
+                                epilog=_examples("label"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    label.add_argument("photos", nargs="+", help="photo files, folders or glob patterns")
+    label.add_argument("--masks", type=Path, required=True,
+                       help="folder of crack masks named as the photos (any non-black pixel is crack)")
+    label.add_argument("--out", type=Path, required=True, help="labels folder: Positive/, Negative/ and labels.csv")
+    settings.add_arguments(label, settings.LABEL_SETTINGS)
+    label.add_argument("--force", action="store_true", help="add to a labels folder that already holds labels")
+
+    adapt = commands.add_parser("adapt", help="refit a run's head on site labels: a new run that knows your photos",
+                                epilog=_examples("adapt"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    adapt.add_argument("run", type=Path, help="the run to start from (its training features are reused)")
+    adapt.add_argument("labels", type=Path, help="labels folder (crackscan label, the web page) or any class-folder dataset")
+    adapt.add_argument("--out", type=Path, required=True, help="the new run folder")
+    adapt.add_argument("--force", action="store_true", help="replace a run already in --out")
 
     models = commands.add_parser("models", help="the built-in models: what they were trained on, accuracy, speed",
                                  epilog=_examples("models"), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,6 +221,10 @@ def _print_run(run: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.masks is not None:
+        return _evaluate_photos(args)
+    if any(getattr(args, s.name) is not None for s in settings.SCAN_SETTINGS if s.name != "threshold"):
+        raise CrackscanError("--tile and --stride grade whole photos: pass --masks too")
     result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_show_progress(),
                       force=args.force)
     for path, reason in result.skipped:
@@ -213,6 +245,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if result.out:
         print(f"wrote {result.out}/metrics.json, confusion_matrix.png and skipped.csv", file=sys.stderr)
     return 0
+
+
+def _evaluate_photos(args: argparse.Namespace) -> int:
+    if args.split != "all":
+        raise CrackscanError("--split applies to patch folders, not to photos with --masks")
+    options = settings.resolved(args, settings.SCAN_SETTINGS)
+    result = evaluate_photos(_model_for_inference(args.model), args.data, args.masks, **options, out=args.out,
+                             force=args.force, progress=_show_progress())
+    for path, reason in result.skipped:
+        _report_skipped(path, reason)
+    m = result.metrics
+    if args.format == "json":
+        print(json.dumps({**m, "per_photo": result.photos}, indent=2))
+    else:
+        print(f"{'photo':<40} {'tiles':>5} {'crack':>5} {'TP':>4} {'FP':>4} {'FN':>4}  F1")
+        for row in result.photos:
+            f1 = "n/a" if row["f1"] is None else f"{row['f1']:.3f}"
+            print(f"{Path(row['photo']).name:<40} {row['tiles']:>5} {row['crack_tiles']:>5} {row['true_positives']:>4} "
+                  f"{row['false_positives']:>4} {row['false_negatives']:>4}  {f1}")
+        print(format_tile_metrics(m))
+    if result.out:
+        print(f"wrote {result.out}/metrics.json, photos.csv and overlays/", file=sys.stderr)
+    return EXIT_SOME_SKIPPED if result.skipped else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -318,7 +373,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def announce(url: str) -> None:
         print(f"crackscan serving {args.model} on {url} (API docs at {url}docs); Ctrl-C stops", file=sys.stderr)
 
-    serve(_model_for_inference(args.model), announce=announce, **options)
+    serve(_model_for_inference(args.model), announce=announce, labels=args.labels, **options)
     return 0
 
 
@@ -334,6 +389,39 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"  {inner}: {shown}")
         else:
             print(f"{key}: {value}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    made = labels_from_masks(args.photos, args.masks, args.out, force=args.force,
+                             **settings.resolved(args, settings.LABEL_SETTINGS))
+    for path, reason in made.skipped:
+        _report_skipped(path, reason)
+    added = ", ".join(f"{count} {name} (of {made.available[name]} available)" for name, count in made.added.items())
+    print(f"labelled {added} tiles; {args.out} holds {len(made.labels)} labels: {made.labels.folder / LABELS_FILE}")
+    return EXIT_SOME_SKIPPED if made.skipped else 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+
+    def step(line: str) -> None:
+        print(f"[{time.perf_counter() - started:5.1f} s] {line} ...", file=sys.stderr, flush=True)
+
+    result = adapt(args.run, args.labels, args.out, force=args.force, on_step=step)
+    m = result.metrics
+    site, parent = m["site_cross_validated"], m["parent_test"]
+
+    def figures(tile: dict) -> str:
+        f1 = "n/a" if tile["f1"] is None else f"{tile['f1']:.3f}"
+        return f"accuracy {tile['accuracy']:.3f}, F1 {f1}"
+
+    tiles = ", ".join(f"{count} {name}" for name, count in m["site_tiles"].items())
+    print(f"site labels ({tiles}), {site['folds']}-fold cross-validated: before {figures(site['before'])} -> after "
+          f"{figures(site['after'])}")
+    print(f"parent's test images ({parent['images']}): accuracy {100 * parent['accuracy_before']:.2f}% -> "
+          f"{100 * parent['accuracy_after']:.2f}% ({parent['change_points']:+.2f} points)")
+    print(f"adapted in {m['seconds']:.1f} s; new run folder: {result.path} (use it as any run: scan, export, serve)")
     return 0
 
 
@@ -387,7 +475,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan, "serve": cmd_serve,
-            "models": cmd_models, "demo": cmd_demo}
+            "label": cmd_label, "adapt": cmd_adapt, "models": cmd_models, "demo": cmd_demo}
 
 if __name__ == "__main__":
     raise SystemExit(main())

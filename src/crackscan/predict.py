@@ -18,8 +18,9 @@ import numpy as np
 from . import runs
 from .builtin import builtin_models
 from .data import ImageReadError, ImageSource, iter_batches, load_for_model
-from .model import ModelInfo
-from .runtime import DEFAULT_BATCH_SIZE, cpu_threads, open_model, read_model_info
+from .errors import CrackscanError
+from .model import ModelInfo, read_head_weights, read_keras_metadata
+from .runtime import DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, cpu_threads, open_model, read_model_info
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -132,6 +133,20 @@ def load(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_thre
     """Loads a .keras, .tflite or .onnx model (or a run folder) as a Predictor."""
     opened = open_model(runs.model_path(path), batch_size, num_threads)
     return Predictor(opened.runner, opened.info, opened.path, opened.format)
+
+
+def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+    """A run that keeps its backbone as LiteRT (training with LiteRT, or adapt, left it) as a
+    Predictor of its backbone and head: the run's model.keras to within float precision, at
+    LiteRT's speed, with no export. For serving a run as soon as adapt has made it."""
+    folder = Path(run)
+    keras_path = runs.model_path(folder)
+    backbone = folder / runs.BACKBONE_FILE
+    if not backbone.is_file():
+        raise CrackscanError(f"{folder} keeps no {runs.BACKBONE_FILE}: load its model.keras instead")
+    kernel, bias = read_head_weights(keras_path)
+    runner = HeadOnBackboneRunner(backbone.read_bytes(), kernel, bias, batch_size)
+    return Predictor(runner, read_keras_metadata(keras_path), keras_path, "litert backbone + head")
 
 
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:

@@ -91,6 +91,10 @@ class LiteRTRunner:
         except (ValueError, RuntimeError) as error:
             raise CrackscanError(f"not a usable LiteRT model: {str(error).strip().splitlines()[0]}") from None
 
+    @property
+    def model_content(self) -> bytes:
+        return self._content
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return _run_batched(images, self.batch_size, self._invoke_full, self._invoke_one)
 
@@ -134,6 +138,22 @@ class OnnxRunner:
         # batch size, so nothing is padded.
         run = lambda x: self.session.run(None, {self._input_name: np.asarray(x, np.float32)})[0]  # noqa: E731
         return _run_batched(images, self.batch_size, run, run, pad=False)
+
+
+class HeadOnBackboneRunner:
+    """A frozen backbone as float LiteRT and a dense softmax head in NumPy: a run made by
+    ``adapt`` runs at LiteRT's speed the moment it exists, with no conversion or export."""
+
+    def __init__(self, backbone: bytes, kernel: np.ndarray, bias: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
+                 num_threads: int | None = None):
+        self.backbone = LiteRTRunner(backbone, batch_size, num_threads)
+        self.kernel, self.bias = kernel.astype(np.float32), bias.astype(np.float32)
+        self.batch_size = batch_size
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        logits = self.backbone(images) @ self.kernel + self.bias
+        exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
 def _run_batched(images: np.ndarray, batch_size: int, run_full: Any, run_one: Any, pad: bool = True) -> np.ndarray:

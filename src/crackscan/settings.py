@@ -184,6 +184,14 @@ EXPORT_SETTINGS = (
     Setting("check_images", int, 1000, "how many labelled images to check the export on", low=1, high=100_000),
 )
 
+# ---- site labels and adaptation ----------------------------------------------------------------
+LABEL_SETTINGS = (
+    Setting("per_class", int, 25, "crack tiles and clear tiles to label, each", low=1, high=100_000),
+    Setting("seed", int, 0, "seed of the random draw of tiles", low=0, high=2**32 - 1),
+    dataclasses.replace(TILE, default=227, optional=False,
+                        help="tile side in photo px (default: 227, the built-in models' patch scale)"),
+)
+
 # ---- serve: where it listens and the budgets that keep one client from tying it up ------
 SERVE_SETTINGS = (
     Setting("host", str, "127.0.0.1", "address to listen on (127.0.0.1: this machine only)"),

@@ -33,7 +33,7 @@ from .data import (
 )
 from .errors import CrackscanError
 from .evaluate import classification_metrics
-from .files import atomic_open, write_text
+from .files import atomic_open, write_bytes, write_text
 from .model import ModelInfo, build_classifier, save_keras_model
 from .predict import load
 from .progress import progress_bar
@@ -79,6 +79,7 @@ class Embedded:
     facts: list[FileFacts]
     skipped: list[Skipped]
     backend: str
+    runner: Any = None
 
 
 def train(
@@ -137,6 +138,8 @@ def train(
     config.save(out / "config.json")
     _write_history(out / "history.csv", history)
     runs.save_features(out, embedded.features, labels, splits)
+    if isinstance(embedded.runner, LiteRTRunner):
+        write_bytes(out / runs.BACKBONE_FILE, embedded.runner.model_content)
     runs.write_split(out / runs.SPLIT_FILE, (
         (dataset.relative(dataset.samples[i].path), dataset.class_names[dataset.samples[i].label], split, facts.sha256)
         for i, split, facts in zip(embedded.indices, splits, embedded.facts)
@@ -188,7 +191,8 @@ def make_feature_runner(extractor: Any, config: TrainConfig, image_count: int | 
     worth_converting = image_count is None or image_count >= LITERT_MIN_IMAGES
     if config.embedding_backend == "litert" or (config.embedding_backend == "auto" and worth_converting):
         try:
-            return LiteRTRunner(keras_to_litert(extractor), config.embed_batch_size), "litert"
+            runner = LiteRTRunner(keras_to_litert(extractor), config.embed_batch_size)
+            return runner, "litert"
         except (ImportError, CrackscanError):
             if config.embedding_backend == "litert":
                 raise
@@ -213,7 +217,7 @@ def embed_dataset(extractor: Any, dataset: Dataset, config: TrainConfig, progres
     bar.close()
     if not np.all(np.isfinite(features[: len(kept)])):
         raise RuntimeError(f"the {backend} backbone produced non-finite features: this is a bug, not your data")
-    return Embedded(features[: len(kept)], np.array(kept, dtype=np.int64), facts, skipped, backend)
+    return Embedded(features[: len(kept)], np.array(kept, dtype=np.int64), facts, skipped, backend, runner)
 
 
 def _check_split(splits: np.ndarray, labels: np.ndarray, dataset: Dataset) -> None:

@@ -1,0 +1,160 @@
+"""Site labels: tiles of a user's own photos, labelled crack or clear, as an ordinary dataset.
+
+A labels folder is a class-folder patch dataset (``Positive/`` and ``Negative/`` holding
+tile crops at their photo's pixels, as PNG) plus ``labels.csv``, which says for each crop
+the photo and box it came from, its label, where the label came from (a mask, the web
+page, a hand) and when. Anything that takes a dataset takes it; ``crackscan adapt`` is
+what it is made for. Crops are written before labels.csv, each atomically, so the folder
+is always a readable dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .data import ImageReadError, read_pixels
+from .errors import CrackscanError
+from .files import TEXT_ENCODING, atomic_open, atomic_path
+from .masks import CLEAR, CRACK, pair_with_masks, read_mask, tile_truth
+from .scan import tile_origins
+
+LABELS_FILE = "labels.csv"
+FIELDS = ("file", "photo", "x", "y", "width", "height", "label", "source", "made")
+DEFAULT_TILE = 227  # the Özgenel patch side, and so the built-in models' patch scale
+DEFAULT_CLASSES = ("Negative", "Positive")  # (clear, crack)
+
+
+@dataclasses.dataclass(frozen=True)
+class Label:
+    file: str  # the crop, relative to the labels folder
+    photo: str
+    x: int
+    y: int
+    width: int
+    height: int
+    label: str
+    source: str
+    made: str
+
+    @property
+    def key(self) -> tuple:
+        return self.photo, self.x, self.y, self.width, self.height
+
+
+class LabelSet:
+    """The labels of one folder: read, added to (a tile labelled again replaces its earlier
+    label), and saved."""
+
+    def __init__(self, folder: str | os.PathLike, classes: Sequence[str] = DEFAULT_CLASSES):
+        self.folder = Path(folder)
+        self.clear_class, self.crack_class = classes
+        self.labels: dict[tuple, Label] = {}
+        path = self.folder / LABELS_FILE
+        if path.is_file():
+            with open(path, newline="", **TEXT_ENCODING) as handle:
+                for row in csv.DictReader(handle):
+                    try:
+                        label = Label(**{**row, **{k: int(row[k]) for k in ("x", "y", "width", "height")}})
+                    except (TypeError, ValueError):
+                        raise CrackscanError(f"{path} is damaged (row {row}): fix or remove it") from None
+                    self.labels[label.key] = label
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        counted = {self.crack_class: 0, self.clear_class: 0}
+        for label in self.labels.values():
+            counted[label.label] = counted.get(label.label, 0) + 1
+        return counted
+
+    def add(self, crop: np.ndarray, photo: str, box: tuple[int, int, int, int], crack: bool, source: str) -> Label:
+        x, y, w, h = (int(v) for v in box)
+        name = self.crack_class if crack else self.clear_class
+        digest = hashlib.sha256(f"{photo}|{x}|{y}|{w}|{h}".encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        relative = f"{name}/{Path(photo).stem[:60]}-x{x}-y{y}-{w}x{h}-{digest}.png"
+        with atomic_path(self.folder / relative) as temporary:
+            Image.fromarray(np.ascontiguousarray(crop)).save(temporary, compress_level=1)
+        earlier = self.labels.get((photo, x, y, w, h))
+        if earlier is not None and earlier.file != relative:
+            (self.folder / earlier.file).unlink(missing_ok=True)
+        label = Label(relative, photo, x, y, w, h, name, source, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self.labels[label.key] = label
+        return label
+
+    def save(self) -> Path:
+        with atomic_open(self.folder / LABELS_FILE) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(FIELDS)
+            for label in self.labels.values():
+                writer.writerow([getattr(label, field) for field in FIELDS])
+        return self.folder / LABELS_FILE
+
+
+@dataclasses.dataclass
+class LabelsFromMasks:
+    labels: LabelSet
+    added: dict[str, int]
+    available: dict[str, int]
+    skipped: list[tuple[str, str]]
+
+
+def labels_from_masks(
+    photos: str | os.PathLike | Sequence[str | os.PathLike],
+    masks: str | os.PathLike,
+    out: str | os.PathLike,
+    per_class: int = 25,
+    seed: int = 0,
+    tile: int = DEFAULT_TILE,
+    force: bool = False,
+) -> LabelsFromMasks:
+    """Labels ``per_class`` crack and ``per_class`` clear tiles, drawn at random (seeded)
+    from all the tiles of the photos whose masks say so (masks.tile_truth's rule; tiles in
+    between are never drawn). An existing labels folder is added to only with ``force``."""
+    if per_class < 1:
+        raise CrackscanError(f"per_class must be at least 1, got {per_class}")
+    if tile < 8:
+        raise CrackscanError(f"tile must be at least 8 px, got {tile}")
+    out = Path(out)
+    if (out / LABELS_FILE).exists() and not force:
+        raise CrackscanError(f"{out} already holds labels: pass --force to add to them")
+    pairs, skipped = pair_with_masks(photos, masks)
+    candidates: dict[int, list[tuple[int, tuple[int, int, int, int]]]] = {CRACK: [], CLEAR: []}
+    for index, pair in enumerate(pairs):
+        try:
+            height, width = read_pixels(pair.photo, name=str(pair.photo)).shape[:2]
+            truth = tile_truth(read_mask(pair.mask, width, height),
+                               boxes := [(x, y, min(tile, width), min(tile, height))
+                                         for y in tile_origins(height, tile, tile) for x in tile_origins(width, tile, tile)])
+        except ImageReadError as error:
+            skipped.append((str(pair.photo), error.reason))
+            continue
+        for box, truth_of_tile in zip(boxes, truth):
+            if truth_of_tile in candidates:
+                candidates[int(truth_of_tile)].append((index, box))
+    rng = np.random.default_rng(seed)
+    chosen = {kind: [found[i] for i in sorted(rng.permutation(len(found))[:per_class])]
+              for kind, found in candidates.items()}
+    labels = LabelSet(out)
+    by_photo: dict[int, list[tuple[int, tuple[int, int, int, int]]]] = {}
+    for kind, picked in chosen.items():
+        for index, box in picked:
+            by_photo.setdefault(index, []).append((kind, box))
+    for index, wanted in sorted(by_photo.items()):
+        pair = pairs[index]
+        pixels = read_pixels(pair.photo, name=str(pair.photo))
+        for kind, (x, y, w, h) in wanted:
+            labels.add(pixels[y : y + h, x : x + w], str(pair.photo), (x, y, w, h), kind == CRACK, f"mask:{pair.mask}")
+    labels.save()
+    return LabelsFromMasks(labels, {labels.crack_class: len(chosen[CRACK]), labels.clear_class: len(chosen[CLEAR])},
+                           {labels.crack_class: len(candidates[CRACK]), labels.clear_class: len(candidates[CLEAR])},
+                           skipped)
