@@ -1,6 +1,7 @@
 """The web page in a real browser: headless Chromium (Debian's) driven by Playwright."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,60 @@ def _not_an_image(tmp_path):
     path = tmp_path / "notes.jpg"
     path.write_text("site visit notes")
     return path
+
+
+def test_label_tiles_save_adapt_and_scan_again(tiny_run, tiny_dataset, tmp_path):
+    """The site loop end to end: scan, flip tiles to their true labels, save, adapt (the
+    server swaps the new run in), and the photo is scanned again with it."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("uvicorn")
+    patch = 96  # the tiny run's patch size: each tile of this photo is one of its patches
+    truth = {}
+    photo = np.zeros((2 * patch, 4 * patch, 3), np.uint8)
+    for row, name in enumerate(("Positive", "Negative")):
+        for col, path in enumerate(sorted((tiny_dataset / name).glob("000*.jpg"))[4:8]):
+            photo[row * patch:(row + 1) * patch, col * patch:(col + 1) * patch] = np.asarray(Image.open(path).convert("RGB"))
+            truth[(col * patch, row * patch)] = name == "Positive"
+    path = tmp_path / "site-wall.png"
+    Image.fromarray(photo).save(path)
+    labels = tmp_path / "site" / "labels"
+    with running_server(tiny_run.path, labels=labels) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            sync_api.expect(page.get_by_role("button", name="Adapt")).to_be_enabled()
+            with page.expect_response("**/v1/scan") as scanned:
+                page.set_input_files("#files", str(path))
+            tiles = scanned.value.json()["tiles"]
+            assert len(tiles) == 8
+            crack_map = page.locator("article.result canvas.overlay").first
+            sync_api.expect(crack_map).to_be_visible()
+            shown_width = crack_map.evaluate("c => c.getBoundingClientRect().width")
+            factor = shown_width / photo.shape[1]
+            for tile in tiles:
+                said = tile["crack_probability"] >= 0.5
+                clicks = 1 if said != truth[(tile["x"], tile["y"])] else 2  # twice: checked, label kept
+                for _ in range(clicks):
+                    crack_map.click(position={"x": (tile["x"] + patch / 2) * factor, "y": (tile["y"] + patch / 2) * factor})
+            sync_api.expect(page.locator("#site-status")).to_have_text("8 tiles checked, not saved yet")
+            page.get_by_role("button", name="Save labels").click()
+            sync_api.expect(page.locator("#site-status")).to_contain_text("Saved 8 labels")
+            rows = (labels / "labels.csv").read_text().splitlines()
+            assert len(rows) == 9 and sum(",Positive," in r for r in rows) == 4
+            assert len(list((labels / "Positive").iterdir())) == 4 and len(list((labels / "Negative").iterdir())) == 4
+
+            with page.expect_response("**/v1/adapt", timeout=180_000) as adapted, \
+                    page.expect_response("**/v1/scan", timeout=180_000) as rescanned:
+                page.get_by_role("button", name="Adapt").click()
+            assert adapted.value.ok, adapted.value.text()
+            new_run = Path(adapted.value.json()["run"])
+            assert new_run.parent == labels.parent and new_run.name == "labels-adapted-01"
+            assert rescanned.value.ok and len(rescanned.value.json()["tiles"]) == 8
+            sync_api.expect(page.locator("#site-status")).to_contain_text("Scanned again with it", timeout=60_000)
+            sync_api.expect(page.locator("#model")).to_contain_text("labels-adapted-01")
+            sync_api.expect(page.locator("article.result")).to_have_count(1)
+            # The server wrote nowhere but the labels folder and the new run beside it.
+            assert sorted(p.name for p in labels.parent.iterdir()) == ["labels", "labels-adapted-01"]
+        finally:
+            browser.close()

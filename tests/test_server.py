@@ -96,3 +96,36 @@ def test_missing_file_and_bad_parameters(client, photo_bytes):
 def test_page_is_served(client):
     page = client.get("/")
     assert page.status_code == 200 and 'type="file"' in page.text and "v1/scan" in page.text
+
+
+def test_labels_and_adapt_refuse_bad_requests(client, tiny_run, tiny_model, photo_bytes, tmp_path):
+    """Without --labels the loop is off (409); with it, malformed labels are a 422 that
+    names the problem, and nothing is written for them."""
+    upload = {"file": ("wall.jpg", photo_bytes, "image/jpeg")}
+    good = '[{"x": 0, "y": 0, "width": 96, "height": 96, "label": "Positive"}]'
+    assert client.post("/v1/labels", files=upload, data={"labels": good}).status_code == 409
+    assert client.post("/v1/adapt").status_code == 409
+    labels = tmp_path / "labels"
+    with TestClient(create_app(tiny_run.path, labels=labels), raise_server_exceptions=False) as site:
+        assert site.get("/health").json()["labels"] == str(labels)
+        for text, problem in (("not json", "JSON"), ("[]", "non-empty"), ('[{"x": 0}]', "whole numbers"),
+                              ('[{"x": 450, "y": 0, "width": 96, "height": 96, "label": "Positive"}]', "inside"),
+                              ('[{"x": 0, "y": 0, "width": 96, "height": 96, "label": "rust"}]', "label must be"),
+                              ('[' + ",".join([good[1:-1]] * 5000) + ']', "at most")):
+            answer = site.post("/v1/labels", files=upload, data={"labels": text})
+            assert answer.status_code == 422 and problem in answer.json()["detail"], (text[:40], answer.text)
+        assert not (labels / "labels.csv").exists()
+        bad_photo = {"file": ("wall.jpg", b"not a photo", "image/jpeg")}
+        assert site.post("/v1/labels", files=bad_photo, data={"labels": good}).status_code == 415
+        answer = site.post("/v1/labels", files={"file": ("../../evil\nname.jpg", photo_bytes, "image/jpeg")},
+                           data={"labels": good})
+        assert answer.status_code == 200 and answer.json()["counts"] == {"Positive": 1, "Negative": 0}
+        recorded = (labels / "labels.csv").read_text().splitlines()[1].split(",")[1]
+        assert "/" not in recorded and "evil" in recorded and len((labels / "labels.csv").read_text().splitlines()) == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
+        # One class only: adapt explains instead of fitting nonsense.
+        answer = site.post("/v1/adapt")
+        assert answer.status_code == 422 and "one class" in answer.json()["detail"]
+    with TestClient(create_app(tiny_model, labels=tmp_path / "other"), raise_server_exceptions=False) as bare:
+        answer = bare.post("/v1/adapt")
+        assert answer.status_code == 409 and "not a run folder" in answer.json()["detail"]

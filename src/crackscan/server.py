@@ -21,17 +21,21 @@ import base64
 import contextlib
 import ctypes
 import io
+import json
 import logging
 import os
 import socket
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from . import settings
+from . import runs, settings
+from .adapt import adapt
 from .data import ImageReadError, image_pixel_count, read_pixels
 from .errors import Cancelled, CrackscanError, LimitExceeded, MissingDependencyError
-from .predict import Predictor, load
+from .labels import LabelSet
+from .predict import Predictor, load, load_head_on_backbone
 from .scan import scan
 from .version import __version__
 
@@ -59,9 +63,13 @@ def serve_limits(**given: Any) -> dict[str, Any]:
     return limits
 
 
-def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
+def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None = None, **limits: Any) -> Any:
+    """The FastAPI app. With ``labels`` (a folder), the page's labelling loop is on: tiles
+    flipped on the page are saved there (/v1/labels), and /v1/adapt refits the served run's
+    head on them and serves the new run at once. The server then writes nowhere but that
+    folder and the new run folders beside it."""
     try:
-        from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+        from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
         from fastapi.responses import HTMLResponse, JSONResponse
     except ImportError:
         raise MissingDependencyError("fastapi", "crackscan serve", extra="serve") from None
@@ -71,6 +79,7 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
     heavy = HeavyWork()
     max_body = int(limits["max_upload_mb"] * 1024 * 1024)
     predictor = model if isinstance(model, Predictor) else load(model)
+    loop = SiteLoop(labels, None if isinstance(model, Predictor) else runs.folder_of(model), predictor)
     page = resources.files("crackscan.web").joinpath("index.html").read_text()
     app = FastAPI(title="crackscan", version=__version__,
                   description="Crack / no-crack classification of concrete images and whole-photo crack maps.")
@@ -118,16 +127,19 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
+        predictor = loop.predictor
         info = predictor.info
         return {"status": "ok", "model": str(predictor.path), "format": predictor.format,
                 "classes": list(info.class_names), "positive_class": info.positive_class,
                 "input_size": info.input_size, "patch_size": info.patch_size, "version": __version__,
-                "limits": limits}
+                "labels": str(loop.folder) if loop.folder else None, "can_adapt": loop.can_adapt,
+                "adapted_runs": [str(run) for run in loop.made], "limits": limits}
 
     @app.post("/v1/classify")
     async def classify(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
         """Label and crack probability of each uploaded image (a patch, or a whole photo squeezed to one)."""
         contents, pixels = await read_uploads(files)
+        predictor = loop.predictor
 
         def work() -> list[Any]:
             return predictor.predict([decode(name, content) for name, content in contents])
@@ -152,6 +164,7 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
             raise HTTPException(422, str(error)) from None
         [(name, content)], pixels = await read_uploads([file])
         stop = threading.Event()
+        predictor = loop.predictor
 
         def work() -> tuple[Any, str | None]:
             if stop.is_set():  # left while waiting for its turn: decode nothing
@@ -175,7 +188,120 @@ def create_app(model: str | os.PathLike | Any, **limits: Any) -> Any:
             answer["overlay_png_base64"] = overlay_png
         return answer
 
+    @app.post("/v1/labels")
+    async def save_labels(file: UploadFile = File(..., description="the photo the tiles are in"),
+                          labels: str = Form(..., description='JSON: [{"x", "y", "width", "height", "label"}]')
+                          ) -> dict[str, Any]:
+        """Stores labelled tiles of a photo (crops at the photo's pixels) in the labels folder."""
+        if loop.folder is None:
+            raise HTTPException(409, "this server keeps no labels: start it with --labels DIR")
+        [(name, content)], pixels = await read_uploads([file])
+        async with busy.hold(pixels):
+            try:
+                photo = await run_in_threadpool(decode, name, content)
+                entries = parse_labels(labels, photo.shape[1], photo.shape[0], loop.predictor.info)
+                saved = await run_in_threadpool(loop.save, photo, name, entries)
+            except CrackscanError as error:
+                raise (HTTPException(422, str(error)) if not isinstance(error, ImageReadError)
+                       else refusal(error)) from None
+        return saved
+
+    @app.post("/v1/adapt")
+    async def adapt_to_labels() -> dict[str, Any]:
+        """Refits the served run's head on the saved labels and serves the new run."""
+        if not loop.can_adapt:
+            raise HTTPException(409, loop.why_not())
+        try:
+            return await heavy.run(loop.adapt)
+        except CrackscanError as error:
+            raise HTTPException(409 if isinstance(error, LoopBusy) else 422, str(error)) from None
+
     return app
+
+
+MAX_LABELS_PER_REQUEST = 4096
+
+
+class LoopBusy(CrackscanError):
+    pass
+
+
+def parse_labels(text: str, width: int, height: int, info: Any) -> list[tuple[tuple[int, int, int, int], bool]]:
+    """The page's labels for one photo, checked: boxes inside the photo, known class names."""
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        raise CrackscanError("labels must be JSON: a list of {x, y, width, height, label}") from None
+    if not isinstance(entries, list) or not entries:
+        raise CrackscanError("labels must be a non-empty list of {x, y, width, height, label}")
+    if len(entries) > MAX_LABELS_PER_REQUEST:
+        raise CrackscanError(f"at most {MAX_LABELS_PER_REQUEST} labels per request, got {len(entries)}")
+    checked = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise CrackscanError(f"each label must be an object, got {entry!r:.60}")
+        box = tuple(entry.get(key) for key in ("x", "y", "width", "height"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in box):
+            raise CrackscanError(f"x, y, width and height must be whole numbers, got {box!r:.80}")
+        x, y, w, h = box
+        if w < 8 or h < 8 or x < 0 or y < 0 or x + w > width or y + h > height:
+            raise CrackscanError(f"tile {box} is not inside the {width}x{height} photo (or is under 8 px)")
+        if entry.get("label") not in info.class_names:
+            raise CrackscanError(f"label must be one of {', '.join(info.class_names)}, got {entry.get('label')!r:.40}")
+        checked.append(((x, y, w, h), entry["label"] == info.positive_class))
+    return checked
+
+
+class SiteLoop:
+    """The labelling loop behind the page: one labels folder, the run being served, the runs
+    adapt made from it; one adaptation at a time."""
+
+    def __init__(self, folder: str | os.PathLike | None, run: Any, predictor: Predictor):
+        self.folder = Path(folder) if folder is not None else None
+        self.origin = run
+        self.predictor = predictor
+        self.made: list[Path] = []
+        self._lock = threading.Lock()
+        if self.folder is not None:
+            if self.folder.exists() and not self.folder.is_dir():
+                raise CrackscanError(f"--labels {self.folder} is a file, not a folder")
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def can_adapt(self) -> bool:
+        return self.folder is not None and self.origin is not None
+
+    def why_not(self) -> str:
+        if self.folder is None:
+            return "this server keeps no labels: start it with --labels DIR"
+        return "the served model is not a run folder (adapt refits a run's head): serve a run with --labels DIR"
+
+    def save(self, photo: Any, name: str, entries: list) -> dict[str, Any]:
+        # A name is shown back and recorded, never used as a path: keep it printable.
+        shown = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)[:200] or "upload"
+        info = self.predictor.info
+        with self._lock:
+            labels = LabelSet(self.folder, (info.negative_class, info.positive_class))
+            for (x, y, w, h), crack in entries:
+                labels.add(photo[y : y + h, x : x + w], shown, (x, y, w, h), crack, "page")
+            labels.save()
+        return {"saved": len(entries), "labels": str(self.folder), "counts": labels.counts()}
+
+    def adapt(self) -> dict[str, Any]:
+        if not self._lock.acquire(blocking=False):
+            raise LoopBusy("an adaptation is already running: try again when it is done")
+        try:
+            out = next(self.folder.parent / f"{self.folder.name}-adapted-{n:02d}" for n in range(1, 10_000)
+                       if not (self.folder.parent / f"{self.folder.name}-adapted-{n:02d}").exists())
+            made = adapt(self.origin, self.folder, out, keep_backbone_in_parent=False)
+            self.predictor = load_head_on_backbone(made.path)
+            self.made.append(made.path)
+        finally:
+            self._lock.release()
+        m = made.metrics
+        return {"run": str(made.path), "model": str(self.predictor.path), "site_tiles": m["site_tiles"],
+                "site_cross_validated": m["site_cross_validated"], "parent_test": m["parent_test"],
+                "seconds": m["seconds"]}
 
 
 class HeavyWork:
@@ -346,7 +472,8 @@ def header_timeout_protocol(seconds: float) -> type:
     return HeaderTimeoutProtocol
 
 
-def build_server(model: str | os.PathLike | Any, host: str = "127.0.0.1", port: int = 8000, **limits: Any) -> Any:
+def build_server(model: str | os.PathLike | Any, host: str = "127.0.0.1", port: int = 8000,
+                 labels: str | os.PathLike | None = None, **limits: Any) -> Any:
     """The uvicorn server ``serve`` runs: the app, the header timeout and the connection cap."""
     try:
         import uvicorn
@@ -354,17 +481,17 @@ def build_server(model: str | os.PathLike | Any, host: str = "127.0.0.1", port: 
         raise MissingDependencyError("uvicorn", "crackscan serve", extra="serve") from None
     settings.check_all(settings.SERVE_SETTINGS, {"host": host, "port": port})
     limits = serve_limits(**limits)
-    config = uvicorn.Config(create_app(model, **limits), host=host, port=port, log_level="warning",
+    config = uvicorn.Config(create_app(model, labels, **limits), host=host, port=port, log_level="warning",
                             http=header_timeout_protocol(limits["header_timeout"]),
                             limit_concurrency=limits["max_connections"], timeout_keep_alive=5)
     return uvicorn.Server(config)
 
 
 def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, announce: Any = None,
-          **limits: Any) -> None:
+          labels: str | os.PathLike | None = None, **limits: Any) -> None:
     """Loads the model, then serves; ``announce(url)`` is called once the model is loaded."""
     _return_freed_memory_to_the_system()
-    server = build_server(model, host, port, **limits)
+    server = build_server(model, host, port, labels, **limits)
     listening = _bind(host, port)
     if announce is not None:
         announce(f"http://{host}:{port}/")
