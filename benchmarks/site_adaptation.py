@@ -9,7 +9,11 @@ it, accuracy is measured on the rest. Three heads are compared on the same label
 - zero-shot: the run as it is;
 - plain refit: a logistic head refitted on the run's training features plus the 2K tiles,
   nothing else (every row weighs one, no flips);
-- crackscan adapt: the product (flips and rotations, site weighting, checks).
+- crackscan adapt: the product (a site head on flips and rotations of the tiles, gated
+  against the parent's head, checks).
+
+Every model runs as the parent's backbone (float LiteRT, kept in the run) under its head:
+model.keras gives the same probabilities to within 1e-5 (tests/test_site.py checks it).
 
 Also printed: the parent's test accuracy after each, and the seconds `crackscan adapt` took.
 
@@ -43,13 +47,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
 
-    import crackscan
     from crackscan import runs
     from crackscan.adapt import crack_logit, fit_logistic, parent_backbone
     from crackscan.data import Sample, find_dataset_for_model, read_labelled
     from crackscan.evaluate import evaluate_photos
-    from crackscan.model import read_head_weights, read_keras_metadata, save_with_head
-    from crackscan.runtime import cpu_name
+    from crackscan.model import read_head_weights, read_keras_metadata
+    from crackscan.predict import Predictor, load_head_on_backbone
+    from crackscan.runtime import HeadOnBackboneRunner, cpu_name, sigmoid
 
     print(f"CPU: {cpu_name()}; parent run {args.run}")
     work = Path(tempfile.mkdtemp(prefix="crackscan-site-"))
@@ -66,22 +70,25 @@ def main() -> None:
     def parent_test(head: tuple) -> float:
         return 100 * float(np.mean((crack_logit(base["features"][test], head) >= 0) == (base_crack[test] > 0)))
 
-    def plain_run(labels: Path, out: Path) -> tuple[Path, tuple]:
+    def linear(head: tuple) -> Predictor:
+        """The run's backbone (LiteRT float) under a logistic head: the same answers as a
+        model.keras with that head, to float precision, at LiteRT's speed."""
+        runner = HeadOnBackboneRunner(backbone.model_content, lambda f: sigmoid(f @ head[0] + head[1]), pos)
+        return Predictor(runner, info, keras_path, "litert backbone + head")
+
+    def plain_head(labels: Path) -> tuple:
         dataset, to_model = find_dataset_for_model(labels, info.class_names, info.positive_class)
         pixels, site = read_labelled([Sample(s.path, to_model[s.label]) for s in dataset.samples], info.input_size)
         features = np.concatenate([base["features"][train], backbone(pixels)])
         targets = np.concatenate([base_crack[train], (site == pos).astype(float)])
-        head = fit_logistic(features, targets, np.ones(len(targets)), parent_head)
-        new_kernel, new_bias = np.zeros_like(kernel), np.zeros_like(bias)
-        new_kernel[:, pos], new_bias[pos] = head[0], head[1]
-        out.mkdir(parents=True)
-        return save_with_head(keras_path, out / "model.keras", new_kernel, new_bias, info), head
+        return fit_logistic(features, targets, np.ones(len(targets)), parent_head)
 
     def cli(*command: str) -> None:
-        subprocess.run([sys.executable, "-m", "crackscan.cli", *map(str, command)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, "-m", "crackscan.cli", *map(str, command)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"crackscan {command[0]} failed: {done.stderr.strip().splitlines()[-1]}")
 
-    zero = crackscan.load(keras_path)
+    zero = linear(parent_head)
     rows = []
     for name, tile in [*PHOTO_SETS.items(), ("brick-patches", None)]:
         for seed in args.seeds:
@@ -98,16 +105,16 @@ def main() -> None:
                 cli("adapt", args.run, labels, "--out", case / "adapted")
                 seconds = time.perf_counter() - started
                 adapted_metrics = runs.read_json(case / "adapted", "metrics.json")
-                plain_model, plain_head = plain_run(labels, case / "plain")
+                plain = plain_head(labels)
                 scores = {}
-                for label, model in (("zero-shot", zero), ("plain refit", crackscan.load(plain_model)),
-                                     ("crackscan adapt", crackscan.load(case / "adapted" / "model.keras"))):
+                for label, model in (("zero-shot", zero), ("plain refit", linear(plain)),
+                                     ("crackscan adapt", load_head_on_backbone(case / "adapted"))):
                     if tile is None:
                         scores[label] = _patch_accuracy(model, halves["patches"], labels)
                     else:
                         scores[label] = evaluate_photos(model, halves["second"], halves["masks"], tile=tile).metrics["f1"]
                 rows.append({"set": name, "seed": seed, "k": k, **scores, "adapt_s": seconds,
-                             "parent_test_plain": parent_test(plain_head),
+                             "parent_test_plain": parent_test(plain),
                              "parent_test_adapt": 100 * adapted_metrics["parent_test"]["accuracy_after"],
                              "parent_test_before": parent_test(parent_head)})
                 r = rows[-1]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import crackscan
 from crackscan import runs
@@ -17,7 +18,9 @@ from crackscan.cli import main
 from crackscan.data import find_dataset
 from crackscan.errors import CrackscanError
 from crackscan.evaluate import evaluate_photos
+from crackscan.export import export
 from crackscan.labels import LabelSet, labels_from_masks
+from crackscan.predict import load_head_on_backbone
 from crackscan.masks import CLEAR, CRACK, UNSURE, tile_truth
 
 from .conftest import SHARED, write_image
@@ -93,7 +96,7 @@ def test_labels_from_masks_make_a_dataset_with_a_record(asphalt, tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and all(r["source"].startswith("mask:") for r in rows)
     for row in rows:  # each crop is its tile, at the photo's pixels
-        crop = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / row["file"]))
+        crop = np.asarray(Image.open(out / row["file"]))
         assert crop.shape[:2] == (int(row["height"]), int(row["width"])) == (227, 227)
     again = labels_from_masks(asphalt["images"], asphalt["masks"], tmp_path / "again", per_class=4, seed=1)
     assert sorted(again.labels.labels) == sorted(made.labels.labels)  # seeded
@@ -140,12 +143,19 @@ def test_adapt_makes_a_run_every_command_takes(tiny_run, tiny_dataset, tmp_path,
     assert set(m["site_cross_validated"]) == {"folds", "before", "after"}
     assert (tmp_path / "adapted" / runs.BACKBONE_FILE).is_file()  # converted once, kept
     assert (tiny_run.path / runs.BACKBONE_FILE).is_file()
-    predictor = crackscan.load(result.path)
-    probabilities = predictor.probabilities(np.zeros((2, 96, 96, 3), np.float32))
-    assert probabilities.shape == (2, 2) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert (result.path / "site_confusion_matrix.png").is_file()
+    # model.keras (written without Keras) is the NumPy head on the LiteRT backbone, end to end,
+    # and exports like any run's model.
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(labels.rglob("*.jpg"))])
+    keras_answers = crackscan.load(result.path).probabilities(pixels)
+    assert np.abs(keras_answers - load_head_on_backbone(result.path).probabilities(pixels)).max() < 1e-4
+    exported = export(result.path, "litert", out=tmp_path / "adapted.tflite")
+    assert np.abs(crackscan.load(exported.path).probabilities(pixels) - keras_answers).max() < 1e-4
     with pytest.raises(CrackscanError, match="--force"):
         adapt(tiny_run.path, labels, tmp_path / "adapted")
     code = main(["adapt", str(result.path), str(labels), "--out", str(tmp_path / "again")])
+    assert code == 2 and "itself adapted" in capsys.readouterr().err
+    code = main(["adapt", str(tiny_run.path), str(labels), "--out", str(tmp_path / "again")])
     out, err = capsys.readouterr()
     assert code == 0 and "cross-validated" in out and "parent's test images" in out
 
@@ -157,6 +167,8 @@ def test_adapt_refuses_what_it_cannot_use(tiny_run, tmp_path):
     (one_class / "Negative" / "b.txt.png").write_bytes(b"not an image")
     with pytest.raises(CrackscanError):
         adapt(tiny_run.path, one_class, tmp_path / "out")
-    with pytest.raises(CrackscanError, match="run folder"):
+    with pytest.raises(CrackscanError, match="built-in model"):
         adapt("crackscan-nano", one_class, tmp_path / "out")
+    with pytest.raises(CrackscanError, match="run folder"):
+        adapt(tiny_run.path / "model.keras.missing", one_class, tmp_path / "out")
     assert not runs.is_run(tmp_path / "out")

@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .settings import TrainConfig  # noqa: E402
+from .adapt import adapt  # noqa: E402
 from .errors import CrackscanError  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .export import export  # noqa: E402
@@ -21,5 +22,5 @@ from .scan import scan  # noqa: E402
 from .train import Run, train  # noqa: E402
 from .version import __version__  # noqa: E402
 
-__all__ = ["CrackscanError", "Prediction", "Predictor", "Run", "TrainConfig", "evaluate", "export", "load", "scan",
+__all__ = ["adapt", "CrackscanError", "Prediction", "Predictor", "Run", "TrainConfig", "evaluate", "export", "load", "scan",
            "train", "__version__"]

@@ -213,27 +213,3 @@ def read_head_weights(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             return weights[f"{HEAD_WEIGHTS}/0"][:], weights[f"{HEAD_WEIGHTS}/1"][:]
     except (OSError, KeyError, zipfile.BadZipFile) as error:
         raise CrackscanError(f"cannot read the head of {path}: {error}") from None
-
-
-def save_with_head(source: str | os.PathLike, path: Path, kernel: np.ndarray, bias: np.ndarray,
-                   info: ModelInfo) -> Path:
-    """A copy of the .keras model ``source`` whose dense head has new weights: the same
-    architecture and backbone, written without loading TensorFlow (seconds saved on every
-    site adaptation). The archive's other entries are copied as they are."""
-    import h5py
-
-    with zipfile.ZipFile(source) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    buffer = io.BytesIO(entries["model.weights.h5"])
-    with h5py.File(buffer, "r+") as weights:
-        for index, value in enumerate((kernel, bias)):
-            stored = weights[f"{HEAD_WEIGHTS}/{index}"]
-            if stored.shape != value.shape:
-                raise CrackscanError(f"{source}: head weights of shape {stored.shape}, not {value.shape}")
-            stored[...] = value.astype(stored.dtype)
-    entries["model.weights.h5"] = buffer.getvalue()
-    entries[METADATA_NAME] = info.to_json().encode()
-    with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as rewritten:
-        for name, content in entries.items():
-            rewritten.writestr(name, content)
-    return Path(path)

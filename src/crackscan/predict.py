@@ -20,7 +20,8 @@ from .builtin import builtin_models
 from .data import ImageReadError, ImageSource, iter_batches, load_for_model
 from .errors import CrackscanError
 from .model import ModelInfo, read_head_weights, read_keras_metadata
-from .runtime import DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, cpu_threads, open_model, read_model_info
+from .runtime import (DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, SiteHead, cpu_threads, open_model, read_model_info,
+                      sigmoid)
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -144,9 +145,16 @@ def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATC
     backbone = folder / runs.BACKBONE_FILE
     if not backbone.is_file():
         raise CrackscanError(f"{folder} keeps no {runs.BACKBONE_FILE}: load its model.keras instead")
-    kernel, bias = read_head_weights(keras_path)
-    runner = HeadOnBackboneRunner(backbone.read_bytes(), kernel, bias, batch_size)
-    return Predictor(runner, read_keras_metadata(keras_path), keras_path, "litert backbone + head")
+    info = read_keras_metadata(keras_path)
+    if (folder / runs.SITE_HEAD_FILE).is_file():
+        head = SiteHead.load(folder / runs.SITE_HEAD_FILE).crack_probability
+    else:
+        kernel, bias = read_head_weights(keras_path)
+        positive, negative = info.positive_index, 1 - info.positive_index
+        weights, offset = kernel[:, positive] - kernel[:, negative], bias[positive] - bias[negative]
+        head = lambda features: sigmoid(features @ weights + offset)  # noqa: E731
+    runner = HeadOnBackboneRunner(backbone.read_bytes(), head, info.positive_index, batch_size)
+    return Predictor(runner, info, keras_path, "litert backbone + head")
 
 
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:

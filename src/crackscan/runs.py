@@ -32,11 +32,12 @@ FEATURES_FILE = "features.npz"
 # The frozen backbone as float LiteRT, kept when training converted it: site adaptation
 # embeds its tiles with it in a fraction of Keras' time, and without loading TensorFlow.
 BACKBONE_FILE = "backbone.tflite"
+SITE_HEAD_FILE = "site_head.npz"  # an adapted run's head in NumPy form (runtime.SiteHead)
 # Everything `train` writes, the manifest last.
-RUN_FILES = (MODEL_FILE, "config.json", "metrics.json", "history.csv", SPLIT_FILE, "skipped.csv", FEATURES_FILE, BACKBONE_FILE,
+RUN_FILES = (MODEL_FILE, "config.json", "metrics.json", "history.csv", SPLIT_FILE, "skipped.csv", FEATURES_FILE,
              "training_curves.png", "prediction_grid.png", "confusion_matrix.png", MANIFEST)
 # Files derived from a run's model (exports) belong to it: --force clears them with it.
-_DERIVED_PATTERNS = ("model*.tflite", "model*.onnx")
+_DERIVED_PATTERNS = ("model*.tflite", "model*.onnx", BACKBONE_FILE, SITE_HEAD_FILE)
 SPLIT_FIELDS = ("path", "class", "split", "sha256")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _tf
 from .errors import CrackscanError, MissingDependencyError
+from .files import atomic_path
 from .model import METADATA_NAME, ModelInfo, load_keras_model, read_keras_metadata
 
 DEFAULT_BATCH_SIZE = 32
@@ -140,20 +141,59 @@ class OnnxRunner:
         return _run_batched(images, self.batch_size, run, run, pad=False)
 
 
-class HeadOnBackboneRunner:
-    """A frozen backbone as float LiteRT and a dense softmax head in NumPy: a run made by
-    ``adapt`` runs at LiteRT's speed the moment it exists, with no conversion or export."""
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * z))
 
-    def __init__(self, backbone: bytes, kernel: np.ndarray, bias: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
-                 num_threads: int | None = None):
+
+@dataclasses.dataclass
+class SiteHead:
+    """The head ``adapt`` makes: the parent's logistic head, a site head, and a gate that
+    says how much a tile looks like the site's labelled tiles rather than the parent's
+    training images. Crack probability = parent + gate * (site - parent): the parent's own
+    images keep the parent's answers, the site's tiles get the site head's. Each part is a
+    (weights, bias) pair over the backbone's pooled features."""
+
+    parent: tuple[np.ndarray, float]
+    site: tuple[np.ndarray, float]
+    gate: tuple[np.ndarray, float]
+
+    def parts(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(sigmoid(features @ w.astype(np.float32) + np.float32(b))  # type: ignore[return-value]
+                     for w, b in (self.parent, self.site, self.gate))
+
+    def crack_probability(self, features: np.ndarray) -> np.ndarray:
+        parent, site, gate = self.parts(features)
+        return parent + gate * (site - parent)
+
+    def save_to(self, path: Path) -> None:
+        arrays = {f"{name}_{part}": np.asarray(value, np.float32) for name in ("parent", "site", "gate")
+                  for part, value in zip(("weights", "bias"), getattr(self, name))}
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "SiteHead":
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                return cls(*((saved[f"{name}_weights"], float(saved[f"{name}_bias"])) for name in ("parent", "site", "gate")))
+        except (OSError, ValueError, KeyError) as error:
+            raise CrackscanError(f"cannot read the site head {path}: {error}") from None
+
+
+class HeadOnBackboneRunner:
+    """A frozen backbone as float LiteRT and a head in NumPy: a run made by ``adapt`` runs at
+    LiteRT's speed the moment it exists, with no conversion or export."""
+
+    def __init__(self, backbone: bytes, crack_probability: Callable[[np.ndarray], np.ndarray], positive_index: int,
+                 batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None):
         self.backbone = LiteRTRunner(backbone, batch_size, num_threads)
-        self.kernel, self.bias = kernel.astype(np.float32), bias.astype(np.float32)
+        self.head, self.positive_index = crack_probability, positive_index
         self.batch_size = batch_size
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        logits = self.backbone(images) @ self.kernel + self.bias
-        exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exponentials / exponentials.sum(axis=1, keepdims=True)
+        crack = self.head(self.backbone(images)).astype(np.float32)
+        columns = [1 - crack, crack] if self.positive_index == 1 else [crack, 1 - crack]
+        return np.stack(columns, axis=1)
 
 
 def _run_batched(images: np.ndarray, batch_size: int, run_full: Any, run_one: Any, pad: bool = True) -> np.ndarray:
