@@ -50,7 +50,7 @@ def main() -> None:
         for size, alpha, split in ((96, 0.35, "80:10:10"), (160, 1.0, "70:24:6")):
             base = TrainConfig(image_size=size, alpha=alpha, split=split, seed=7)
             classifier = build_classifier(base)
-            embedded = embed_dataset(classifier.extractor, dataset, base)
+            embedded = embed_dataset(classifier, dataset, base)
             labels = np.array([dataset.samples[i].label for i in embedded.indices])
             splits = np.array(split_by_content(labels, [f.sha256 for f in embedded.facts], base.split, base.seed))
             for name, changes in (("origin", ORIGIN_HEAD_SETTINGS), ("default", {})):

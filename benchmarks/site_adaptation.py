@@ -51,7 +51,7 @@ def main() -> None:
     from crackscan.adapt import crack_logit, fit_logistic, parent_backbone
     from crackscan.data import Sample, find_dataset_for_model, read_labelled
     from crackscan.evaluate import evaluate_photos
-    from crackscan.model import read_head_weights, read_keras_metadata
+    from crackscan.model import read_crack_head, read_keras_metadata
     from crackscan.predict import Predictor, load_head_on_backbone
     from crackscan.runtime import HeadOnBackboneRunner, cpu_name, sigmoid
 
@@ -59,9 +59,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="crackscan-site-"))
     keras_path = runs.model_path(args.run)
     info = read_keras_metadata(keras_path)
-    kernel, bias = read_head_weights(keras_path)
-    pos, neg = info.positive_index, 1 - info.positive_index
-    parent_head = (kernel[:, pos] - kernel[:, neg], float(bias[pos] - bias[neg]))
+    pos = info.positive_index
+    parent_head = read_crack_head(keras_path, info)
     base = runs.load_features(args.run)
     train, test = base["splits"] == "train", base["splits"] == "test"
     base_crack = (base["labels"] == pos).astype(float)
@@ -73,13 +72,13 @@ def main() -> None:
     def linear(head: tuple) -> Predictor:
         """The run's backbone (LiteRT float) under a logistic head: the same answers as a
         model.keras with that head, to float precision, at LiteRT's speed."""
-        runner = HeadOnBackboneRunner(backbone.model_content, lambda f: sigmoid(f @ head[0] + head[1]), pos)
+        runner = HeadOnBackboneRunner(backbone.model_content, lambda pooled, _: sigmoid(crack_logit(pooled, head)), pos)
         return Predictor(runner, info, keras_path, "litert backbone + head")
 
     def plain_head(labels: Path) -> tuple:
         dataset, to_model = find_dataset_for_model(labels, info.class_names, info.positive_class)
         pixels, site = read_labelled([Sample(s.path, to_model[s.label]) for s in dataset.samples], info.input_size)
-        features = np.concatenate([base["features"][train], backbone(pixels)])
+        features = np.concatenate([base["features"][train], backbone.pooled(pixels)])
         targets = np.concatenate([base_crack[train], (site == pos).astype(float)])
         return fit_logistic(features, targets, np.ones(len(targets)), parent_head)
 

@@ -44,6 +44,12 @@ class Spec:
 SPLIT = "70:10:20"
 SEED = 42
 CALIBRATION_IMAGES = 1000
+# What a built-in model carries so that it can be the parent of `crackscan adapt`: its float
+# head and the pooled features of part of its training and test images (uint8, ~1 MB): the
+# gate learns the site's tiles against the training ones, and the test ones check that the
+# parent keeps its answers. The whole training set would be ~11 MB a model.
+ADAPT_TRAIN_IMAGES = 800
+ADAPT_TEST_IMAGES = 1000
 SPECS = (
     Spec("crackscan-base", "the origin's network: best accuracy", 160, 1.0, 0.998),
     Spec("crackscan-nano", "a tenth of base's compute: surveys and large photos", 96, 0.35, 0.997),
@@ -90,6 +96,7 @@ def main() -> int:
             failed.append(f"{spec.name}: {100 * test['accuracy']:.2f}% < {100 * spec.min_accuracy:.1f}%")
             continue
         content = exported.path.read_bytes()
+        adaptation = adaptation_data(run.path, config, spec.name)
         built.append((content, {
             "name": spec.name, "file": f"{spec.name}.tflite", "summary": spec.summary,
             "trained_on": f"Özgenel concrete patches ({run.metrics['images']['split']['train']} training images)",
@@ -102,23 +109,59 @@ def main() -> int:
             "built": time.strftime("%Y-%m-%d"), "crackscan_version": __version__, "command": COMMAND,
             "settings": {**dataclasses.asdict(config), "calibration_images": CALIBRATION_IMAGES},
             "test_split_sha256": split_digest(r["sha256"] for r in split_rows(run.path) if r["split"] == "test"),
-        }))
+            "adaptation": adaptation[1],
+        }, adaptation[0]))
     if failed:
         print("not written, below the accuracy floor: " + "; ".join(failed), file=sys.stderr)
         return 1
-    for content, entry in built:
+    for content, entry, adaptation in built:
         with atomic_path(args.into / entry["file"]) as temporary:
             temporary.write_bytes(content)
-    entries = {entry["name"]: entry for _, entry in built}
+        with atomic_path(args.into / entry["adaptation"]["file"]) as temporary:
+            temporary.write_bytes(adaptation)
+    entries = {entry["name"]: entry for _, entry, _ in built}
     registry = args.into / "models.json"
     kept = json.loads(registry.read_text())["models"] if args.only and registry.is_file() else []
     listed = [entries.pop(entry["name"], entry) for entry in kept] + list(entries.values())
     write_text(registry, json.dumps({"models": listed}, indent=2, ensure_ascii=False) + "\n")
-    for _, entry in built:
-        print(f"wrote {args.into / entry['file']} ({entry['size_bytes'] / 1e6:.2f} MB)")
+    for _, entry, adaptation in built:
+        print(f"wrote {args.into / entry['file']} ({entry['size_bytes'] / 1e6:.2f} MB) and its adaptation data "
+              f"{entry['adaptation']['file']} ({len(adaptation) / 1e6:.2f} MB)")
     total = sum(entry["size_bytes"] for entry in listed)
-    print(f"models.json updated; {len(listed)} models, {total / 1e6:.2f} MB together")
+    extra = sum((args.into / entry["adaptation"]["file"]).stat().st_size for entry in listed if "adaptation" in entry)
+    print(f"models.json updated; {len(listed)} models, {total / 1e6:.2f} MB together, adaptation data {extra / 1e6:.2f} MB")
     return 0
+
+
+def adaptation_data(run_path: Path, config, name: str) -> tuple[bytes, dict]:
+    """The built-in's float head and a seeded, class-balanced sample of its cached training
+    and test features, uint8 (the backbone ends in ReLU6: 0-6 in 255 steps, 0.012 apart), as
+    one compressed .npz; and its models.json entry, with the SHA-256 of the ImageNet weights
+    the backbone was made from, which adapt checks before rebuilding the float model."""
+    import io
+
+    import numpy as np
+
+    from crackscan.model import imagenet_weights_path, read_head_weights
+    from crackscan.runs import load_features
+
+    cached = load_features(run_path)
+    rng = np.random.default_rng(SEED)
+    rows = []
+    for split, count in (("train", ADAPT_TRAIN_IMAGES), ("test", ADAPT_TEST_IMAGES)):
+        for label in (0, 1):
+            members = np.flatnonzero((cached["splits"] == split) & (cached["labels"] == label))
+            rows.extend(np.sort(rng.permutation(members)[: count // 2]))
+    rows = np.array(rows)
+    kernel, bias = read_head_weights(run_path / "model.keras")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, features=np.clip(np.round(cached["features"][rows] * (255 / 6)), 0, 255).astype(np.uint8),
+                        feature_scale=np.float32(6 / 255), labels=cached["labels"][rows], splits=cached["splits"][rows],
+                        head_kernel=kernel.astype(np.float32), head_bias=bias.astype(np.float32))
+    weights = imagenet_weights_path(config).resolve()
+    return buffer.getvalue(), {
+        "file": f"{name}.adapt.npz", "train_images": ADAPT_TRAIN_IMAGES, "test_images": ADAPT_TEST_IMAGES,
+        "imagenet_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
 
 
 if __name__ == "__main__":

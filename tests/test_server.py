@@ -1,6 +1,7 @@
 """The HTTP API through FastAPI's test client: every endpoint and every bad input."""
 
 import base64
+import csv
 import io
 
 import numpy as np
@@ -120,8 +121,12 @@ def test_labels_and_adapt_refuse_bad_requests(client, tiny_run, tiny_model, phot
         answer = site.post("/v1/labels", files={"file": ("../../evil\nname.jpg", photo_bytes, "image/jpeg")},
                            data={"labels": good})
         assert answer.status_code == 200 and answer.json()["counts"] == {"Positive": 1, "Negative": 0}
-        recorded = (labels / "labels.csv").read_text().splitlines()[1].split(",")[1]
-        assert "/" not in recorded and "evil" in recorded and len((labels / "labels.csv").read_text().splitlines()) == 2
+        rows = list(csv.DictReader((labels / "labels.csv").open()))
+        # The upload's name is recorded, printable and never a path; the photo is kept under
+        # its content's name, in the labels folder, for adapt to sample.
+        assert len(rows) == 1 and rows[0]["source"].startswith("page:") and "evil" in rows[0]["source"]
+        assert "/" not in rows[0]["source"] and "\n" not in rows[0]["source"]
+        assert rows[0]["photo"].startswith(".photos/") and (labels / rows[0]["photo"]).read_bytes() == photo_bytes
         assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
         # One class only: adapt explains instead of fitting nonsense.
         answer = site.post("/v1/adapt")

@@ -13,13 +13,15 @@ from PIL import Image
 
 import crackscan
 from crackscan import runs
-from crackscan.adapt import adapt, dihedral, fit_logistic
+from crackscan import synth
+from crackscan.adapt import adapt, dihedral, estimate_crack_share, fit_any_cell, fit_logistic
+from crackscan.runtime import any_cell_logit, cell_logits, sigmoid
 from crackscan.cli import main
 from crackscan.data import find_dataset
 from crackscan.errors import CrackscanError
 from crackscan.evaluate import evaluate_photos
 from crackscan.export import export
-from crackscan.labels import LabelSet, labels_from_masks
+from crackscan.labels import LabelSet, labels_from_masks, unlabelled_site_tiles
 from crackscan.predict import load_head_on_backbone
 from crackscan.masks import CLEAR, CRACK, UNSURE, tile_truth
 
@@ -167,8 +169,90 @@ def test_adapt_refuses_what_it_cannot_use(tiny_run, tmp_path):
     (one_class / "Negative" / "b.txt.png").write_bytes(b"not an image")
     with pytest.raises(CrackscanError):
         adapt(tiny_run.path, one_class, tmp_path / "out")
-    with pytest.raises(CrackscanError, match="built-in model"):
-        adapt("crackscan-nano", one_class, tmp_path / "out")
     with pytest.raises(CrackscanError, match="run folder"):
         adapt(tiny_run.path / "model.keras.missing", one_class, tmp_path / "out")
     assert not runs.is_run(tmp_path / "out")
+
+
+def test_any_cell_fit_finds_the_cell_that_makes_a_tile_a_crack():
+    """Multiple-instance learning: a tile is a crack when any of its cells is, and the labels
+    never say which cell. Channel 0 marks a crack cell; the fit must find it from tile labels."""
+    rng = np.random.default_rng(0)
+    cells = rng.uniform(0, 1, (300, 16, 6)).astype(np.float32)
+    crack = rng.random(300) < 0.4
+    cells[:, :, 0] *= 0.3
+    cells[crack, rng.integers(0, 16, int(crack.sum())), 0] = 3.0
+    weights, bias = fit_any_cell(cells, crack, np.ones(300), (np.zeros(6), 0.0), l2=1e-3)
+    assert np.argmax(np.abs(weights)) == 0 and weights[0] > 0
+    said = any_cell_logit(cell_logits(cells, (weights, bias))) >= 0
+    assert np.mean(said == crack) > 0.97
+    # any_cell_logit is log(sum(exp)), computed without overflow.
+    assert np.allclose(any_cell_logit(np.array([[1000.0, 1000.0]])), 1000 + np.log(2))
+
+
+def test_crack_share_is_estimated_from_unlabelled_tiles():
+    """A head fitted at 1/2 sees tiles of which one in five is a crack: EM finds the 20%."""
+    rng = np.random.default_rng(1)
+    crack = rng.random(4000) < 0.2
+    scores = np.where(crack, rng.normal(2.0, 1.5, 4000), rng.normal(-2.0, 1.5, 4000))
+    logits = scores * 2 * 2.0 / 1.5**2  # the calibrated log-odds of two such Gaussians at a share of 1/2
+    assert abs(estimate_crack_share(logits) - 0.2) < 0.02
+    assert estimate_crack_share(np.full(10, -30.0)) == pytest.approx(0.02)  # bounded, not zero
+
+
+def test_unlabelled_site_tiles_come_from_the_labels_photos(asphalt, tmp_path):
+    out = tmp_path / "labels"
+    labels_from_masks(asphalt["images"], asphalt["masks"], out, per_class=3, seed=0)
+    sample = unlabelled_site_tiles(out, 96, count=20)
+    assert sample.pixels.shape == (20, 96, 96, 3) and 1 <= sample.photos <= 6
+    # The photos are recorded as absolute paths: the labels work from any folder.
+    assert all(Path(label.photo).is_absolute() for label in LabelSet(out).labels.values())
+    photos = {label.photo for label in LabelSet(out).labels.values()}
+    everything = unlabelled_site_tiles(out, 96, count=1000)
+    assert everything.photos == len(photos) and len(everything.pixels) == 9 * len(photos) - 6  # no labelled tile
+    assert len(unlabelled_site_tiles(tmp_path / "nowhere", 96, count=20).pixels) == 0
+
+
+def _inverted_site(tiny_dataset: Path, folder: Path, names: list[str]) -> Path:
+    """A site the tiny run has never seen: its patches with brightness inverted (light cracks
+    on dark ground), as a class-folder dataset."""
+    for name in ("Positive", "Negative"):
+        (folder / name).mkdir(parents=True)
+        for file in names:
+            pixels = np.asarray(Image.open(tiny_dataset / name / file).convert("RGB"))
+            Image.fromarray(255 - pixels).save(folder / name / file.replace(".jpg", ".png"))
+    return folder
+
+
+def test_adapt_learns_a_site_the_parent_gets_wrong(tiny_run, tiny_dataset, tmp_path):
+    files = sorted(p.name for p in (tiny_dataset / "Positive").glob("000*.jpg"))
+    labelled, held_out = files[:12], files[12:24]
+    labels = _inverted_site(tiny_dataset, tmp_path / "labels", labelled)
+    unseen = _inverted_site(tiny_dataset, tmp_path / "unseen", held_out)
+    result = adapt(tiny_run.path, labels, tmp_path / "adapted")
+
+    def accuracy(model) -> float:
+        predictor = crackscan.load(model)
+        return np.mean([p.label == Path(p.source).parent.name for p in predictor.predict(sorted(unseen.rglob("*.png")))])
+
+    before, after = accuracy(tiny_run.path), accuracy(result.path)
+    assert before < 0.95 and 1 - after <= (1 - before) / 2 and after >= 0.9, (before, after)
+    m = result.metrics
+    assert m["parent_test"]["accuracy_after"] >= m["parent_test"]["accuracy_before"] - 0.002
+    assert m["site_cross_validated"]["after"]["accuracy"] > m["site_cross_validated"]["before"]["accuracy"]
+    assert m["site_crack_share"] is None  # a folder of crops names no photos to sample
+
+
+def test_a_run_without_cached_features_still_adapts(tiny_run, tiny_dataset, tmp_path):
+    old = tmp_path / "old-run"
+    shutil.copytree(tiny_run.path, old)
+    for name in (runs.FEATURES_FILE, runs.BACKBONE_FILE):
+        (old / name).unlink(missing_ok=True)
+    labels = _inverted_site(tiny_dataset, tmp_path / "labels", sorted(p.name for p in
+                                                                      (tiny_dataset / "Positive").glob("000*.jpg"))[:6])
+    lines = []
+    result = adapt(old, labels, tmp_path / "adapted", on_step=lines.append)
+    assert any("embedding the parent run's images once" in line for line in lines)
+    assert runs.load_features(old) is not None and runs.is_run(result.path)
+    cached = runs.load_features(old)
+    assert np.allclose(cached["features"], runs.load_features(tiny_run.path)["features"], atol=0.05)

@@ -45,6 +45,8 @@ class BuiltinModel:
     command: str
     settings: dict = dataclasses.field(default_factory=dict)
     test_split_sha256: str = ""
+    # What adapt needs to start from it: file (head and feature sample), imagenet_weights_sha256.
+    adaptation: dict = dataclasses.field(default_factory=dict)
 
     @property
     def path(self) -> Path:

@@ -21,13 +21,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .data import ImageReadError, read_pixels
+from .data import IMAGE_SUFFIXES, ImageReadError, read_pixels, resize_pixels
 from .errors import CrackscanError
-from .files import TEXT_ENCODING, atomic_open, atomic_path
+from .files import TEXT_ENCODING, atomic_open, atomic_path, write_bytes
 from .masks import CLEAR, CRACK, pair_with_masks, read_mask, tile_truth
 from .scan import tile_origins
 
 LABELS_FILE = "labels.csv"
+PHOTOS_FOLDER = ".photos"
 FIELDS = ("file", "photo", "x", "y", "width", "height", "label", "source", "made")
 DEFAULT_TILE = 227  # the Özgenel patch side, and so the built-in models' patch scale
 DEFAULT_CLASSES = ("Negative", "Positive")  # (clear, crack)
@@ -91,6 +92,17 @@ class LabelSet:
         self.labels[label.key] = label
         return label
 
+    def keep_photo(self, content: bytes, name: str) -> str:
+        """Keeps a photo whose tiles are labelled (the web page's uploads) in the folder's
+        .photos/, named by its content, and returns its path relative to the folder, which
+        labels.csv records: adapt samples the photo's other tiles to learn the site's crack
+        share. A dot folder is no class folder, so the labels stay an ordinary dataset."""
+        suffix = Path(name).suffix.lower()
+        relative = f"{PHOTOS_FOLDER}/{hashlib.sha256(content).hexdigest()[:16]}{suffix if suffix in IMAGE_SUFFIXES else ''}"
+        if not (self.folder / relative).is_file():
+            write_bytes(self.folder / relative, content)
+        return relative
+
     def save(self) -> Path:
         with atomic_open(self.folder / LABELS_FILE) as handle:
             writer = csv.writer(handle)
@@ -98,6 +110,53 @@ class LabelSet:
             for label in self.labels.values():
                 writer.writerow([getattr(label, field) for field in FIELDS])
         return self.folder / LABELS_FILE
+
+
+@dataclasses.dataclass
+class SiteSample:
+    pixels: np.ndarray  # tiles at the model's input size
+    photos: int  # how many photos they came from
+
+
+def unlabelled_site_tiles(folder: str | os.PathLike, size: int, count: int, max_photos: int = 12, seed: int = 0
+                          ) -> SiteSample:
+    """Up to ``count`` tiles, at random, of the photos ``labels.csv`` names (those still on
+    disk, at most ``max_photos`` of them) that no label covers, resized to ``size``: the site
+    as it is, for what the labels cannot say (how many of its tiles are cracks). Tiles are
+    the labels' size on the scan grid. A folder without labels.csv gives none."""
+    empty = SiteSample(np.zeros((0, size, size, 3), np.uint8), 0)
+    folder = Path(folder)
+    if not (folder / LABELS_FILE).is_file():
+        return empty
+    labels = LabelSet(folder).labels.values()
+    sides = [label.width for label in labels if label.width == label.height]
+    if not sides:
+        return empty
+    tile = max(set(sides), key=sides.count)
+    taken: dict[Path, set[tuple[int, int]]] = {}
+    for label in labels:
+        path = Path(label.photo) if Path(label.photo).is_absolute() else folder / label.photo
+        taken.setdefault(path, set()).add((label.x, label.y))
+    rng = np.random.default_rng(seed)
+    photos = [path for path in sorted(taken) if path.is_file()]
+    photos = [photos[i] for i in rng.permutation(len(photos))[:max_photos]]
+    crops, used = [], 0
+    for path in photos:
+        try:
+            pixels = read_pixels(path, name=str(path))
+        except ImageReadError:
+            continue
+        height, width = pixels.shape[:2]
+        boxes = [(x, y) for y in tile_origins(height, tile, tile) for x in tile_origins(width, tile, tile)
+                 if (x, y) not in taken[path]]
+        share = -(-count // len(photos))
+        for i in rng.permutation(len(boxes))[:share]:
+            x, y = boxes[i]
+            crops.append(resize_pixels(pixels[y : y + tile, x : x + tile], size, size))
+        used += 1
+    if not crops:
+        return empty
+    return SiteSample(np.stack(crops[:count]), used)
 
 
 @dataclasses.dataclass
@@ -153,7 +212,8 @@ def labels_from_masks(
         pair = pairs[index]
         pixels = read_pixels(pair.photo, name=str(pair.photo))
         for kind, (x, y, w, h) in wanted:
-            labels.add(pixels[y : y + h, x : x + w], str(pair.photo), (x, y, w, h), kind == CRACK, f"mask:{pair.mask}")
+            labels.add(pixels[y : y + h, x : x + w], str(pair.photo.absolute()), (x, y, w, h), kind == CRACK,
+                       f"mask:{pair.mask}")
     labels.save()
     return LabelsFromMasks(labels, {labels.crack_class: len(chosen[CRACK]), labels.clear_class: len(chosen[CLEAR])},
                            {labels.crack_class: len(candidates[CRACK]), labels.clear_class: len(candidates[CLEAR])},

@@ -121,6 +121,26 @@ def build_classifier(config: TrainConfig, num_classes: int = 2) -> Classifier:
     return Classifier(model, extractor, head)
 
 
+# Site adaptation reads the activations of block 13's expansion: the last layer at 1/16 of the
+# input's resolution (10 x 10 cells of a 160 px tile, 6 x 6 of a 96 px one) before the
+# network's last downsampling. On four public photo sets (road, asphalt, masonry, brick),
+# heads on the mid-level layers (blocks 10 to 14) learned a new site from 25 + 25 tiles
+# better than heads on the final pooled features, at both network widths: a thin crack is a
+# local line, and the last layers are shaped by ImageNet's objects.
+SITE_LAYER = "block_13_expand_relu"
+
+
+def feature_extractor(model: Any) -> Any:
+    """A classifier's frozen part as one Keras model: pixels -> (pooled features, site map),
+    the pooled features the head reads and the SITE_LAYER activations a site head reads."""
+    keras = _tf.keras()
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    tapped = keras.Model(backbone.inputs, [backbone.output, backbone.get_layer(SITE_LAYER).output])
+    pixels = keras.Input(tuple(model.input_shape[1:]), name="pixels")
+    last, site = tapped(model.get_layer("scale_to_minus1_1")(pixels))
+    return keras.Model(pixels, [model.get_layer("pool")(last), site], name="crackscan_features")
+
+
 def build_backbone(config: TrainConfig) -> Any:
     keras = _tf.keras()
 
@@ -213,3 +233,11 @@ def read_head_weights(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             return weights[f"{HEAD_WEIGHTS}/0"][:], weights[f"{HEAD_WEIGHTS}/1"][:]
     except (OSError, KeyError, zipfile.BadZipFile) as error:
         raise CrackscanError(f"cannot read the head of {path}: {error}") from None
+
+
+def read_crack_head(path: str | os.PathLike, info: ModelInfo) -> tuple[np.ndarray, float]:
+    """The two-class softmax head as the one logistic head it is: weights and bias of the
+    crack logit (crack minus clear), over the pooled features."""
+    kernel, bias = read_head_weights(path)
+    positive, negative = info.positive_index, 1 - info.positive_index
+    return kernel[:, positive] - kernel[:, negative], float(bias[positive] - bias[negative])

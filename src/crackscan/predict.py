@@ -19,7 +19,7 @@ from . import runs
 from .builtin import builtin_models
 from .data import ImageReadError, ImageSource, iter_batches, load_for_model
 from .errors import CrackscanError
-from .model import ModelInfo, read_head_weights, read_keras_metadata
+from .model import ModelInfo, read_crack_head, read_keras_metadata
 from .runtime import (DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, SiteHead, cpu_threads, open_model, read_model_info,
                       sigmoid)
 
@@ -149,10 +149,8 @@ def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATC
     if (folder / runs.SITE_HEAD_FILE).is_file():
         head = SiteHead.load(folder / runs.SITE_HEAD_FILE).crack_probability
     else:
-        kernel, bias = read_head_weights(keras_path)
-        positive, negative = info.positive_index, 1 - info.positive_index
-        weights, offset = kernel[:, positive] - kernel[:, negative], bias[positive] - bias[negative]
-        head = lambda features: sigmoid(features @ weights + offset)  # noqa: E731
+        weights, offset = read_crack_head(keras_path, info)
+        head = lambda pooled, site_map: sigmoid(pooled @ weights + offset)  # noqa: E731
     runner = HeadOnBackboneRunner(backbone.read_bytes(), head, info.positive_index, batch_size)
     return Predictor(runner, info, keras_path, "litert backbone + head")
 

@@ -141,28 +141,82 @@ class OnnxRunner:
         return _run_batched(images, self.batch_size, run, run, pad=False)
 
 
+class BackboneRunner(LiteRTRunner):
+    """The frozen backbone as float LiteRT with its two outputs (model.feature_extractor):
+    pooled features (N x D) and the site map (N x H x W x C). Training embeds with the first;
+    adaptation and adapted runs read both."""
+
+    def __init__(self, model_content: bytes, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None):
+        super().__init__(model_content, batch_size, num_threads)
+        ranks = sorted(len(detail["shape"]) for detail in self.interpreter.get_output_details())
+        if ranks != [2, 4]:
+            raise CrackscanError("not a two-output crackscan backbone (pooled features and site map)")
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = np.asarray(images)
+        pooled, site = [], []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            count = len(chunk)
+            if count < self.batch_size:  # pad: one interpreter, one shape
+                chunk = np.concatenate([chunk, np.zeros((self.batch_size - count, *chunk.shape[1:]), chunk.dtype)])
+            with self._full_lock:
+                interpreter = self.interpreter
+                interpreter.set_tensor(self._input["index"], np.asarray(chunk, np.float32))
+                interpreter.invoke()
+                outputs = sorted((interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()),
+                                 key=np.ndim)
+            pooled.append(outputs[0][:count].copy())
+            site.append(outputs[1][:count].copy())
+        if not pooled:
+            return np.zeros((0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32)
+        return np.concatenate(pooled), np.concatenate(site)
+
+    def pooled(self, images: np.ndarray) -> np.ndarray:
+        return self(images)[0]
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * z))
 
 
+def cell_logits(site_map: np.ndarray, head: tuple[np.ndarray, float]) -> np.ndarray:
+    """A linear score for every cell of every site map: N x H x W x C -> N x (H*W)."""
+    maps = np.asarray(site_map, np.float32)
+    cells = maps.reshape(len(maps), -1, maps.shape[-1])
+    return cells @ np.asarray(head[0], np.float32) + np.float32(head[1])
+
+
+def any_cell_logit(cells: np.ndarray) -> np.ndarray:
+    """A tile's crack logit from its cells' scores: log(sum(exp(score))), a smooth "any cell"
+    (a crack anywhere in the tile makes the tile a crack). Its sigmoid is the share of a
+    softmax over the cells and one fixed zero score, which is how the Keras model computes it."""
+    top = cells.max(axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.exp(cells - top).sum(axis=1))
+
+
 @dataclasses.dataclass
 class SiteHead:
-    """The head ``adapt`` makes: the parent's logistic head, a site head, and a gate that
-    says how much a tile looks like the site's labelled tiles rather than the parent's
-    training images. Crack probability = parent + gate * (site - parent): the parent's own
-    images keep the parent's answers, the site's tiles get the site head's. Each part is a
-    (weights, bias) pair over the backbone's pooled features."""
+    """The head ``adapt`` makes: the parent's logistic head, a site head and a gate.
+
+    The parent head and the gate read the pooled features; the site head scores each cell of
+    the site map (model.SITE_LAYER) and calls the tile a crack if any cell is one
+    (any_cell_logit), its bias holding the site's crack share. The gate says how much a tile
+    looks like the site's tiles rather than the parent's training images. Crack probability
+    = parent + gate * (site - parent): the parent's own images keep the parent's answers, the
+    site's tiles get the site head's. Each part is a (weights, bias) pair."""
 
     parent: tuple[np.ndarray, float]
     site: tuple[np.ndarray, float]
     gate: tuple[np.ndarray, float]
 
-    def parts(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return tuple(sigmoid(features @ w.astype(np.float32) + np.float32(b))  # type: ignore[return-value]
-                     for w, b in (self.parent, self.site, self.gate))
+    def parts(self, pooled: np.ndarray, site_map: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pooled = np.asarray(pooled, np.float32)
+        parent, gate = (sigmoid(pooled @ np.asarray(w, np.float32) + np.float32(b)) for w, b in (self.parent, self.gate))
+        return parent, sigmoid(any_cell_logit(cell_logits(site_map, self.site))), gate
 
-    def crack_probability(self, features: np.ndarray) -> np.ndarray:
-        parent, site, gate = self.parts(features)
+    def crack_probability(self, pooled: np.ndarray, site_map: np.ndarray) -> np.ndarray:
+        parent, site, gate = self.parts(pooled, site_map)
         return parent + gate * (site - parent)
 
     def save_to(self, path: Path) -> None:
@@ -182,16 +236,17 @@ class SiteHead:
 
 class HeadOnBackboneRunner:
     """A frozen backbone as float LiteRT and a head in NumPy: a run made by ``adapt`` runs at
-    LiteRT's speed the moment it exists, with no conversion or export."""
+    LiteRT's speed the moment it exists, with no conversion or export. ``crack_probability``
+    takes the backbone's pooled features and site map."""
 
-    def __init__(self, backbone: bytes, crack_probability: Callable[[np.ndarray], np.ndarray], positive_index: int,
-                 batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None):
-        self.backbone = LiteRTRunner(backbone, batch_size, num_threads)
+    def __init__(self, backbone: bytes, crack_probability: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 positive_index: int, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None):
+        self.backbone = BackboneRunner(backbone, batch_size, num_threads)
         self.head, self.positive_index = crack_probability, positive_index
         self.batch_size = batch_size
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        crack = self.head(self.backbone(images)).astype(np.float32)
+        crack = self.head(*self.backbone(images)).astype(np.float32)
         columns = [1 - crack, crack] if self.positive_index == 1 else [crack, 1 - crack]
         return np.stack(columns, axis=1)
 

@@ -200,7 +200,7 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
             try:
                 photo = await run_in_threadpool(decode, name, content)
                 entries = parse_labels(labels, photo.shape[1], photo.shape[0], loop.predictor.info)
-                saved = await run_in_threadpool(loop.save, photo, name, entries)
+                saved = await run_in_threadpool(loop.save, photo, content, name, entries)
             except CrackscanError as error:
                 raise (HTTPException(422, str(error)) if not isinstance(error, ImageReadError)
                        else refusal(error)) from None
@@ -276,14 +276,15 @@ class SiteLoop:
             return "this server keeps no labels: start it with --labels DIR"
         return "the served model is not a run folder (adapt refits a run's head): serve a run with --labels DIR"
 
-    def save(self, photo: Any, name: str, entries: list) -> dict[str, Any]:
-        # A name is shown back and recorded, never used as a path: keep it printable.
+    def save(self, photo: Any, content: bytes, name: str, entries: list) -> dict[str, Any]:
+        # A name is recorded, never used as a path: keep it printable.
         shown = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)[:200] or "upload"
         info = self.predictor.info
         with self._lock:
             labels = LabelSet(self.folder, (info.negative_class, info.positive_class))
+            kept = labels.keep_photo(content, shown)
             for (x, y, w, h), crack in entries:
-                labels.add(photo[y : y + h, x : x + w], shown, (x, y, w, h), crack, "page")
+                labels.add(photo[y : y + h, x : x + w], kept, (x, y, w, h), crack, f"page:{shown}")
             labels.save()
         return {"saved": len(entries), "labels": str(self.folder), "counts": labels.counts()}
 

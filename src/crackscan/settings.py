@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -174,6 +175,14 @@ THRESHOLD = Setting("threshold", float, 0.5, "crack probability from which a til
 MAX_PIXELS = Setting("max_pixels", int, DEFAULT_MAX_PIXELS, "refuse photos with more pixels than this, before decoding",
                      low=1, high=2_000_000_000)
 SCAN_SETTINGS = (TILE, STRIDE, THRESHOLD)
+# ---- surveys: which engine runs them (CLI scan) ---------------------------------------------
+ENGINE = Setting("engine", str, "local", "local: this process; ray: a Ray Data pipeline, on this machine or the cluster "
+                 "at --address (pip install 'crackscan[ray]')", choices=("local", "ray"))
+ADDRESS = Setting("address", str, None, "with --engine ray, the Ray cluster to join (e.g. ray://head:10001 or "
+                  "head:6379); default: start Ray on this machine", optional=True)
+WORKERS = Setting("workers", int, None, "with --engine ray, how many workers scan photos (one CPU each; default: "
+                  "every CPU Ray has)", low=1, high=100_000, optional=True)
+SURVEY_SETTINGS = (ENGINE, ADDRESS, WORKERS)
 SCAN_QUERY = SCAN_SETTINGS + (Setting("overlay", bool, True, "include the overlay PNG as base64"),)
 
 # ---- predict, evaluate, export ---------------------------------------------------------------
@@ -324,3 +333,12 @@ def parse_split(value: Any) -> tuple[float, float, float]:
     if numbers[0] == 0 or numbers[1] == 0:
         raise CrackscanError("split needs a training and a validation part (the first two numbers)")
     return tuple(round(n / total, 6) for n in numbers)  # type: ignore[return-value]
+
+
+def cache_folder() -> Path:
+    """Where crackscan keeps what it makes once and reuses (the built-in models' parent runs
+    for adapt): $CRACKSCAN_CACHE, else $XDG_CACHE_HOME/crackscan, else ~/.cache/crackscan."""
+    chosen = os.environ.get("CRACKSCAN_CACHE")
+    if chosen:
+        return Path(chosen)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "crackscan"

@@ -34,10 +34,10 @@ from .data import (
 from .errors import CrackscanError
 from .evaluate import classification_metrics
 from .files import atomic_open, write_bytes, write_text
-from .model import ModelInfo, build_classifier, save_keras_model
+from .model import Classifier, ModelInfo, build_classifier, feature_extractor, save_keras_model
 from .predict import load
 from .progress import progress_bar
-from .runtime import KerasRunner, LiteRTRunner, keras_to_litert
+from .runtime import BackboneRunner, KerasRunner, keras_to_litert
 from .version import __version__
 
 
@@ -105,7 +105,7 @@ def train(
 
     timing: dict[str, float] = {}
     tick = time.perf_counter()
-    embedded = embed_dataset(classifier.extractor, dataset, config, progress)
+    embedded = embed_dataset(classifier, dataset, config, progress)
     timing["read_and_embed_s"] = time.perf_counter() - tick
     if len(embedded.indices) == 0:
         raise CrackscanError(f"no readable images in {dataset.root} ({len(embedded.skipped)} files skipped)")
@@ -138,7 +138,7 @@ def train(
     config.save(out / "config.json")
     _write_history(out / "history.csv", history)
     runs.save_features(out, embedded.features, labels, splits)
-    if isinstance(embedded.runner, LiteRTRunner):
+    if isinstance(embedded.runner, BackboneRunner):
         write_bytes(out / runs.BACKBONE_FILE, embedded.runner.model_content)
     runs.write_split(out / runs.SPLIT_FILE, (
         (dataset.relative(dataset.samples[i].path), dataset.class_names[dataset.samples[i].label], split, facts.sha256)
@@ -185,24 +185,27 @@ UNDERFIT_NOTE = ("validation loss was still falling at the last epoch ({epoch}):
 LITERT_MIN_IMAGES = 2000
 
 
-def make_feature_runner(extractor: Any, config: TrainConfig, image_count: int | None = None) -> tuple[Any, str]:
-    """The runtime that runs the frozen backbone: with ``auto``, LiteRT when it is installed
-    and there are enough images to repay converting the backbone."""
+def make_feature_runner(classifier: Classifier, config: TrainConfig, image_count: int | None = None
+                        ) -> tuple[KerasRunner | BackboneRunner, str]:
+    """The runtime that runs the frozen backbone to pooled features: with ``auto``, LiteRT
+    when it is installed and there are enough images to repay converting the backbone. The
+    LiteRT backbone has the site map as a second output, so the run keeps it for adapt."""
     worth_converting = image_count is None or image_count >= LITERT_MIN_IMAGES
     if config.embedding_backend == "litert" or (config.embedding_backend == "auto" and worth_converting):
         try:
-            runner = LiteRTRunner(keras_to_litert(extractor), config.embed_batch_size)
+            runner = BackboneRunner(keras_to_litert(feature_extractor(classifier.model)), config.embed_batch_size)
             return runner, "litert"
         except (ImportError, CrackscanError):
             if config.embedding_backend == "litert":
                 raise
-    return KerasRunner(extractor, config.embed_batch_size), "keras"
+    return KerasRunner(classifier.extractor, config.embed_batch_size), "keras"
 
 
-def embed_dataset(extractor: Any, dataset: Dataset, config: TrainConfig, progress: bool = False) -> Embedded:
-    runner, backend = make_feature_runner(extractor, config, len(dataset.samples))
+def embed_dataset(classifier: Classifier, dataset: Dataset, config: TrainConfig, progress: bool = False) -> Embedded:
+    runner, backend = make_feature_runner(classifier, config, len(dataset.samples))
+    pooled_features = runner.pooled if isinstance(runner, BackboneRunner) else runner
     samples = dataset.samples
-    features = np.zeros((len(samples), extractor.output_shape[-1]), np.float32)
+    features = np.zeros((len(samples), classifier.extractor.output_shape[-1]), np.float32)
     kept: list[int] = []
     facts: list[FileFacts] = []
     skipped: list[Skipped] = []
@@ -210,7 +213,7 @@ def embed_dataset(extractor: Any, dataset: Dataset, config: TrainConfig, progres
     for batch in iter_labelled_batches(samples, config.image_size, config.embed_batch_size, dataset.root):
         skipped.extend(batch.skipped)
         if batch.indices:
-            features[len(kept) : len(kept) + len(batch.indices)] = runner(batch.images)
+            features[len(kept) : len(kept) + len(batch.indices)] = pooled_features(batch.images)
             kept.extend(batch.indices)
             facts.extend(batch.facts)
         bar.update(len(batch.indices) + len(batch.skipped))
