@@ -124,9 +124,12 @@ def test_survey_folder_resume_force_and_bad_files(capsys, tiny_model, tiny_datas
             assert list(csv.DictReader(handle))[0].keys() == {"row", "col", "x", "y", "width", "height",
                                                               "crack_probability", "label"}
     with open(out / "summary.csv") as handle:
-        ranked = list(csv.DictReader(handle))
+        rows = list(csv.DictReader(handle))
+    # Scanned photos most cracked first, then the photo that could not be scanned, with why.
+    ranked, problems = rows[:2], rows[2:]
     fractions = [float(r["cracked_area_fraction"]) for r in ranked]
-    assert len(ranked) == 2 and fractions == sorted(fractions, reverse=True)
+    assert fractions == sorted(fractions, reverse=True) and all(r["problem"] == "" for r in ranked)
+    assert len(problems) == 1 and problems[0]["photo"].endswith("broken.jpg") and problems[0]["problem"]
     overlay = Image.open(out / "wall.jpg" / "overlay.jpg")
     assert overlay.width == 700 and 500 < overlay.height < 600  # the photo, and the legend strip below it
 

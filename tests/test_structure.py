@@ -23,7 +23,7 @@ LAYERS = [
     {"runtime"},
     {"predict"},
     {"evaluate", "export", "scan", "labels"},
-    {"train", "adapt"},
+    {"train", "adapt", "survey"},
     {"server"},
     {"cli"},
 ]

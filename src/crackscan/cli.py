@@ -22,7 +22,7 @@ from .model import build_backbone
 from .predict import Failure, describe_model, images_per_second, load
 from .progress import progress_bar
 from .runtime import cpu_name
-from .scan import scan_many
+from .survey import scan_many
 from .server import serve
 from .settings import TrainConfig
 from .train import train
@@ -51,7 +51,9 @@ EXAMPLES = {
                "crackscan export runs/first --format onnx --out model.onnx"],
     "scan": ["crackscan scan crackscan-base site-photos/ --out scans/",
              "crackscan scan runs/first site-photos/ --out scans/",
-             "crackscan scan runs/first/model.int8.tflite wall.jpg --out scans/ --threshold 0.7 --stride 113"],
+             "crackscan scan runs/first/model.int8.tflite wall.jpg --out scans/ --threshold 0.7 --stride 113",
+             "crackscan scan crackscan-nano survey/ --out scans/ --engine ray              # Ray Data, this machine",
+             "crackscan scan crackscan-nano s3://bucket/survey/ --out /shared/scans --engine ray --address head:6379"],
     "serve": ["crackscan serve crackscan-base   # then open http://127.0.0.1:8000/",
               "crackscan serve runs/first --labels site-labels   # label tiles on the page, then Adapt",
               "crackscan serve runs/first --host 0.0.0.0 --port 8080 --max-upload-mb 50"],
@@ -62,6 +64,7 @@ EXAMPLES = {
     "label": ["crackscan label site/images --masks site/masks --out site-labels --per-class 25",
               "crackscan label photos/ --masks masks/ --out labels --per-class 10 --tile 128 --seed 3"],
     "adapt": ["crackscan adapt runs/first site-labels --out runs/first-site",
+              "crackscan adapt crackscan-base site-labels --out runs/base-site   # from a built-in model",
               "crackscan scan runs/first-site site/more-photos --out scans/"],
     "demo": ["crackscan demo", "crackscan demo --out /tmp/demo --weights none   # offline, random backbone"],
 }
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("model", type=Path, help=MODEL_HELP)
     scan.add_argument("photos", nargs="+", help="photo files, folders or glob patterns")
     scan.add_argument("--out", type=Path, required=True, help="folder for the results (one subfolder per photo)")
-    settings.add_arguments(scan, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS))
+    settings.add_arguments(scan, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
     scan.add_argument("--force", action="store_true", help="scan again photos whose results exist")
 
     serve = commands.add_parser("serve", help="HTTP API and web page for crack checks", epilog=_examples("serve"),
@@ -151,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     adapt = commands.add_parser("adapt", help="refit a run's head on site labels: a new run that knows your photos",
                                 epilog=_examples("adapt"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    adapt.add_argument("run", type=Path, help="the run to start from (its training features are reused)")
+    adapt.add_argument("run", type=Path, help="the run to start from (its training features are reused), or a built-in "
+                                              "model (crackscan-base, crackscan-nano)")
     adapt.add_argument("labels", type=Path, help="labels folder (crackscan label, the web page) or any class-folder dataset")
     adapt.add_argument("--out", type=Path, required=True, help="the new run folder")
     adapt.add_argument("--force", action="store_true", help="replace a run already in --out")
@@ -351,15 +355,17 @@ def _model_for_inference(model: Path) -> Path:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS))
-    outcome = scan_many(_model_for_inference(args.model), args.photos, args.out, **options, force=args.force, progress=_show_progress(),
-                        on_failure=_report_skipped, on_line=print)
+    options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
+    outcome = scan_many(_model_for_inference(args.model), args.photos, args.out, **options, force=args.force,
+                        progress=_show_progress(), on_failure=_report_skipped, on_line=print)
     if outcome.resumed:
         count = len(outcome.resumed)
         print(f"{count} photo{'s' if count != 1 else ''} already scanned in {args.out} with these settings "
               "(kept; --force to scan again)")
     if outcome.summary_csv:
         print(f"summary of all photos, most cracked first: {outcome.summary_csv}")
+    if outcome.tiles_dataset:
+        print(f"every tile of the survey, as one Parquet dataset: {outcome.tiles_dataset}")
     if outcome.failed:
         count = len(outcome.failed)
         print(f"crackscan: {count} photo{'s' if count != 1 else ''} could not be scanned", file=sys.stderr)
@@ -419,7 +425,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     tiles = ", ".join(f"{count} {name}" for name, count in m["site_tiles"].items())
     print(f"site labels ({tiles}), {site['folds']}-fold cross-validated: before {figures(site['before'])} -> after "
           f"{figures(site['after'])}")
-    print(f"parent's test images ({parent['images']}): accuracy {100 * parent['accuracy_before']:.2f}% -> "
+    share = m["site_crack_share"]
+    sampled = m["unlabelled_site_tiles"]
+    print(f"site's crack share: {'not estimated (no photos named in labels.csv found)' if share is None else f'{100 * share:.0f}%'}"
+          + (f", from {sampled['tiles']} unlabelled tiles of {sampled['photos']} photo(s)" if sampled["tiles"] else ""))
+    floor = " at least" if parent["bound"] else ""
+    print(f"parent's test images ({parent['images']}): accuracy {100 * parent['accuracy_before']:.2f}% ->{floor} "
           f"{100 * parent['accuracy_after']:.2f}% ({parent['change_points']:+.2f} points)")
     print(f"adapted in {m['seconds']:.1f} s; new run folder: {result.path} (use it as any run: scan, export, serve)")
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -22,12 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import settings
-from .data import DEFAULT_MAX_PIXELS, ImageReadError, ImageSource, list_image_files, read_for_shrinking, resize_pixels
+from .data import DEFAULT_MAX_PIXELS, ImageSource, read_for_shrinking, resize_pixels
 from .errors import Cancelled, CrackscanError, LimitExceeded
 from .files import atomic_open, atomic_path, write_text
 from .predict import Predictor, load
-from .progress import progress_bar
-from .version import __version__
 
 OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
 OVERLAY_FILE = "overlay.jpg"
@@ -263,206 +260,6 @@ def _with_legend_strip(photo: Image.Image, summary: dict[str, Any]) -> Image.Ima
         draw.line((pad + i, y, pad + i, y + ramp_h), fill=colour)
     draw.rectangle((pad, y, pad + ramp_w, y + ramp_h), outline=(0, 0, 0))
     return composed
-
-
-SURVEY_MANIFEST = "survey.json"
-RESULT_FILES = ("tiles.csv", OVERLAY_FILE, "summary.json")
-# What a photo's result must have been made with to be kept when a survey resumes.
-RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "photo_bytes", "photo_mtime_ns")
-
-
-@dataclasses.dataclass
-class SurveyOutcome:
-    scanned: list[dict[str, Any]]
-    resumed: list[dict[str, Any]]
-    failed: list[tuple[str, str]]
-    summary_csv: Path | None
-
-
-def survey_root(photos: Sequence[Path], earlier: str | None = None) -> Path:
-    """The folder photos' outputs are named from: the photos' common folder, or the survey's
-    earlier root when every photo is under it (so scanning a part of a survey again lands
-    in the same folders)."""
-    absolute = [os.path.abspath(p) for p in photos]
-    if earlier and all(os.path.commonpath([p, earlier]) == earlier for p in absolute):
-        return Path(earlier)
-    return Path(os.path.commonpath([os.path.dirname(p) for p in absolute])) if absolute else Path(os.getcwd())
-
-
-def output_folders(out: Path, photos: Sequence[Path], root: Path) -> list[Path]:
-    """One folder per photo, never shared: the photo's path below ``root``, file suffix kept
-    (wall.jpg and wall.png differ), mirrored as folders under ``out``. Where two would
-    still meet (names differing only in case, on a file system that folds case), the later
-    one gets a short hash of its path."""
-    absolute = [Path(os.path.abspath(p)) for p in photos]
-    folders, taken = [], set()
-    for photo in absolute:
-        relative = photo.relative_to(root)
-        folder = out.joinpath(*relative.parts)
-        if str(folder).casefold() in taken:
-            digest = hashlib.sha256(str(relative).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-            folder = folder.with_name(f"{folder.name}-{digest}")
-        taken.add(str(folder).casefold())
-        folders.append(folder)
-    return folders
-
-
-def survey_photos(inputs: Sequence[str | os.PathLike], out: Path) -> list[Path]:
-    """The photos named (files, folders, globs), once each, never any under ``out``: a survey
-    folder inside the photo folder must not have its own overlays scanned on the next run."""
-    out_absolute = os.path.abspath(out)
-    photos, seen = [], set()
-    for photo in list_image_files(inputs):
-        absolute = os.path.abspath(photo)
-        if absolute in seen or os.path.commonpath([absolute, out_absolute]) == out_absolute:
-            continue
-        seen.add(absolute)
-        photos.append(photo)
-    return photos
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def scan_many(
-    model: Any,
-    inputs: Sequence[str | os.PathLike],
-    out: str | os.PathLike,
-    tile: int | None = None,
-    stride: int | None = None,
-    threshold: float = 0.5,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    force: bool = False,
-    progress: bool = False,
-    on_failure: Any = None,
-    on_line: Callable[[str], None] | None = None,
-) -> SurveyOutcome:
-    """Scans photos and folders of photos into ``out``; resumes an interrupted survey.
-
-    A photo is skipped when its folder holds a complete result made with the same model,
-    tile, stride and threshold from the same photo file; anything else is scanned again,
-    with a line through ``on_line`` saying why (``force`` redoes all). An unreadable photo
-    is reported through ``on_failure(path, reason)`` and skipped; the rest go on.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CrackscanError(f"--out {out} is a file: name a folder for the survey")
-    settings.THRESHOLD.check(threshold)
-    predictor = model if isinstance(model, Predictor) else load(model)
-    tile, stride = scan_geometry(predictor, tile, stride)
-    say = on_line or (lambda line: None)
-    photos = survey_photos(inputs, out)
-    made_with = {"model": str(predictor.path) if predictor.path else None,
-                 "model_sha256": file_sha256(predictor.path) if predictor.path else None,
-                 "tile": tile, "stride": stride, "threshold": threshold}
-    manifest = _read_manifest(out)
-    root = survey_root(photos, manifest.get("root"))
-    _write_manifest(out, manifest, {**made_with, "root": str(root)}, say)
-    scanned, resumed, failed = [], [], []
-    photos_bar = progress_bar(total=len(photos), desc="photos", unit="photo", enabled=progress)
-    tiles_bar = progress_bar(desc="tiles", unit="tile", enabled=progress)
-    for photo, folder in zip(photos, output_folders(out, photos, root)):
-        identity = _photo_identity(photo)
-        expected = {**made_with, **identity}
-        kept, why = (None, "") if force else _completed_result(folder, expected)
-        if kept is not None:
-            resumed.append(kept)
-        else:
-            if why:
-                say(f"scanning {photo} again: {why}")
-            try:
-                result = scan(predictor, photo, tile, stride, threshold, max_pixels, progress=tiles_bar)
-            except (ImageReadError, LimitExceeded) as error:
-                reason = error.reason if isinstance(error, ImageReadError) else str(error)
-                failed.append((str(photo), reason))
-                if on_failure is not None:
-                    photos_bar.clear()
-                    on_failure(str(photo), reason)
-            else:
-                result.summary.update(photo=str(photo), outputs=str(folder), **expected)
-                result.write(folder)
-                scanned.append(result.summary)
-                photos_bar.clear()
-                say(_photo_line(result.summary))
-        photos_bar.update(1)
-    photos_bar.close()
-    tiles_bar.close()
-    summaries = scanned + resumed
-    summary_csv = write_survey_summary(out / "summary.csv", summaries) if summaries else None
-    return SurveyOutcome(scanned, resumed, failed, summary_csv)
-
-
-def _photo_line(s: dict[str, Any]) -> str:
-    return (f"{s['photo']}: {s['cracked_tiles']} of {s['tiles']} tiles cracked "
-            f"({100 * s['cracked_area_fraction']:.1f}% of area, highest p {s['max_crack_probability']:.2f}) "
-            f"in {s['seconds']:.2f} s -> {s['outputs']}")
-
-
-def _photo_identity(photo: Path) -> dict[str, Any]:
-    facts = photo.stat()
-    return {"photo_path": os.path.abspath(photo), "photo_bytes": facts.st_size, "photo_mtime_ns": facts.st_mtime_ns}
-
-
-def _completed_result(folder: Path, expected: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The earlier result in ``folder`` if it is complete and made as ``expected``; else
-    None and why not ("" when there is none at all)."""
-    if not (folder / "summary.json").exists():
-        return None, ""
-    try:
-        summary = json.loads((folder / "summary.json").read_text())
-        if not isinstance(summary, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as error:
-        return None, f"its summary.json is damaged ({error})"
-    missing = [name for name in RESULT_FILES if not (folder / name).is_file()]
-    if missing:
-        return None, f"its result is incomplete (no {', '.join(missing)})"
-    changed = [key for key in RESUME_KEYS if summary.get(key) != expected.get(key)]
-    if changed:
-        if "photo_path" in changed:
-            return None, f"its folder held the result of another photo ({summary.get('photo_path')})"
-        if "photo_bytes" in changed or "photo_mtime_ns" in changed:
-            return None, "the photo changed since it was scanned"
-        return None, "it was scanned with other settings (" + ", ".join(
-            f"{key} {summary.get(key)!r} -> {expected.get(key)!r}" for key in changed if key != "model_sha256"
-        ) + (", another model" if "model_sha256" in changed else "") + ")"
-    if any(key not in summary for key in _SUMMARY_CSV_FIELDS):
-        return None, "its summary.json lacks figures"
-    return summary, ""
-
-
-def _read_manifest(out: Path) -> dict[str, Any]:
-    try:
-        earlier = json.loads((out / SURVEY_MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
-    return earlier if isinstance(earlier, dict) else {}
-
-
-def _write_manifest(out: Path, earlier: dict[str, Any], made_with: dict[str, Any], say: Callable[[str], None]) -> None:
-    compared = ("model_sha256", "tile", "stride", "threshold")
-    if earlier and any(earlier.get(k) != made_with[k] for k in compared):
-        say(f"{out} was scanned before with other settings; photos scanned with those are done again")
-    manifest = {"format": "crackscan-survey", "crackscan_version": __version__, **made_with}
-    write_text(out / SURVEY_MANIFEST, json.dumps(manifest, indent=2) + "\n")
-
-
-_SUMMARY_CSV_FIELDS = ["photo", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",
-                       "width", "height", "seconds", "outputs"]
-
-
-def write_survey_summary(path: Path, summaries: list[dict[str, Any]]) -> Path:
-    ranked = sorted(summaries, key=lambda s: (-s["cracked_area_fraction"], -s["max_crack_probability"], s["photo"]))
-    with atomic_open(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=_SUMMARY_CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(ranked)
-    return path
 
 
 def _name(photo: Any) -> str:
