@@ -146,7 +146,8 @@ def test_wheel_and_sdist_carry_both_models(tmp_path):
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     in_sdist = {Path(*Path(name).parts[1:]).as_posix() for name in tarfile.open(sdist).getnames()}
     for model in builtin_models().values():
-        assert f"crackscan/models/{model.file}" in in_wheel
-        assert f"src/crackscan/models/{model.file}" in in_sdist
+        for file in (model.file, model.adaptation["file"]):  # the model, and what adapt starts from
+            assert f"crackscan/models/{file}" in in_wheel
+            assert f"src/crackscan/models/{file}" in in_sdist
     assert "crackscan/models/models.json" in in_wheel
     assert wheel.stat().st_size < 6e6

@@ -13,9 +13,8 @@ from PIL import Image
 
 import crackscan
 from crackscan import runs
-from crackscan import synth
 from crackscan.adapt import adapt, dihedral, estimate_crack_share, fit_any_cell, fit_logistic
-from crackscan.runtime import any_cell_logit, cell_logits, sigmoid
+from crackscan.runtime import any_cell_logit, cell_logits
 from crackscan.cli import main
 from crackscan.data import find_dataset
 from crackscan.errors import CrackscanError
@@ -256,3 +255,27 @@ def test_a_run_without_cached_features_still_adapts(tiny_run, tiny_dataset, tmp_
     assert runs.load_features(old) is not None and runs.is_run(result.path)
     cached = runs.load_features(old)
     assert np.allclose(cached["features"], runs.load_features(tiny_run.path)["features"], atol=0.05)
+
+
+def test_a_built_in_model_is_the_parent_of_adapt(asphalt, real_data, tmp_path, monkeypatch):
+    """crackscan adapt crackscan-nano ...: the built-in's float model is made once in the cache
+    from the ImageNet weights it was built on, and adapts like a run."""
+    monkeypatch.setenv("CRACKSCAN_CACHE", str(tmp_path / "cache"))
+    labels = tmp_path / "labels"
+    labels_from_masks(asphalt["images"], asphalt["masks"], labels, per_class=6, seed=0)
+    lines: list[str] = []
+    result = adapt("crackscan-nano", labels, tmp_path / "adapted", on_step=lines.append)
+    assert any("making crackscan-nano's float model once" in line for line in lines)
+    m = result.metrics
+    assert m["parent_test"]["images"] == 1000 and m["parent_test"]["change_points"] >= -0.2
+    assert m["site_crack_share"] is not None and runs.is_run(result.path)
+    # The float parent is the built-in model: the same labels on real patches as the int8 file.
+    parent = Path(m["adapted_from"])
+    patches = sorted((real_data / "Positive").glob("*.jpg"))[:16] + sorted((real_data / "Negative").glob("*.jpg"))[:16]
+    float_labels = [p.label for p in crackscan.load(parent / "model.keras").predict(patches)]
+    int8_labels = [p.label for p in crackscan.load("crackscan-nano").predict(patches)]
+    assert float_labels == int8_labels and float_labels.count("Positive") == 16
+    lines.clear()
+    code = main(["adapt", "crackscan-nano", str(labels), "--out", str(tmp_path / "again")])
+    assert code == 0 and not any("making" in line for line in lines)  # made once, kept in the cache
+    assert sorted(p.name for p in (tmp_path / "cache" / "builtin").iterdir()) == [parent.name]

@@ -197,11 +197,9 @@ def estimate_crack_share(logits: np.ndarray) -> float:
     return share
 
 
-def fit_site_head(cells: np.ndarray, crack: np.ndarray, start: tuple[np.ndarray, float] | None = None
-                  ) -> tuple[np.ndarray, float]:
-    """The site head on tiles' cells (N x L x C), each class half the weight."""
-    start = start or (np.zeros(cells.shape[-1]), 0.0)
-    return fit_any_cell(cells, crack, balanced_weights(crack), start)
+def fit_site_head(cells: np.ndarray, crack: np.ndarray) -> tuple[np.ndarray, float]:
+    """The site head on tiles' cells (N x L x C), each class half the weight, from zero."""
+    return fit_any_cell(cells, crack, balanced_weights(crack), (np.zeros(cells.shape[-1]), 0.0))
 
 
 def at_crack_share(head: tuple[np.ndarray, float], unlabelled_maps: np.ndarray) -> tuple[tuple[np.ndarray, float], float | None]:
@@ -291,20 +289,26 @@ def adapt(
     cv_probability = np.zeros(len(site_labels))
     for fold in _folds(site_crack, CV_FOLDS):
         kept = np.setdiff1d(everyone, fold)
-        # From the full fit: the problem is convex and solved to convergence, so the start
-        # changes how soon a fold's fit ends, not where. The gate is the full fit's: a
-        # held-out site tile is a site tile, and the gate is there to tell those apart.
-        fold_head, _ = at_crack_share(
-            fit_site_head(view_cells[site_rows(kept)], np.repeat(site_crack[kept], VIEWS), start=balanced_head), other_maps)
+        # Each fold starts from nothing, as the full fit did: the any-cell loss is not convex
+        # (a crack tile's loss falls as its best cell rises), so a start at the full fit, which
+        # saw the held-out tiles, could carry them into the fold's answer. The gate is the full
+        # fit's: a held-out site tile is a site tile, and the gate is there to tell those apart.
+        fold_head, _ = at_crack_share(fit_site_head(view_cells[site_rows(kept)], np.repeat(site_crack[kept], VIEWS)),
+                                      other_maps)
         cv_probability[fold] = SiteHead(parent_head, fold_head, gate).crack_probability(plain_pooled[fold],
                                                                                           plain_maps[fold])
 
     truth = site_crack.astype(np.int8)
     site_before = tile_metrics(truth, sigmoid(crack_logit(plain_pooled, parent_head)) >= 0.5)
     site_after = tile_metrics(truth, cv_probability >= 0.5)
-    parent_check = {part: _parent_accuracy(head, base, mask, base_crack, parent, backbone, info)
+    # A built-in model's parent run ships test features, not validation ones.
+    parent_check = {part: _parent_accuracy(head, base, mask, base_crack, parent, backbone, info) if mask.any() else None
                     for part, mask in (("val", val), ("test", test))}
-    test_before, test_after = parent_check["test"]["accuracy_before"], parent_check["test"]["accuracy_after"]
+    checked = parent_check["test"] or parent_check["val"]
+    if checked is None:
+        raise CrackscanError(f"{parent} holds no test or validation images to check the parent on: adapt a run trained "
+                             "with a test split (e.g. --split 70:24:6)")
+    test_before, test_after = checked["accuracy_before"], checked["accuracy_after"]
     drop = 100 * (test_before - test_after)
     if drop > MAX_PARENT_TEST_DROP + 1e-9:
         raise CrackscanError(f"adapting would cost the parent's test accuracy {drop:.2f} points "
@@ -340,11 +344,11 @@ def adapt(
         "site_cross_validated": {"folds": len(_folds(site_crack, CV_FOLDS)), "before": site_before,
                                  "after": site_after},
         "parent_val": parent_check["val"],
-        "parent_test": {**parent_check["test"], "change_points": -drop},
+        "parent_test": {**checked, "split": "test" if parent_check["test"] else "val", "change_points": -drop},
         "method": {"head": "parent + gate * (site - parent); site: any-cell logistic on the site map, bias at the "
                            "site's crack share (EM); gate: logistic, site tiles vs the parent's training images",
                    "site_layer": SITE_LAYER, "site_l2": SITE_L2, "gate_l2": L2, "views_per_tile": VIEWS},
-        "test": {"count": int(test.sum()), "accuracy": test_after},
+        "test": {"count": checked["images"], "accuracy": test_after},
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
