@@ -5,6 +5,7 @@
     predictor = crackscan.load(run.model_path)   # .keras, .tflite or .onnx
     predictor.predict(["patch.jpg"])
     result = crackscan.scan(predictor, "whole-photo.jpg")  # tile grid, summary, overlay
+    crackscan.scan_many("crackscan-nano", ["survey/"], "scans/", engine="ray")  # a survey folder
 """
 
 import os
@@ -19,8 +20,9 @@ from .evaluate import evaluate  # noqa: E402
 from .export import export  # noqa: E402
 from .predict import Prediction, Predictor, load  # noqa: E402
 from .scan import scan  # noqa: E402
+from .survey import scan_many  # noqa: E402
 from .train import Run, train  # noqa: E402
 from .version import __version__  # noqa: E402
 
 __all__ = ["adapt", "CrackscanError", "Prediction", "Predictor", "Run", "TrainConfig", "evaluate", "export", "load", "scan",
-           "train", "__version__"]
+           "scan_many", "train", "__version__"]
