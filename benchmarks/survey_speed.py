@@ -50,7 +50,7 @@ def main() -> None:
     print(f"CPU: {cpu_name()}; model {args.model}; {args.photos} photos of 4032x3024 in {photos}")
 
     started = time.perf_counter()
-    ray.init(num_cpus=cpu_threads(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=cpu_threads(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray_start = time.perf_counter() - started
     print(f"Ray started in {ray_start:.1f} s (once per survey; not in the figures below)")
 

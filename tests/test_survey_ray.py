@@ -10,6 +10,8 @@ import csv
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -30,7 +32,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -45,6 +47,26 @@ def photos(tmp_path_factory) -> Path:
         Image.fromarray(synth.make_photo(rng, 700, 500, cracks=i % 3)).save(where / f"wall-{i}.jpg", quality=90)
     (folder / "broken.jpg").write_bytes(b"not a photo at all")
     return folder
+
+
+def test_the_cluster_recipe_joins_a_ray_started_with_ray_start(tiny_model, photos, tmp_path):
+    """The README's recipe: `ray start --head` (token authentication on, Ray's default), then
+    crackscan scan --engine ray --address. First in the module: `ray stop` ends every Ray on
+    the machine, and the other tests' Ray starts after it."""
+    ray_command = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([ray_command, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"],
+                   check=True, capture_output=True, timeout=120)
+    try:  # the command as a user runs it, in a process of its own
+        done = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_model), str(photos), "--out",
+                               str(tmp_path / "out"), "--tile", "227", "--engine", "ray", "--address",
+                               f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=600)
+    finally:
+        subprocess.run([ray_command, "stop", "--force"], capture_output=True, timeout=120)
+    assert done.returncode == 1 and "broken.jpg" in done.stderr, done.stderr[-2000:]
+    assert len(list((tmp_path / "out").glob("**/summary.json"))) == 5
 
 
 def tiles_of(folder: Path) -> dict[str, list[float]]:

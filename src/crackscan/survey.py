@@ -165,6 +165,8 @@ def scan_many(
     tile, stride = scan_geometry(predictor, tile, stride)
     say = on_line or (lambda line: None)
     if engine == "ray":
+        if address:
+            _send_ray_token()
         ray_module = _import_ray()  # before any work: a missing extra is one line, not a traceback
     made_with = {"model": str(predictor.path) if predictor.path else None,
                  "model_sha256": file_sha256(predictor.path) if predictor.path else None,
@@ -441,6 +443,16 @@ def _ensure_tiles_part(out: Path, folder: Path, summary: dict[str, Any]) -> None
 
 # ---- the Ray Data engine ------------------------------------------------------------------------
 
+def _send_ray_token() -> None:
+    """A cluster started with Ray's token authentication (its default) admits only a driver
+    that sends the token, and Ray 2.60 sends the one it has (~/.ray/auth_token, or
+    RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) only in token mode, which it reads when imported."""
+    has_token = any(os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) \
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    if has_token:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _import_ray() -> Any:
     try:
         import ray
@@ -545,7 +557,7 @@ def _ray_session(ray: Any, address: str | None, workers: int | None) -> Iterator
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=workers or cpu_threads(), **quiet)
+            ray.init(address="local", num_cpus=workers or cpu_threads(), **quiet)  # never a cluster by accident
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise CrackscanError(f"cannot start or join Ray{f' at {address}' if address else ''}: "
                              f"{str(error).strip().splitlines()[0]}") from None
