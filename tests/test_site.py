@@ -236,6 +236,12 @@ def test_adapt_learns_a_site_the_parent_gets_wrong(tiny_run, tiny_dataset, tmp_p
 
     before, after = accuracy(tiny_run.path), accuracy(result.path)
     assert before < 0.95 and 1 - after <= (1 - before) / 2 and after >= 0.9, (before, after)
+    # int8 is calibrated on the site's tiles too, and checked on them: the parent's images
+    # alone never reach the site head, and a calibration without them lost the site.
+    exported = export(result.path, "litert", int8=True, out=tmp_path / "adapted.int8.tflite")
+    assert exported.check["passed"] and exported.check["site"]["passed"]
+    assert exported.check["site"]["images"] == 24
+    assert accuracy(exported.path) >= after - 0.1
     m = result.metrics
     assert m["parent_test"]["accuracy_after"] >= m["parent_test"]["accuracy_before"] - 0.002
     assert m["site_cross_validated"]["after"]["accuracy"] > m["site_cross_validated"]["before"]["accuracy"]

@@ -336,11 +336,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export(args.model, args.format, int8=args.int8, calibration=args.calibration, out=args.out,
                     check=args.check, force=args.force, on_step=step,
                     **settings.resolved(args, settings.EXPORT_SETTINGS))
-    c = result.check
     kind = f"{args.format} {'int8' if args.int8 else 'float'}"
-    print(f"checked on {c['images']} real images against the Keras model: max crack-probability difference "
-          f"{c['max_crack_probability_difference']:.2e}, label agreement {c['label_agreement']:.2%}, accuracy "
-          f"{c['keras_accuracy']:.2%} (Keras) -> {c['export_accuracy']:.2%} ({c['accuracy_change_points']:+.2f} points)")
+    for c, what in ((result.check, "real images"), (result.check.get("site"), "labelled tiles of the site")):
+        if c is not None:
+            print(f"checked on {c['images']} {what} against the Keras model: max crack-probability difference "
+                  f"{c['max_crack_probability_difference']:.2e}, label agreement {c['label_agreement']:.2%}, accuracy "
+                  f"{c['keras_accuracy']:.2%} (Keras) -> {c['export_accuracy']:.2%} "
+                  f"({c['accuracy_change_points']:+.2f} points)")
     print(f"wrote {kind} model {result.path} ({result.size_bytes / 1e6:.1f} MB, metadata inside) in {result.seconds:.0f} s")
     return 0
 

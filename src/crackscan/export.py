@@ -22,6 +22,7 @@ from . import _tf, runs
 from .data import Sample, find_dataset_for_model, list_image_files, read_labelled
 from .errors import CrackscanError, MissingDependencyError
 from .files import atomic_path, refuse_overwrite, write_bytes
+from .labels import unlabelled_site_tiles
 from .model import ModelInfo, load_keras_model
 from .runtime import (
     KerasRunner,
@@ -139,6 +140,13 @@ def export(
 
     step(f"reading up to {check_images} labelled images to check the export on")
     check_set = _check_images(run_dir, check, info, check_images, seed)
+    # An adapted run answers its site's tiles with a head the parent's images never reach
+    # (the gate keeps them on the parent's): int8 must be calibrated and checked on both.
+    site = runs.site_labels(run_dir) if int8 and run_dir is not None and check is None and calibration is None else None
+    if site is not None:
+        site_dataset, to_model_label = find_dataset_for_model(site, info.class_names, info.positive_class)
+        site_check = read_labelled([Sample(s.path, to_model_label[s.label]) for s in site_dataset.samples],
+                                   info.input_size)
     if int8:
         if calibration is not None:
             calibration_files = list_image_files([calibration])
@@ -146,11 +154,18 @@ def export(
             calibration_files = [s.path for s in _run_split_images(run_dir, info, ("train",))]
         else:
             raise CrackscanError("int8 calibration needs real images: pass --calibration DATA")
-        calibration_files = _sample(calibration_files, calibration_images, seed)
+        parent_share = calibration_images if site is None else calibration_images - calibration_images // 2
+        calibration_files = _sample(calibration_files, parent_share, seed)
         if not calibration_files:
             raise CrackscanError("no calibration images found")
         step(f"reading {len(calibration_files)} calibration images")
         calibration_pixels, _ = read_labelled([Sample(path, -1) for path in calibration_files], info.input_size)
+        if site is not None:
+            site_pixels = np.concatenate([site_check[0], unlabelled_site_tiles(site, info.input_size,
+                                                                               calibration_images).pixels])
+            site_pixels = np.stack(_sample(list(site_pixels), calibration_images // 2, seed))
+            step(f"and {len(site_pixels)} tiles of the site it was adapted to ({site})")
+            calibration_pixels = np.concatenate([calibration_pixels, site_pixels])
 
         def batches() -> Iterable[np.ndarray]:
             for start in range(0, len(calibration_pixels), 32):
@@ -174,6 +189,11 @@ def export(
         report = compare_with_keras(KerasRunner(keras_model), runner, check_set, info, int8)
         if not report["passed"]:
             raise CrackscanError(_failure_message(report, int8, run_dir is not None and runs.recorded_underfit(run_dir)))
+        if site is not None:
+            step(f"and on the {len(site_check[1])} labelled tiles of the site")
+            report["site"] = compare_with_keras(KerasRunner(keras_model), runner, site_check, info, int8)
+            if not report["site"]["passed"]:
+                raise CrackscanError("on the site's labelled tiles: " + _failure_message(report["site"], int8))
         with atomic_path(destination) as temporary:
             shutil.move(str(candidate), temporary)
     return ExportResult(destination, format, int8, destination.stat().st_size, report, time.perf_counter() - started)

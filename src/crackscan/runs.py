@@ -210,6 +210,18 @@ def read_json(run: Path, name: str) -> dict[str, Any]:
     return values if isinstance(values, dict) else {}
 
 
+def site_labels(run: Path) -> Path | None:
+    """For a run made by adapt, the labels folder it learned its site from (None for any
+    other run): what an int8 export of it must be calibrated and checked on as well."""
+    if not (run / SITE_HEAD_FILE).is_file():
+        return None
+    labels = read_json(run, "metrics.json").get("labels")
+    if not isinstance(labels, str) or not Path(labels).is_dir():
+        raise CrackscanError(f"{run} was adapted on the site labels in {labels}, which are gone: pass --calibration "
+                             "with photos' tiles of the site and --check with labelled ones")
+    return Path(labels)
+
+
 def recorded_underfit(run: Path) -> bool:
     """Whether training said its head ended still improving. Runs made before it said so
     trained without early stopping, where that is the best epoch being the last."""
