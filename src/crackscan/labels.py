@@ -141,6 +141,7 @@ def unlabelled_site_tiles(folder: str | os.PathLike, size: int, count: int, max_
     photos = [path for path in sorted(taken) if path.is_file()]
     photos = [photos[i] for i in rng.permutation(len(photos))[:max_photos]]
     crops, used = [], 0
+    per_photo = -(-count // max(1, len(photos)))
     for path in photos:
         try:
             pixels = read_pixels(path, name=str(path))
@@ -149,8 +150,7 @@ def unlabelled_site_tiles(folder: str | os.PathLike, size: int, count: int, max_
         height, width = pixels.shape[:2]
         boxes = [(x, y) for y in tile_origins(height, tile, tile) for x in tile_origins(width, tile, tile)
                  if (x, y) not in taken[path]]
-        share = -(-count // len(photos))
-        for i in rng.permutation(len(boxes))[:share]:
+        for i in rng.permutation(len(boxes))[:per_photo]:
             x, y = boxes[i]
             crops.append(resize_pixels(pixels[y : y + tile, x : x + tile], size, size))
         used += 1

@@ -92,15 +92,11 @@ def survey_root(photos: Sequence[Path], earlier: str | None = None) -> Path:
     return Path(os.path.commonpath([os.path.dirname(p) for p in absolute])) if absolute else Path(os.getcwd())
 
 
-def output_folders(out: Path, photos: Sequence[Path], root: Path) -> list[Path]:
-    """One folder per photo, never shared: the photo's path below ``root``, file suffix kept
-    (wall.jpg and wall.png differ), mirrored as folders under ``out``. Where two would
-    still meet (names differing only in case, on a file system that folds case), the later
-    one gets a short hash of its path."""
-    return _folders_for(out, [Path(os.path.abspath(p)).relative_to(root).parts for p in photos])
-
-
 def _folders_for(out: Path, relative_parts: Sequence[Sequence[str]]) -> list[Path]:
+    """One folder per photo, never shared: the photo's path below the survey's root, file
+    suffix kept (wall.jpg and wall.png differ), mirrored as folders under ``out``. Where two
+    would still meet (names differing only in case, on a file system that folds case), the
+    later one gets a short hash of its path."""
     folders, taken = [], set()
     for parts in relative_parts:
         folder = out.joinpath(*parts)
@@ -190,9 +186,9 @@ def scan_many(
     scan_settings = {"tile": tile, "stride": stride, "threshold": threshold, "max_pixels": max_pixels}
     if engine == "ray":
         scanned, failed = _scan_on_ray(ray_module, predictor, jobs, out, scan_settings, address, workers, progress,
-                                       len(resumed), say, on_failure)
+                                       say, on_failure)
     else:
-        scanned, failed = _scan_here(predictor, jobs, scan_settings, progress, len(resumed), say, on_failure)
+        scanned, failed = _scan_here(predictor, jobs, scan_settings, progress, say, on_failure)
     summary_csv = write_survey_summary(out / "summary.csv", scanned + resumed, failed) if (scanned or resumed or failed) \
         else None
     dataset = out / TILES_DATASET if engine == "ray" and (out / TILES_DATASET).is_dir() else None
@@ -219,10 +215,10 @@ def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, thres
 
 
 def _scan_here(predictor: Predictor, jobs: list[SurveyJob], scan_settings: dict[str, Any], progress: bool,
-               resumed: int, say: Callable[[str], None], on_failure: Any) -> tuple[list, list]:
+               say: Callable[[str], None], on_failure: Any) -> tuple[list, list]:
     scanned, failed = [], []
     bar = progress_bar(total=len(jobs), desc="photos", unit="photo", enabled=progress)
-    counter = _Counter(len(jobs), resumed)
+    counter = _Counter(len(jobs))
     for job in jobs:
         outcome = scan_job(predictor, job, **scan_settings)
         bar.clear()
@@ -236,8 +232,8 @@ class _Counter:
     """Outcomes as they arrive: collected, and a line each with photos done of total and the
     rate so far."""
 
-    def __init__(self, total: int, resumed: int):
-        self.total, self.resumed, self.done, self.started = total, resumed, 0, time.perf_counter()
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.perf_counter()
 
     def report(self, outcome: dict[str, Any], scanned: list, failed: list, say: Callable[[str], None],
                on_failure: Any) -> None:
@@ -491,7 +487,7 @@ class SurveyWorker:
 
 
 def _scan_on_ray(ray: Any, predictor: Predictor, jobs: list[SurveyJob], out: Path, scan_settings: dict[str, Any],
-                 address: str | None, workers: int | None, progress: bool, resumed: int, say: Callable[[str], None],
+                 address: str | None, workers: int | None, progress: bool, say: Callable[[str], None],
                  on_failure: Any) -> tuple[list, list]:
     model = predictor.path
     if model is None or model.suffix.lower() not in (".tflite", ".onnx"):
@@ -520,7 +516,7 @@ def _scan_on_ray(ray: Any, predictor: Predictor, jobs: list[SurveyJob], out: Pat
         # An actor that dies is started again and its photos retried: Ray Data's defaults for
         # an actor pool (max_restarts and max_task_retries -1), which a test holds it to.
         bar = progress_bar(total=len(jobs), desc="photos", unit="photo", enabled=progress)
-        counter = _Counter(len(jobs), resumed)
+        counter = _Counter(len(jobs))
         seen: set[str] = set()
         for row in outcomes.iter_rows():
             outcome = json.loads(row["outcome"])
