@@ -49,7 +49,7 @@ def main() -> None:
 
     from crackscan import runs
     from crackscan.adapt import crack_logit, fit_logistic, parent_backbone
-    from crackscan.data import Sample, find_dataset_for_model, read_labelled
+    from crackscan.data import find_dataset_for_model, read_labelled
     from crackscan.evaluate import evaluate_photos
     from crackscan.model import read_crack_head, read_keras_metadata
     from crackscan.predict import Predictor, load_head_on_backbone
@@ -76,8 +76,8 @@ def main() -> None:
         return Predictor(runner, info, keras_path, "litert backbone + head")
 
     def plain_head(labels: Path) -> tuple:
-        dataset, to_model = find_dataset_for_model(labels, info.class_names, info.positive_class)
-        pixels, site = read_labelled([Sample(s.path, to_model[s.label]) for s in dataset.samples], info.input_size)
+        pixels, site = read_labelled(find_dataset_for_model(labels, info.class_names, info.positive_class)[1],
+                                     info.input_size)
         features = np.concatenate([base["features"][train], backbone.pooled(pixels)])
         targets = np.concatenate([base_crack[train], (site == pos).astype(float)])
         return fit_logistic(features, targets, np.ones(len(targets)), parent_head)

@@ -43,9 +43,8 @@ from .builtin import MODELS_DIR, builtin_models, builtin_path
 from .data import Sample, find_dataset_for_model, read_labelled
 from .errors import CrackscanError
 from .evaluate import tile_metrics
-from .files import atomic_path, write_bytes, write_text
+from .files import atomic_path, file_sha256, write_bytes, write_text
 from .labels import unlabelled_site_tiles
-from .files import file_sha256
 from .model import (METADATA_NAME, SITE_LAYER, build_classifier, feature_extractor, imagenet_weights_path,
                     load_keras_model, read_crack_head, read_keras_metadata, save_keras_model)
 from .runtime import (BackboneRunner, SiteHead, any_cell_logit, cell_logits, keras_to_litert, read_model_info,
@@ -245,8 +244,7 @@ def adapt(
     positive = info.positive_index
     parent_head = read_crack_head(keras_path, info)
 
-    dataset, to_model_label = find_dataset_for_model(labels, info.class_names, info.positive_class)
-    samples = [Sample(s.path, to_model_label[s.label]) for s in dataset.samples]
+    _, samples = find_dataset_for_model(labels, info.class_names, info.positive_class)
     pixels, site_labels = read_labelled(samples, info.input_size)
     if len(site_labels) == 0:
         raise CrackscanError(f"no readable tiles in {labels}")

@@ -119,9 +119,10 @@ def find_dataset(root: str | os.PathLike, positive_class: str | None = None) -> 
 
 def find_dataset_for_model(
     root: str | os.PathLike, class_names: Sequence[str], positive_class: str
-) -> tuple[Dataset, list[int]]:
-    """A labelled folder to measure a model on: its classes must be the model's. Returns the
-    dataset and, per folder class, the model's index for it (the orders may differ)."""
+) -> tuple[Dataset, list[Sample]]:
+    """A labelled folder to measure or adapt a model on: its classes must be the model's.
+    Returns the dataset and its samples labelled with the model's class indices (the
+    folder's order of classes and the model's may differ)."""
     path = Path(root)
     folders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) if path.is_dir() else []
     if len(folders) >= 2 and set(folders) != set(class_names):
@@ -129,7 +130,8 @@ def find_dataset_for_model(
             f"the classes in {root} ({', '.join(folders)}) are not the model's ({', '.join(class_names)})"
         )
     dataset = find_dataset(root, positive_class)  # its own errors: missing, empty, one class
-    return dataset, [list(class_names).index(name) for name in dataset.class_names]
+    to_model_label = [list(class_names).index(name) for name in dataset.class_names]
+    return dataset, [Sample(s.path, to_model_label[s.label]) for s in dataset.samples]
 
 
 def resolve_positive_class(class_names: Sequence[str], positive_class: str | None) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import plots, runs
-from .data import ImageReadError, Sample, Skipped, find_dataset_for_model, iter_labelled_batches, write_skipped_csv
+from .data import ImageReadError, Skipped, find_dataset_for_model, iter_labelled_batches, write_skipped_csv
 from .errors import CrackscanError
 from .files import atomic_open, atomic_path, refuse_overwrite, write_text
 from .masks import CLEAR, CRACK, CRACK_MIN_FRACTION, UNSURE, pair_with_masks, read_mask, tile_truth
@@ -130,13 +130,12 @@ def evaluate(
         for name in EVALUATION_FILES:
             refuse_overwrite(out_dir / name, force)
     info = predictor.info
-    dataset, to_model_label = find_dataset_for_model(data, info.class_names, info.positive_class)
+    dataset, samples = find_dataset_for_model(data, info.class_names, info.positive_class)
 
     labels: list[int] = []
     probabilities: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     in_training = 0
-    samples = [Sample(s.path, to_model_label[s.label]) for s in dataset.samples]
     bar = progress_bar(total=len(samples), desc="evaluating", unit="img", enabled=progress)
     batch_size = getattr(predictor.runner, "batch_size", 32)
     for batch in iter_labelled_batches(samples, info.input_size, batch_size, dataset.root):

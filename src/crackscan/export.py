@@ -144,8 +144,7 @@ def export(
     # (the gate keeps them on the parent's): int8 must be calibrated and checked on both.
     site = runs.site_labels(run_dir) if int8 and run_dir is not None and check is None and calibration is None else None
     if site is not None:
-        site_dataset, to_model_label = find_dataset_for_model(site, info.class_names, info.positive_class)
-        site_check = read_labelled([Sample(s.path, to_model_label[s.label]) for s in site_dataset.samples],
+        site_check = read_labelled(find_dataset_for_model(site, info.class_names, info.positive_class)[1],
                                    info.input_size)
     if int8:
         if calibration is not None:
@@ -258,8 +257,7 @@ def _failure_message(report: dict[str, Any], int8: bool, underfit: bool = False)
 
 def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if check is not None:
-        dataset, to_model_label = find_dataset_for_model(check, info.class_names, info.positive_class)
-        labelled = [Sample(s.path, to_model_label[s.label]) for s in dataset.samples]
+        labelled = find_dataset_for_model(check, info.class_names, info.positive_class)[1]
     elif run_dir is not None:
         labelled = _run_split_images(run_dir, info, ("test", "val"))
     else:
