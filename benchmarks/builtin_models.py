@@ -40,9 +40,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import crackscan
-    from crackscan.builtin import builtin_models, held_out_test_files
-    from crackscan.data import list_image_files
-    from crackscan.runtime import cpu_name
+    from crackscan.model.builtin import builtin_models, held_out_test_files
+    from crackscan.images import list_image_files
+    from crackscan.runtime.runners import cpu_name
 
     print(f"CPU: {cpu_name()}")
     work = Path(tempfile.mkdtemp(prefix="crackscan-builtin-"))
@@ -86,7 +86,7 @@ def main() -> None:
             result.write(work / f"{name}-{i}")
             times.append(time.perf_counter() - started)
         scan_seconds[name] = statistics.median(times)
-        print(f"   {name}: {scan_seconds[name]:.3f} s, {result.summary['tiles']} tiles of {result.summary['tile']} px")
+        print(f"   {name}: {scan_seconds[name]:.3f} s, {result.summary.tiles} tiles of {result.summary.tile} px")
     print(f"   base / nano: {scan_seconds['crackscan-base'] / scan_seconds['crackscan-nano']:.2f}x (target >= 3x)")
 
     print("\n3. load by name in a fresh process, after the imports (median of 3)")

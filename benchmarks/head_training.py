@@ -35,9 +35,9 @@ def main() -> None:
     use_offline_keras_home(work / "keras-home")  # no-op where ../shared is absent: Keras downloads
 
     from crackscan import _tf
-    from crackscan.data import find_dataset, split_by_content
-    from crackscan.evaluate import classification_metrics
-    from crackscan.model import build_classifier
+    from crackscan.datasets import find_dataset, split_by_content
+    from crackscan.metrics import classification_metrics
+    from crackscan.model.classifier import build_classifier
     from crackscan.settings import ORIGIN_HEAD_SETTINGS, TrainConfig
     from crackscan.train import embed_dataset, fit_head
 

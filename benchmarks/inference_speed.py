@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import crackscan
-    from crackscan.data import load_for_model
+    from crackscan.images import load_for_model
     from crackscan.export import SUFFIXES, export
 
     work = Path(tempfile.mkdtemp(prefix="crackscan-infer-"))

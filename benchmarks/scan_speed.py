@@ -51,7 +51,7 @@ def main() -> None:
         result = crackscan.scan(predictor, photo)
         result.write(work / f"one-{i}")
         times.append(time.perf_counter() - started)
-    print(f"one {result.width}x{result.height} photo, {result.summary['tiles']} tiles of {result.summary['tile']} px, int8 LiteRT, "
+    print(f"one {result.width}x{result.height} photo, {result.summary.tiles} tiles of {result.summary.tile} px, int8 LiteRT, "
           f"read + tiles + overlay + csv/json written: median {statistics.median(times):.3f} s "
           f"(best {min(times):.3f} s) of {len(times)}")
 

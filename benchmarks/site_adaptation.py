@@ -48,16 +48,20 @@ def main() -> None:
     args = parser.parse_args()
 
     from crackscan import runs
-    from crackscan.adapt import crack_logit, fit_logistic, parent_backbone
-    from crackscan.data import find_dataset_for_model, read_labelled
+    from crackscan.model.heads import crack_logit
+    from crackscan.model.registry import resolve
+    from crackscan.site.fit import fit_logistic
+    from crackscan.site.adapt import parent_backbone
+    from crackscan.datasets import find_dataset_for_model, read_labelled
     from crackscan.evaluate import evaluate_photos
-    from crackscan.model import read_crack_head, read_keras_metadata
-    from crackscan.predict import Predictor, load_head_on_backbone
-    from crackscan.runtime import HeadOnBackboneRunner, cpu_name, sigmoid
+    from crackscan.model.keras_archive import read_crack_head, read_keras_metadata
+    from crackscan.runtime.predictor import Predictor, load_head_on_backbone
+    from crackscan.runtime.runners import HeadOnBackboneRunner, cpu_name
+    from crackscan.model.heads import sigmoid
 
     print(f"CPU: {cpu_name()}; parent run {args.run}")
     work = Path(tempfile.mkdtemp(prefix="crackscan-site-"))
-    keras_path = runs.model_path(args.run)
+    keras_path = resolve(args.run).file
     info = read_keras_metadata(keras_path)
     pos = info.positive_index
     parent_head = read_crack_head(keras_path, info)
@@ -78,7 +82,7 @@ def main() -> None:
     def plain_head(labels: Path) -> tuple:
         pixels, site = read_labelled(find_dataset_for_model(labels, info.class_names, info.positive_class)[1],
                                      info.input_size)
-        features = np.concatenate([base["features"][train], backbone.pooled(pixels)])
+        features = np.concatenate([base["features"][train], backbone(pixels)])
         targets = np.concatenate([base_crack[train], (site == pos).astype(float)])
         return fit_logistic(features, targets, np.ones(len(targets)), parent_head)
 

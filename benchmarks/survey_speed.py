@@ -37,8 +37,8 @@ def main() -> None:
 
     import ray
 
-    from crackscan.runtime import cpu_name, cpu_threads
-    from crackscan.survey import scan_many
+    from crackscan.runtime.runners import cpu_name, cpu_threads
+    from crackscan.survey.driver import scan_many
 
     work = Path(tempfile.mkdtemp(prefix="crackscan-survey-"))
     photos = work / "photos"

@@ -71,7 +71,7 @@ def split_folders(data: Path, split_csv: Path, target: Path) -> dict[str, Path]:
 def train_origin_way(folders: dict[str, Path], epochs: int) -> tuple[float, float]:
     from crackscan import _tf
     from crackscan.settings import TrainConfig
-    from crackscan.model import build_classifier
+    from crackscan.model.classifier import build_classifier
 
     keras = _tf.keras()
     config = TrainConfig(epochs=epochs)

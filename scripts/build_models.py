@@ -75,12 +75,13 @@ def main() -> int:
         return write_adaptation_only(args)
 
     from crackscan import TrainConfig, evaluate, export, load, train
-    from crackscan.builtin import split_digest
+    from crackscan.model.builtin import split_digest
     from crackscan.files import atomic_path, write_text
-    from crackscan.predict import images_per_second
+    from crackscan.runtime.predictor import images_per_second
     from crackscan.runs import split_rows
-    from crackscan.runtime import cpu_name
+    from crackscan.runtime.runners import cpu_name
     from crackscan.version import __version__
+    from crackscan.progress import Progress
 
     built, failed = [], []
     for spec in SPECS:
@@ -91,7 +92,7 @@ def main() -> int:
         config = TrainConfig(image_size=spec.image_size, alpha=spec.alpha, split=SPLIT, seed=SEED)
         run = train(args.data, args.work / spec.name, config, force=True)
         exported = export(run.path, "litert", int8=True, calibration_images=CALIBRATION_IMAGES, check_images=100_000,
-                          force=True, on_step=lambda line: print(f"   {line}", flush=True))
+                          force=True, progress=Progress(on_step=lambda line: print(f"   {line}", flush=True)))
         test = evaluate(exported.path, args.data, split="test").metrics
         speed = images_per_second(load(exported.path))
         print(f"   Keras test {100 * run.metrics['test']['accuracy']:.2f}% -> int8 test {100 * test['accuracy']:.2f}% "
@@ -149,9 +150,9 @@ def write_adaptation_only(args: argparse.Namespace) -> int:
     from ai_edge_litert.interpreter import Interpreter
 
     from crackscan import TrainConfig, train
-    from crackscan.builtin import builtin_models
+    from crackscan.model.builtin import builtin_models
     from crackscan.files import atomic_path, write_text
-    from crackscan.model import read_head_weights
+    from crackscan.model.keras_archive import read_head_weights
     from crackscan.runs import is_run, read_json
 
     registry = args.into / "models.json"
@@ -197,7 +198,8 @@ def adaptation_data(run_path: Path, config, name: str) -> tuple[bytes, dict]:
 
     import numpy as np
 
-    from crackscan.model import imagenet_weights_path, read_head_weights
+    from crackscan.model.classifier import imagenet_weights_path
+    from crackscan.model.keras_archive import read_head_weights
     from crackscan.runs import load_features
 
     cached = load_features(run_path)

@@ -161,7 +161,7 @@ def png_declaring(width: int, height: int) -> bytes:
 @contextlib.contextmanager
 def running_server(model, **limits):
     """crackscan's real server (uvicorn, header timeout, limits) on a free loopback port."""
-    from crackscan.server import build_server
+    from crackscan.serve.app import build_server
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import crackscan
-from crackscan.builtin import builtin_models, held_out_test_files
+from crackscan.model.builtin import builtin_models, held_out_test_files
 from crackscan.cli import main
 
 NAMES = ("crackscan-base", "crackscan-nano")
@@ -74,7 +74,7 @@ def test_builtin_carries_its_metadata_and_scan_uses_its_patch_scale(tmp_path):
     photo = tmp_path / "wall.png"
     Image.fromarray(np.full((500, 700, 3), 170, np.uint8)).save(photo)
     result = crackscan.scan(predictor, photo)
-    assert result.summary["tile"] == predictor.info.patch_size == 227
+    assert result.summary.tile == predictor.info.patch_size == 227
 
 
 def test_unknown_name_lists_the_built_in_models(capsys, tmp_path):

@@ -117,17 +117,18 @@ def test_scan_and_serve_take_a_runs_fastest_export_and_say_so(capsys, tiny_run, 
     import numpy as np
     from PIL import Image
 
-    from crackscan import runs, synth
+    from crackscan import synth
+    from crackscan.model.registry import resolve
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run.path, run)
-    assert runs.fastest_model(run) == run / "model.keras"
+    assert resolve(run, fastest=True).file == run / "model.keras"
     shutil.copy(tiny_model, run / "model.tflite")  # as `crackscan export RUN --format litert` writes it
-    assert runs.fastest_model(run) == run / "model.tflite"
+    assert resolve(run, fastest=True).file == run / "model.tflite"
     shutil.copy(tiny_model, run / "model.int8.tflite")
     later = (run / "model.int8.tflite").stat().st_mtime + 10
     os.utime(run / "model.keras", (later, later))  # the model is now newer than both exports: they are stale
-    assert runs.fastest_model(run) == run / "model.keras"
+    assert resolve(run, fastest=True).file == run / "model.keras"
     shutil.copy(tiny_model, run / "model.tflite")
     os.utime(run / "model.tflite", (later + 1, later + 1))
     Image.fromarray(synth.make_photo(np.random.default_rng(1), 300, 200)).save(tmp_path / "p.jpg")

@@ -7,20 +7,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from crackscan import CrackscanError
-from crackscan.data import (
-    ImageReadError,
-    find_dataset,
-    iter_batches,
-    list_image_files,
-    load_file_for_model,
-    load_for_model,
-    open_image,
-    read_for_shrinking,
-    read_pixels,
-    resize_pixels,
-    split_by_content,
-)
-from crackscan.data import _decode_plain_jpeg
+from crackscan.images import ImageReadError, iter_batches, list_image_files, load_file_for_model, load_for_model, open_image, read_for_shrinking, read_pixels, resize_pixels
+from crackscan.datasets import find_dataset, split_by_content
+from crackscan.images import _decode_plain_jpeg
 
 from .conftest import write_image
 

@@ -87,7 +87,7 @@ def test_export_cli_and_predict_with_the_export(capsys, tiny_run, tiny_dataset, 
 
 def test_runners_pad_partial_batches_consistently(exported, tiny_dataset):
     predictor = crackscan.load(exported["litert", False].path, batch_size=8)
-    from crackscan.data import load_for_model
+    from crackscan.images import load_for_model
 
     pixels = np.stack([load_for_model(p, 96) for p in sorted((tiny_dataset / "Positive").glob("000*.jpg"))[:11]])
     whole = predictor.probabilities(pixels)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackscan.data import READ_ERROR_KINDS, ImageReadError, read_pixels
+from crackscan.images import ImageReadError, READ_ERROR_KINDS, read_pixels
 
 MUTANTS_PER_FORMAT = 400
 

@@ -242,7 +242,7 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path, tiny_run, tiny_datase
 
 
 def test_a_model_whose_metadata_lists_one_class_is_refused(tiny_run, tmp_path):
-    from crackscan.model import ModelInfo
+    from crackscan.model.info import ModelInfo
 
     for bad in ({"class_names": ["Positive"], "positive_class": "Positive"},
                 {"input_size": 0}, {"patch_size": -3}, {"class_names": ["A", "A"], "positive_class": "A"}):
@@ -254,7 +254,7 @@ def test_a_model_whose_metadata_lists_one_class_is_refused(tiny_run, tmp_path):
 # ---- scan budgets used by the server --------------------------------------------------------
 
 def test_a_scan_over_its_tile_cap_is_refused_before_any_work(tiny_run):
-    predictor = tiny_run.load()
+    predictor = crackscan.load(tiny_run.path)
     pixels = np.zeros((227, 227, 3), np.uint8)
     with pytest.raises(LimitExceeded, match="44,944 tiles, over the limit of 4,096"):
         crackscan.scan(predictor, pixels, tile=16, stride=1, max_tiles=4096)
@@ -268,4 +268,4 @@ def test_a_scan_stops_between_batches_when_asked(tiny_run):
         return len(asked) > 2
 
     with pytest.raises(Cancelled, match="after 128 of"):
-        crackscan.scan(tiny_run.load(), np.zeros((800, 800, 3), np.uint8), tile=32, batch_size=64, should_stop=stop)
+        crackscan.scan(crackscan.load(tiny_run.path), np.zeros((800, 800, 3), np.uint8), tile=32, batch_size=64, should_stop=stop)

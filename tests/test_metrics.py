@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from crackscan.evaluate import classification_metrics, roc_auc
+from crackscan.metrics import classification_metrics, roc_auc
 
 
 def test_metrics_on_a_known_confusion():

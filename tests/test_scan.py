@@ -11,8 +11,8 @@ import crackscan
 from crackscan import CrackscanError
 from crackscan.cli import main
 from crackscan import runs
-from crackscan.data import ImageReadError
-from crackscan.scan import tile_origins
+from crackscan.images import ImageReadError
+from crackscan.photo.tiling import tile_origins
 
 from .conftest import png_declaring
 
@@ -51,7 +51,7 @@ def test_mosaics_of_real_patches_are_mapped_tile_by_tile(real_run, real_int8, re
 
 def test_default_tile_is_the_training_patch_size(tiny_model):
     result = crackscan.scan(tiny_model, np.full((200, 200, 3), 128, np.uint8))
-    assert result.summary["tile"] == crackscan.load(tiny_model).info.patch_size == 96
+    assert result.summary.tile == crackscan.load(tiny_model).info.patch_size == 96
 
 
 def test_tiles_cover_every_border(tiny_model):
@@ -70,7 +70,7 @@ def test_tiles_cover_every_border(tiny_model):
 def test_photo_smaller_than_one_tile_is_one_tile(tiny_model):
     result = crackscan.scan(tiny_model, np.full((100, 150, 3), 128, np.uint8), tile=227)
     assert [(t.x, t.y, t.width, t.height) for t in result.tiles] == [(0, 0, 150, 100)]
-    assert result.summary["tiles"] == 1
+    assert result.summary.tiles == 1
 
 
 def test_exif_rotated_photo_is_scanned_upright(tiny_model, tmp_path):
@@ -153,7 +153,7 @@ def test_a_thin_photo_is_seen_whole(tiny_run):
     recorder = Recorder()
     strip = np.full((100, 227, 3), 200, np.uint8)
     strip[60:] = 30  # a dark lower band
-    crackscan.scan(crackscan.Predictor(recorder, tiny_run.load().info), strip, tile=227)
+    crackscan.scan(crackscan.Predictor(recorder, crackscan.load(tiny_run.path).info), strip, tile=227)
     tile = recorder.seen[0]
     assert tile.shape == (96, 96, 3)
     assert tile[:40].mean() > 180 and tile[-30:].mean() < 50

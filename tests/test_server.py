@@ -11,7 +11,8 @@ from PIL import Image
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from crackscan.server import create_app  # noqa: E402
+import crackscan  # noqa: E402
+from crackscan.serve.app import create_app  # noqa: E402
 
 from .conftest import png_declaring  # noqa: E402
 
@@ -53,7 +54,7 @@ def test_classify_one_and_many(client, patch_bytes, tiny_run, tiny_dataset):
     answer = client.post("/v1/classify", files=[("files", ("a.jpg", patch_bytes, "image/jpeg"))])
     assert answer.status_code == 200
     [result] = answer.json()["results"]
-    expected = tiny_run.load().predict(tiny_dataset / "Positive" / "00001.jpg")[0]
+    expected = crackscan.load(tiny_run.path).predict(tiny_dataset / "Positive" / "00001.jpg")[0]
     assert result["filename"] == "a.jpg" and result["label"] == expected.label
     assert result["crack_probability"] == pytest.approx(expected.crack_probability, abs=1e-5)
     many = client.post("/v1/classify", files=[("files", (f"{i}.jpg", patch_bytes, "image/jpeg")) for i in range(3)])

@@ -16,7 +16,8 @@ from PIL import Image
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from crackscan.predict import Predictor  # noqa: E402
+import crackscan  # noqa: E402
+from crackscan.runtime.predictor import Predictor  # noqa: E402
 
 from .conftest import png_declaring, running_server  # noqa: E402
 
@@ -46,7 +47,7 @@ class CountingRunner:
 
 @pytest.fixture(scope="module")
 def counting(tiny_run):
-    real = tiny_run.load()
+    real = crackscan.load(tiny_run.path)
     return CountingRunner(real.runner, delay=0.1), real
 
 

@@ -13,16 +13,18 @@ from PIL import Image
 
 import crackscan
 from crackscan import runs
-from crackscan.adapt import adapt, dihedral, estimate_crack_share, fit_any_cell, fit_logistic
-from crackscan.runtime import any_cell_logit, cell_logits
+from crackscan.site.adapt import adapt
+from crackscan.site.fit import dihedral, estimate_crack_share, fit_any_cell, fit_logistic
+from crackscan.model.heads import any_cell_logit, cell_logits
 from crackscan.cli import main
-from crackscan.data import find_dataset
+from crackscan.datasets import find_dataset
 from crackscan.errors import CrackscanError
+from crackscan.progress import Progress
 from crackscan.evaluate import evaluate_photos
 from crackscan.export import export
-from crackscan.labels import LabelSet, labels_from_masks, unlabelled_site_tiles
-from crackscan.predict import load_head_on_backbone
-from crackscan.masks import CLEAR, CRACK, UNSURE, tile_truth
+from crackscan.site.labels import LabelSet, labels_from_masks, unlabelled_site_tiles
+from crackscan.runtime.predictor import load_head_on_backbone
+from crackscan.site.masks import CLEAR, CRACK, UNSURE, tile_truth
 
 from .conftest import SHARED, write_image
 
@@ -256,7 +258,7 @@ def test_a_run_without_cached_features_still_adapts(tiny_run, tiny_dataset, tmp_
     labels = _inverted_site(tiny_dataset, tmp_path / "labels", sorted(p.name for p in
                                                                       (tiny_dataset / "Positive").glob("000*.jpg"))[:6])
     lines = []
-    result = adapt(old, labels, tmp_path / "adapted", on_step=lines.append)
+    result = adapt(old, labels, tmp_path / "adapted", progress=Progress(on_step=lines.append))
     assert any("embedding the parent run's images once" in line for line in lines)
     assert runs.load_features(old) is not None and runs.is_run(result.path)
     cached = runs.load_features(old)
@@ -270,7 +272,7 @@ def test_a_built_in_model_is_the_parent_of_adapt(asphalt, real_data, tmp_path, m
     labels = tmp_path / "labels"
     labels_from_masks(asphalt["images"], asphalt["masks"], labels, per_class=6, seed=0)
     lines: list[str] = []
-    result = adapt("crackscan-nano", labels, tmp_path / "adapted", on_step=lines.append)
+    result = adapt("crackscan-nano", labels, tmp_path / "adapted", progress=Progress(on_step=lines.append))
     assert any("making crackscan-nano's float model once" in line for line in lines)
     m = result.metrics
     assert m["parent_test"]["images"] == 1000 and m["parent_test"]["change_points"] >= -0.2

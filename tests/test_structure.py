@@ -1,12 +1,17 @@
-"""The package's shape, checked from its import graph: no import cycle, and no module
-importing one from a layer above it (DESIGN.md: lower layers never import higher ones).
+"""The package's shape, checked from its import graph at every depth: no import cycle, and no
+module importing one from a layer above it (DESIGN.md: lower layers never import higher ones).
 
-Every import of a crackscan module counts, at module top or inside a function."""
+Every import of a crackscan module counts: at module top or inside a function, relative at
+any level or absolute (``crackscan.x.y``). Modules are named by their dotted path below the
+package (``photo.scan``); a subpackage's ``__init__`` is the module named after it."""
 
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
+
+import pytest
 
 import crackscan
 
@@ -14,39 +19,113 @@ PACKAGE = Path(crackscan.__file__).parent
 
 # Lowest first. A module may import modules of its own layer or of layers below.
 LAYERS = [
-    {"errors", "version", "_tf", "progress", "testing"},
+    {"errors", "version", "_tf", "progress", "testing",
+     "model", "runtime", "photo", "site", "survey", "serve", "serve.web"},
     {"files"},
     {"settings"},
-    {"data", "builtin", "runs", "plots", "synth"},
-    {"masks"},
-    {"model"},
-    {"runtime"},
-    {"predict"},
-    {"evaluate", "scan", "labels"},
-    {"export"},
-    {"train", "adapt", "survey"},
-    {"server"},
+    {"images", "synth", "plots"},
+    {"datasets", "runs", "site.masks"},
+    {"model.info", "model.heads", "metrics"},
+    {"model.builtin", "model.keras_archive", "model.classifier"},
+    {"model.registry"},
+    {"runtime.runners"},
+    {"runtime.formats"},
+    {"runtime.predictor"},
+    {"photo.tiling", "photo.overlay"},
+    {"photo.result"},
+    {"photo.scan"},
+    {"site.labels", "site.fit", "evaluate"},
+    {"export", "train", "survey.plan", "survey.parquet"},
+    {"site.adapt", "survey.job"},
+    {"survey.local", "survey.layout", "survey.ray_engine"},
+    {"survey.driver", "serve.budgets", "serve.site_loop"},
+    {"serve.app"},
     {"cli"},
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 
 
-def imports_of(path: Path) -> set[str]:
-    """The crackscan modules ``path`` imports, wherever the import statement stands."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("crackscan."):
-            found.add(node.module.split(".")[1])
+def module_names(package: Path) -> dict[str, Path]:
+    """Every module below ``package`` by dotted name; the top ``__init__`` (the public API,
+    which imports from everywhere) is not a layer of its own."""
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            found[".".join(parts)] = path
     return found
 
 
-def module_graph() -> dict[str, set[str]]:
-    return {path.stem: imports_of(path) - {path.stem} for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The crackscan modules module ``name`` imports, wherever the import statement stands."""
+    is_package = path.name == "__init__.py"
+    own_package = name.split(".") if is_package else name.split(".")[:-1]
+    found: set[str] = set()
+
+    def add(target: list[str], alias: str | None) -> None:
+        dotted = ".".join(target)
+        if alias and ".".join(target + [alias]) in known:
+            found.add(".".join(target + [alias]))
+        elif dotted in known:
+            found.add(dotted)
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = own_package[: len(own_package) - (node.level - 1)] if node.level > 1 else list(own_package)
+                if node.level - 1 > len(own_package):
+                    continue
+            elif (node.module or "").split(".")[0] == "crackscan":
+                base = []
+            else:
+                continue
+            module = (node.module or "").split(".") if node.module else []
+            if not node.level:
+                module = module[1:]
+            for alias in node.names:
+                add(base + module, alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "crackscan" and len(parts) > 1:
+                    add(parts[1:], None)
+    return found - {name}
+
+
+def module_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    names = module_names(package)
+    return {name: imports_of(name, path, set(names)) for name, path in names.items()}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
+                  if LAYER_OF[target] > LAYER_OF[name])
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> list[str] | None:
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            if state.get(target) == "open":
+                path = trail + [name, target]
+                return path[path.index(target):]
+            if target not in state:
+                cycle = visit(target, trail + [name])
+                if cycle:
+                    return cycle
+        state[name] = "done"
+        return None
+
+    for name in sorted(graph):
+        if name not in state:
+            cycle = visit(name, [])
+            if cycle:
+                return cycle
+    return None
 
 
 def test_every_module_has_a_layer():
@@ -54,29 +133,50 @@ def test_every_module_has_a_layer():
 
 
 def test_no_module_imports_a_higher_layer():
-    upward = sorted(f"{name} -> {target}" for name, targets in module_graph().items() for target in targets
-                    if LAYER_OF[target] > LAYER_OF[name])
-    assert not upward
+    assert not upward_imports(module_graph())
 
 
 def test_there_is_no_import_cycle():
-    graph = module_graph()
-    state: dict[str, str] = {}
-
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = "open"
-        for target in sorted(graph[name]):
-            if state.get(target) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(trail + [name, target]))
-            if target not in state:
-                visit(target, trail + [name])
-        state[name] = "done"
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [])
+    assert find_cycle(module_graph()) is None
 
 
 def test_the_graph_is_read_from_the_source():
-    # A guard for the checks above: the graph must see imports inside functions too.
-    assert "runtime" in module_graph()["predict"] and "server" in module_graph()["cli"]
+    # A guard for the checks above: the graph must see imports inside functions, relative
+    # imports of every level and into subpackages, and absolute ones.
+    graph = module_graph()
+    assert "runtime.predictor" in graph["photo.scan"]  # from ..runtime.predictor import as_predictor
+    assert "serve.app" in graph["cli"] and "survey.driver" in graph["cli"]
+    assert "model.heads" in graph["model.keras_archive"]  # from .heads import SiteHead
+    assert "runs" in graph["model.registry"]  # from .. import runs
+    assert "_tf" in graph["model.keras_archive"]
+
+
+@pytest.fixture()
+def tree_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "crackscan"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.tflite", "*.npz"))
+    return copy
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + "\n" + text + "\n")
+
+
+@pytest.mark.parametrize("where, statement", [
+    ("files.py", "def _planted():\n    from .cli import main\n"),  # relative, inside a function
+    ("photo/tiling.py", "from ..survey.driver import scan_many\n"),  # two levels, into a subpackage
+    ("model/info.py", "import crackscan.serve.app\n"),  # absolute
+])
+def test_a_planted_upward_import_is_caught(tree_copy: Path, where: str, statement: str):
+    assert not upward_imports(module_graph(tree_copy))
+    _append(tree_copy / where, statement)
+    assert upward_imports(module_graph(tree_copy))
+
+
+def test_a_planted_circle_is_caught(tree_copy: Path):
+    assert find_cycle(module_graph(tree_copy)) is None
+    # Two modules of one layer: no upward import, only the circle.
+    _append(tree_copy / "runs.py", "from .datasets import Sample\n")
+    _append(tree_copy / "datasets.py", "def _planted():\n    from .runs import Run\n")
+    assert not upward_imports(module_graph(tree_copy))
+    assert set(find_cycle(module_graph(tree_copy))) == {"runs", "datasets"}

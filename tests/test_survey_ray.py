@@ -24,7 +24,7 @@ from PIL import Image
 from crackscan import synth
 from crackscan.cli import main
 from crackscan.errors import CrackscanError
-from crackscan.survey import scan_many
+from crackscan.survey.driver import scan_many
 
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")

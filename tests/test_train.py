@@ -9,7 +9,7 @@ import crackscan
 from crackscan import CrackscanError
 from crackscan import runs
 from crackscan.runs import RUN_FILES
-from crackscan.train import Run
+from crackscan.runs import Run
 
 from .conftest import TINY_SETTINGS
 

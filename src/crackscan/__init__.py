@@ -14,15 +14,17 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .settings import TrainConfig  # noqa: E402
-from .adapt import adapt  # noqa: E402
 from .errors import CrackscanError  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .export import export  # noqa: E402
-from .predict import Prediction, Predictor, load  # noqa: E402
-from .scan import scan  # noqa: E402
-from .survey import scan_many  # noqa: E402
-from .train import Run, train  # noqa: E402
+from .photo.result import PhotoResult, PhotoSummary  # noqa: E402
+from .photo.scan import scan  # noqa: E402
+from .runs import Run  # noqa: E402
+from .runtime.predictor import Prediction, Predictor, load  # noqa: E402
+from .site.adapt import adapt  # noqa: E402
+from .survey.driver import scan_many  # noqa: E402
+from .train import train  # noqa: E402
 from .version import __version__  # noqa: E402
 
-__all__ = ["adapt", "CrackscanError", "Prediction", "Predictor", "Run", "TrainConfig", "evaluate", "export", "load", "scan",
-           "scan_many", "train", "__version__"]
+__all__ = ["adapt", "CrackscanError", "PhotoResult", "PhotoSummary", "Prediction", "Predictor", "Run", "TrainConfig",
+           "evaluate", "export", "load", "scan", "scan_many", "train", "__version__"]

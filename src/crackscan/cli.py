@@ -5,26 +5,29 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import runs, settings, synth
-from .adapt import adapt
-from .builtin import MODELS_DIR, builtin_models
-from .data import list_image_files
 from .errors import CrackscanError
-from .evaluate import evaluate, evaluate_photos, format_metrics, format_tile_metrics
+from .evaluate import evaluate, evaluate_photos
 from .export import export
-from .labels import LABELS_FILE, labels_from_masks
-from .model import build_backbone
-from .predict import Failure, describe_model, images_per_second, load
-from .progress import progress_bar
-from .runtime import cpu_name
-from .survey import scan_many
-from .server import serve
+from .images import list_image_files
+from .metrics import format_metrics, format_tile_metrics
+from .model.builtin import MODELS_DIR, builtin_models
+from .model.classifier import build_backbone
+from .model.registry import resolve
+from .progress import Progress
+from .runtime.predictor import Failure, describe_model, images_per_second, load
+from .runtime.runners import cpu_name
+from .serve.app import serve
 from .settings import TrainConfig
+from .site.adapt import adapt
+from .site.labels import LABELS_FILE, labels_from_masks
+from .survey.driver import scan_many
 from .train import train
 from .version import __version__
 
@@ -78,6 +81,8 @@ MODEL_HELP = "a built-in model (crackscan models lists them), a run folder or a 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command's arguments. One block per command, in the order ``--help`` lists them, so
+    it reads as the command line's reference; the settings' flags come from settings."""
     parser = argparse.ArgumentParser(prog="crackscan", description="Find cracks in photos of concrete.")
     parser.add_argument("--version", action="version", version=f"crackscan {__version__}", help="print the version")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -197,13 +202,26 @@ def _report_skipped(path: str, reason: str) -> None:
 
 
 def _show_progress() -> bool:
-    return sys.stderr.isatty() or bool(__import__("os").environ.get("CRACKSCAN_PROGRESS"))
+    return sys.stderr.isatty() or bool(os.environ.get("CRACKSCAN_PROGRESS"))
+
+
+def _progress(timed_steps: bool = False) -> Progress:
+    """The CLI's progress: bars on a terminal (or with CRACKSCAN_PROGRESS set), steps on
+    stderr with the seconds since the command started, result lines on stdout, and a line
+    on stderr for each input skipped."""
+    started = time.perf_counter()
+
+    def step(line: str) -> None:
+        print(f"[{time.perf_counter() - started:5.1f} s] {line} ...", file=sys.stderr, flush=True)
+
+    return Progress(bars=_show_progress(), on_step=step if timed_steps else None, on_line=print,
+                    on_skipped=_report_skipped)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from(args)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run = train(args.data, out, config, progress=_show_progress(), force=args.force)
+    run = train(args.data, out, config, progress=_progress(), force=args.force)
     _print_run(run)
     return 0
 
@@ -229,7 +247,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_photos(args)
     if any(getattr(args, s.name) is not None for s in settings.SCAN_SETTINGS if s.name != "threshold"):
         raise CrackscanError("--tile and --stride grade whole photos: pass --masks too")
-    result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_show_progress(),
+    result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_progress(),
                       force=args.force)
     for path, reason in result.skipped:
         _report_skipped(path, reason)
@@ -256,7 +274,7 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
         raise CrackscanError("--split applies to patch folders, not to photos with --masks")
     options = settings.resolved(args, settings.SCAN_SETTINGS)
     result = evaluate_photos(_model_for_inference(args.model), args.data, args.masks, **options, out=args.out,
-                             force=args.force, progress=_show_progress())
+                             force=args.force, progress=_progress())
     for path, reason in result.skipped:
         _report_skipped(path, reason)
     m = result.metrics
@@ -280,7 +298,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         raise CrackscanError("no image files found in " + " ".join(args.paths))
     rows, failures = [], 0
-    bar = progress_bar(total=len(files), desc="predicting", unit="img", enabled=_show_progress() and len(files) > 64)
+    bar = _progress().bar(total=len(files), desc="predicting", unit="img", enabled=len(files) > 64)
     writer = _PredictionWriter(args.format, predictor.class_names)
     for result in predictor.iter_predict(files):
         bar.update(1)
@@ -328,13 +346,8 @@ class _PredictionWriter:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-
-    def step(line: str) -> None:
-        print(f"[{time.perf_counter() - started:5.1f} s] {line} ...", file=sys.stderr, flush=True)
-
     result = export(args.model, args.format, int8=args.int8, calibration=args.calibration, out=args.out,
-                    check=args.check, force=args.force, on_step=step,
+                    check=args.check, force=args.force, progress=_progress(timed_steps=True),
                     **settings.resolved(args, settings.EXPORT_SETTINGS))
     kind = f"{args.format} {'int8' if args.int8 else 'float'}"
     for c, what in ((result.check, "real images"), (result.check.get("site"), "labelled tiles of the site")):
@@ -349,7 +362,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _model_for_inference(model: Path) -> Path:
     """A run folder's fastest checked export (said on stderr); any other path as given."""
-    chosen = runs.fastest_model(model)
+    chosen = resolve(model, fastest=True).file
     if model.is_dir() and chosen.suffix != ".keras":
         print(f"crackscan: using {chosen.name}, the run's fastest checked export (pass {model}/model.keras for "
               "the Keras model)", file=sys.stderr)
@@ -359,7 +372,7 @@ def _model_for_inference(model: Path) -> Path:
 def cmd_scan(args: argparse.Namespace) -> int:
     options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
     outcome = scan_many(_model_for_inference(args.model), args.photos, args.out, **options, force=args.force,
-                        progress=_show_progress(), on_failure=_report_skipped, on_line=print)
+                        progress=_progress())
     if outcome.resumed:
         count = len(outcome.resumed)
         print(f"{count} photo{'s' if count != 1 else ''} already scanned in {args.out} with these settings "
@@ -411,12 +424,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-
-    def step(line: str) -> None:
-        print(f"[{time.perf_counter() - started:5.1f} s] {line} ...", file=sys.stderr, flush=True)
-
-    result = adapt(args.run, args.labels, args.out, force=args.force, on_step=step)
+    result = adapt(args.run, args.labels, args.out, force=args.force, progress=_progress(timed_steps=True))
     m = result.metrics
     site, parent = m["site_cross_validated"], m["parent_test"]
 
@@ -478,10 +486,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     build_backbone(TrainConfig(weights=args.weights))  # missing weights: say so now, not after making data
     print(f"making {2 * args.per_class} synthetic concrete patches in {data} ...", file=sys.stderr)
     synth.make_dataset(data, per_class=args.per_class, seed=0)
-    run = train(data, args.out / "run", TrainConfig(weights=args.weights), progress=_show_progress(), force=True)
+    run = train(data, args.out / "run", TrainConfig(weights=args.weights), progress=_progress(), force=True)
     _print_run(run)
     print(f"\ndemo done in {time.perf_counter() - started:.0f} s. Look at:")
-    for name in ("training_curves.png", "prediction_grid.png", "confusion_matrix.png", "metrics.json"):
+    for name in (runs.TRAINING_CURVES_PLOT, runs.PREDICTION_GRID_PLOT, runs.CONFUSION_MATRIX_PLOT, runs.METRICS_FILE):
         print(f"  {run.path / name}")
     print(f"next: crackscan predict {run.path} {data}/Positive/00000.jpg")
     return 0

@@ -23,3 +23,10 @@ class LimitExceeded(CrackscanError):
 
 class Cancelled(CrackscanError):
     """Work stopped because whoever asked for it has gone (a closed HTTP connection)."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line: libraries' errors can run to pages,
+    and crackscan's messages are one line."""
+    text = str(error).strip().splitlines()
+    return text[0] if text and text[0] else type(error).__name__

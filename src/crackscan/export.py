@@ -19,20 +19,17 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import _tf, runs
-from .data import Sample, find_dataset_for_model, list_image_files, read_labelled
+from .datasets import Sample, find_dataset_for_model, read_labelled
 from .errors import CrackscanError, MissingDependencyError
 from .files import atomic_path, refuse_overwrite, write_bytes
-from .labels import unlabelled_site_tiles
-from .model import ModelInfo, load_keras_model
-from .runtime import (
-    KerasRunner,
-    LiteRTRunner,
-    OnnxRunner,
-    attach_litert_metadata,
-    attach_onnx_metadata,
-    keras_to_litert,
-    quiet_stdout,
-)
+from .images import list_image_files
+from .model.info import ModelInfo
+from .model.keras_archive import load_keras_model
+from .model.registry import resolve
+from .progress import Progress, as_progress
+from .runtime.formats import attach_litert_metadata, attach_onnx_metadata, keras_to_litert, quiet_stdout
+from .runtime.runners import KerasRunner, LiteRTRunner, OnnxRunner, Runner
+from .site.labels import unlabelled_site_tiles
 
 def keras_to_onnx(model: Any, path: Path) -> Path:
     """Keras' own ONNX export (tf2onnx underneath)."""
@@ -111,7 +108,7 @@ def export(
     check_images: int = 1000,
     seed: int = 0,
     force: bool = False,
-    on_step: Callable[[str], None] | None = None,
+    progress: Progress | bool = False,
 ) -> ExportResult:
     """Exports a run or .keras model to LiteRT or ONNX, float or int8, and checks it.
 
@@ -119,18 +116,18 @@ def export(
     val/test split, or ``check``) before it is written: a float export must agree within
     1e-4 in crack probability; an int8 export may lose at most INT8_MAX_ACCURACY_DROP points
     of accuracy and change at most INT8_MAX_DISAGREEMENT of the labels. An existing
-    file is replaced only with ``force``. ``on_step`` hears a line as each step starts.
+    file is replaced only with ``force``. ``progress`` hears a step as each stage starts.
     """
-    step = on_step or (lambda line: None)
+    step = as_progress(progress).step
     started = time.perf_counter()
     if format not in FORMATS:
         raise CrackscanError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
-    keras_path = runs.model_path(model)
+    resolved = resolve(model)
+    keras_path, run_dir = resolved.file, resolved.run
     if keras_path.suffix != ".keras":
         raise CrackscanError(f"export starts from a run folder or a .keras model, not {keras_path.suffix}")
     if out is not None and Path(out).suffix.lower() != SUFFIXES[format]:
         raise CrackscanError(f"a {format} model file must end in {SUFFIXES[format]}, not {Path(out).name}")
-    run_dir = runs.folder_of(keras_path)
     destination = Path(out) if out else keras_path.with_name(
         f"{keras_path.stem}{'.int8' if int8 else ''}{SUFFIXES[format]}")
     refuse_overwrite(destination, force, "model file")
@@ -143,52 +140,18 @@ def export(
     # An adapted run answers its site's tiles with a head the parent's images never reach
     # (the gate keeps them on the parent's): int8 must be calibrated and checked on both.
     site = runs.site_labels(run_dir) if int8 and run_dir is not None and check is None and calibration is None else None
-    if site is not None:
-        site_check = read_labelled(find_dataset_for_model(site, info.class_names, info.positive_class)[1],
-                                   info.input_size)
-    if int8:
-        if calibration is not None:
-            calibration_files = list_image_files([calibration])
-        elif run_dir is not None:
-            calibration_files = [s.path for s in _run_split_images(run_dir, info, ("train",))]
-        else:
-            raise CrackscanError("int8 calibration needs real images: pass --calibration DATA")
-        parent_share = calibration_images if site is None else calibration_images - calibration_images // 2
-        calibration_files = _sample(calibration_files, parent_share, seed)
-        if not calibration_files:
-            raise CrackscanError("no calibration images found")
-        step(f"reading {len(calibration_files)} calibration images")
-        calibration_pixels, _ = read_labelled([Sample(path, -1) for path in calibration_files], info.input_size)
-        if site is not None:
-            site_pixels = np.concatenate([site_check[0], unlabelled_site_tiles(site, info.input_size,
-                                                                               calibration_images).pixels])
-            site_pixels = np.stack(_sample(list(site_pixels), calibration_images // 2, seed))
-            step(f"and {len(site_pixels)} tiles of the site it was adapted to ({site})")
-            calibration_pixels = np.concatenate([calibration_pixels, site_pixels])
-
-        def batches() -> Iterable[np.ndarray]:
-            for start in range(0, len(calibration_pixels), 32):
-                yield calibration_pixels[start : start + 32]
+    site_check = read_labelled(find_dataset_for_model(site, info.class_names, info.positive_class)[1],
+                               info.input_size) if site is not None else None
+    batches = _calibration_batches(run_dir, calibration, site, site_check, info, calibration_images, seed, step) \
+        if int8 else None
 
     with tempfile.TemporaryDirectory(prefix="crackscan-export-") as scratch:
-        scratch = Path(scratch)
-        if format == "litert":
-            step(f"converting to LiteRT {'int8, calibrating' if int8 else 'float'} (the slow step: ~15-60 s)")
-            content = attach_litert_metadata(keras_to_litert(keras_model, batches if int8 else None), info)
-            candidate = write_bytes(scratch / "model.tflite", content)
-            runner: Any = LiteRTRunner(content)
-        else:
-            step(f"converting to ONNX{' and quantizing to int8' if int8 else ''} (the slow step: ~15-60 s)")
-            candidate = keras_to_onnx(keras_model, scratch / "float.onnx")
-            if int8:
-                candidate = quantize_onnx_int8(candidate, scratch / "int8.onnx", batches)
-            attach_onnx_metadata(candidate, info)
-            runner = OnnxRunner(candidate)
+        candidate, runner = _convert(keras_model, info, format, batches, Path(scratch), step)
         step(f"checking the export against the Keras model on {len(check_set[1])} images")
         report = compare_with_keras(KerasRunner(keras_model), runner, check_set, info, int8)
         if not report["passed"]:
             raise CrackscanError(_failure_message(report, int8, run_dir is not None and runs.recorded_underfit(run_dir)))
-        if site is not None:
+        if site_check is not None:
             step(f"and on the {len(site_check[1])} labelled tiles of the site")
             report["site"] = compare_with_keras(KerasRunner(keras_model), runner, site_check, info, int8)
             if not report["site"]["passed"]:
@@ -196,6 +159,52 @@ def export(
         with atomic_path(destination) as temporary:
             shutil.move(str(candidate), temporary)
     return ExportResult(destination, format, int8, destination.stat().st_size, report, time.perf_counter() - started)
+
+
+def _calibration_batches(run_dir: Path | None, calibration: Any, site: Path | None,
+                         site_check: tuple[np.ndarray, np.ndarray] | None, info: ModelInfo, count: int, seed: int,
+                         step: Callable[[str], None]) -> Callable[[], Iterable[np.ndarray]]:
+    """int8 calibration images in batches: ``calibration``, or the run's training split; for
+    an adapted run, half of them the site's tiles."""
+    if calibration is not None:
+        calibration_files = list_image_files([calibration])
+    elif run_dir is not None:
+        calibration_files = [s.path for s in _run_split_images(run_dir, info, ("train",))]
+    else:
+        raise CrackscanError("int8 calibration needs real images: pass --calibration DATA")
+    parent_share = count if site is None else count - count // 2
+    calibration_files = _sample(calibration_files, parent_share, seed)
+    if not calibration_files:
+        raise CrackscanError("no calibration images found")
+    step(f"reading {len(calibration_files)} calibration images")
+    pixels, _ = read_labelled([Sample(path, -1) for path in calibration_files], info.input_size)
+    if site is not None and site_check is not None:
+        site_pixels = np.concatenate([site_check[0], unlabelled_site_tiles(site, info.input_size, count).pixels])
+        site_pixels = np.stack(_sample(list(site_pixels), count // 2, seed))
+        step(f"and {len(site_pixels)} tiles of the site it was adapted to ({site})")
+        pixels = np.concatenate([pixels, site_pixels])
+
+    def batches() -> Iterable[np.ndarray]:
+        for start in range(0, len(pixels), 32):
+            yield pixels[start : start + 32]
+
+    return batches
+
+
+def _convert(keras_model: Any, info: ModelInfo, format: str, batches: Callable[[], Iterable[np.ndarray]] | None,
+             scratch: Path, step: Callable[[str], None]) -> tuple[Path, Runner]:
+    """The converted file in ``scratch``, metadata inside, and a runner of it."""
+    int8 = batches is not None
+    if format == "litert":
+        step(f"converting to LiteRT {'int8, calibrating' if int8 else 'float'} (the slow step: ~15-60 s)")
+        content = attach_litert_metadata(keras_to_litert(keras_model, batches), info)
+        return write_bytes(scratch / "model.tflite", content), LiteRTRunner(content)
+    step(f"converting to ONNX{' and quantizing to int8' if int8 else ''} (the slow step: ~15-60 s)")
+    candidate = keras_to_onnx(keras_model, scratch / "float.onnx")
+    if batches is not None:
+        candidate = quantize_onnx_int8(candidate, scratch / "int8.onnx", batches)
+    attach_onnx_metadata(candidate, info)
+    return candidate, OnnxRunner(candidate)
 
 
 def _require_onnx_exporter() -> None:

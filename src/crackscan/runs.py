@@ -1,4 +1,5 @@
-"""The run folder: its layout, how it is created and finished, and what others read from it.
+"""The run folder: every file name in it, how it is created and finished, and typed readers
+of its records (``Run``, the split, the cached features, the exports).
 
 A training run writes its files one by one, each atomically, and ``run.json`` last: a
 folder is a run only once that manifest is in place, so an interrupted run is never taken
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -19,9 +21,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .builtin import builtin_path, known_names
 from .errors import CrackscanError
 from .files import TEXT_ENCODING, atomic_open, atomic_path, remove_partials, write_text
+from .settings import TrainConfig
 from .version import __version__
 
 MANIFEST = "run.json"
@@ -32,12 +34,24 @@ FEATURES_FILE = "features.npz"
 # The frozen backbone as float LiteRT, kept when training converted it: site adaptation
 # embeds its tiles with it in a fraction of Keras' time, and without loading TensorFlow.
 BACKBONE_FILE = "backbone.tflite"
-SITE_HEAD_FILE = "site_head.npz"  # an adapted run's head in NumPy form (runtime.SiteHead)
+SITE_HEAD_FILE = "site_head.npz"  # an adapted run's head in NumPy form (model.heads.SiteHead)
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+SKIPPED_FILE = "skipped.csv"
+TRAINING_CURVES_PLOT = "training_curves.png"
+PREDICTION_GRID_PLOT = "prediction_grid.png"
+CONFUSION_MATRIX_PLOT = "confusion_matrix.png"
+SITE_CONFUSION_PLOT = "site_confusion_matrix.png"  # adapted runs: the site labels, cross-validated
+EVALUATIONS_FOLDER = "evaluations"
 # Everything `train` writes, the manifest last.
-RUN_FILES = (MODEL_FILE, "config.json", "metrics.json", "history.csv", SPLIT_FILE, "skipped.csv", FEATURES_FILE,
-             "training_curves.png", "prediction_grid.png", "confusion_matrix.png", MANIFEST)
+RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, HISTORY_FILE, SPLIT_FILE, SKIPPED_FILE, FEATURES_FILE,
+             TRAINING_CURVES_PLOT, PREDICTION_GRID_PLOT, CONFUSION_MATRIX_PLOT, MANIFEST)
+# A run's exports, fastest first, as measured by benchmarks/inference_speed.py (int8 ~5x
+# Keras, float ~2.7x); export writes them under these names.
+EXPORTS_BY_SPEED = ("model.int8.tflite", "model.int8.onnx", "model.tflite", "model.onnx")
 # Files derived from a run's model (exports) belong to it: --force clears them with it.
-_DERIVED_PATTERNS = ("model*.tflite", "model*.onnx", BACKBONE_FILE, SITE_HEAD_FILE)
+_DERIVED_PATTERNS = ("model*.tflite", "model*.onnx", BACKBONE_FILE, SITE_HEAD_FILE, SITE_CONFUSION_PLOT)
 SPLIT_FIELDS = ("path", "class", "split", "sha256")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -85,49 +99,6 @@ def finish(out: Path, data_root: Path, extra: dict[str, Any] | None = None) -> P
                 "data": str(Path(data_root).resolve()), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 **(extra or {})}
     return write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-
-
-def model_path(path: str | os.PathLike) -> Path:
-    """The model file a path names: the file itself, a run folder's model, or a built-in
-    model's file when no such path exists."""
-    path = Path(path)
-    if path.is_dir():
-        if not is_run(path):
-            if (path / MODEL_FILE).is_file():
-                raise CrackscanError(f"{path} is an unfinished run (no {MANIFEST}): train it again")
-            raise CrackscanError(f"{path} is a folder without {MODEL_FILE}: not a crackscan run")
-        return path / MODEL_FILE
-    if not path.exists():
-        builtin = builtin_path(str(path))
-        if builtin is not None:
-            return builtin
-        raise CrackscanError(f"model not found: {path} is no file, run folder or built-in model ({known_names()})")
-    return path
-
-
-# Fastest first, as measured by benchmarks/inference_speed.py (int8 ~5x Keras, float ~2.7x).
-EXPORTS_BY_SPEED = ("model.int8.tflite", "model.int8.onnx", "model.tflite", "model.onnx")
-
-
-def fastest_model(path: str | os.PathLike) -> Path:
-    """For a run folder, its fastest export, or model.keras when it has none; any other path
-    as ``model_path`` gives it. An export beside a run passed export's parity check (a
-    failed check writes nothing) and must be newer than the run's model."""
-    chosen = model_path(path)
-    if not Path(path).is_dir():
-        return chosen
-    for name in EXPORTS_BY_SPEED:
-        candidate = Path(path) / name
-        if candidate.is_file() and candidate.stat().st_mtime >= chosen.stat().st_mtime:
-            return candidate
-    return chosen
-
-
-def folder_of(model: str | os.PathLike) -> Path | None:
-    """The run a model belongs to (a run folder, or a file inside one), if any."""
-    path = Path(model)
-    folder = path if path.is_dir() else path.parent
-    return folder if is_run(folder) else None
 
 
 def data_root(run: Path) -> Path:
@@ -201,6 +172,10 @@ def load_features(run: Path) -> dict[str, np.ndarray] | None:
     return loaded
 
 
+def write_metrics(run: Path, metrics: dict[str, Any]) -> Path:
+    return write_text(run / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+
+
 def read_json(run: Path, name: str) -> dict[str, Any]:
     """One of the run's JSON files (metrics.json, config.json), or {} when it cannot be read."""
     try:
@@ -215,7 +190,7 @@ def site_labels(run: Path) -> Path | None:
     other run): what an int8 export of it must be calibrated and checked on as well."""
     if not (run / SITE_HEAD_FILE).is_file():
         return None
-    labels = read_json(run, "metrics.json").get("labels")
+    labels = read_json(run, METRICS_FILE).get("labels")
     if not isinstance(labels, str) or not Path(labels).is_dir():
         raise CrackscanError(f"{run} was adapted on the site labels in {labels}, which are gone: pass --calibration "
                              "with photos' tiles of the site and --check with labelled ones")
@@ -225,16 +200,16 @@ def site_labels(run: Path) -> Path | None:
 def recorded_underfit(run: Path) -> bool:
     """Whether training said its head ended still improving. Runs made before it said so
     trained without early stopping, where that is the best epoch being the last."""
-    metrics = read_json(run, "metrics.json")
+    metrics = read_json(run, METRICS_FILE)
     if "underfit" in metrics:
         return bool(metrics["underfit"])
-    epochs = read_json(run, "config.json").get("epochs")
+    epochs = read_json(run, CONFIG_FILE).get("epochs")
     return isinstance(epochs, int) and isinstance(metrics.get("best_epoch"), int) and metrics["best_epoch"] >= epochs
 
 
 def summary(run: Path) -> dict[str, Any]:
     """What `crackscan info` shows of a run: its data, figures and exports."""
-    metrics = read_json(run, "metrics.json")
+    metrics = read_json(run, METRICS_FILE)
     shown: dict[str, Any] = {"folder": str(run), "data": str(data_root(run))}
     for part in ("test", "val"):
         figures = metrics.get(part) or {}
@@ -247,11 +222,49 @@ def summary(run: Path) -> dict[str, Any]:
 
 
 def _recorded_image_count(run: Path) -> int | None:
-    images = read_json(run, "metrics.json").get("images")
+    images = read_json(run, METRICS_FILE).get("images")
     readable = images.get("readable") if isinstance(images, dict) else None
     return readable if isinstance(readable, int) else None
 
 
 def _legacy_data_root(folder: Path) -> Path | None:
-    data = read_json(folder, "metrics.json").get("data")
+    data = read_json(folder, METRICS_FILE).get("data")
     return Path(data) if isinstance(data, str) else None
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished run and its records: settings, metrics and the training history."""
+
+    path: Path
+    config: TrainConfig
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Run":
+        path = Path(path)
+        if not is_run(path):
+            raise CrackscanError(f"{path} is not a finished crackscan run")
+        try:
+            metrics = json.loads((path / METRICS_FILE).read_text())
+            history = read_history(path)
+        except (OSError, ValueError) as error:
+            raise CrackscanError(f"{path} is not a finished crackscan run: {error}") from None
+        return cls(path, TrainConfig.load(path / CONFIG_FILE), metrics, history)
+
+
+def write_history(run: Path, history: list[dict[str, float]]) -> None:
+    with atomic_open(run / HISTORY_FILE) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def read_history(run: Path) -> list[dict[str, float]]:
+    with open(run / HISTORY_FILE, newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]

@@ -250,29 +250,37 @@ _TRAIN = {s.name: s for s in TRAIN_SETTINGS}
 ORIGIN_HEAD_SETTINGS = {"epochs": 10, "learning_rate": 1e-4, "batch_size": 16, "patience": 0}
 
 
+def _default(name: str) -> Any:
+    return _TRAIN[name].default
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    image_size: int = 160
-    alpha: float = 1.0
+    """A run's settings, saved into it as config.json. Every default is TRAIN_SETTINGS', the
+    CLI's flags' (one definition); ``split`` is held as three fractions.
+
+    Converged by default: Adam at 1e-3, batch 64, stopping once validation loss stops
+    improving (benchmarks/head_training.py: 18-51 epochs, 4-10 s on 600-3,000 images, where
+    the origin's 10 epochs always end still improving). The origin's method is
+    ORIGIN_HEAD_SETTINGS. ``embedding_backend`` is the runtime of the one pass of the frozen
+    backbone over the images; LiteRT and Keras give the same features to float precision,
+    LiteRT several times faster on a CPU."""
+
+    image_size: int = _default("image_size")
+    alpha: float = _default("alpha")
     # "imagenet" (Keras' download and cache), "none" (random init) or a path to a .h5 file.
-    weights: str = "imagenet"
-    dropout: float = 0.0
-    split: tuple[float, float, float] = (0.70, 0.24, 0.06)
-    seed: int = 42
-    # Converged by default: Adam at 1e-3, batch 64, stopping once validation loss stops
-    # improving (benchmarks/head_training.py: 18-51 epochs, 4-10 s on 600-3,000 images,
-    # where the origin's 10 epochs always end still improving). The origin's method is
-    # epochs=10, learning_rate=1e-4, batch_size=16, patience=0.
-    epochs: int = 100
-    patience: int = 5
-    min_delta: float = 1e-3
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    positive_class: str | None = None
-    embed_batch_size: int = 32
-    # Which runtime runs the frozen backbone over the images once; both give the same
-    # features to float precision, LiteRT several times faster on a CPU.
-    embedding_backend: str = "auto"
+    weights: str = _default("weights")
+    dropout: float = _default("dropout")
+    split: tuple[float, float, float] = dataclasses.field(default_factory=lambda: parse_split(_default("split")))
+    seed: int = _default("seed")
+    epochs: int = _default("epochs")
+    patience: int = _default("patience")
+    min_delta: float = _default("min_delta")
+    learning_rate: float = _default("learning_rate")
+    batch_size: int = _default("batch_size")
+    positive_class: str | None = _default("positive_class")
+    embed_batch_size: int = _default("embed_batch_size")
+    embedding_backend: str = _default("embedding_backend")
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -8,9 +8,7 @@ trains exactly the same model, at a fraction of the cost.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import resource
 import time
 from collections import Counter
@@ -20,56 +18,20 @@ from typing import Any
 import numpy as np
 
 from . import _tf, plots, runs
-from .settings import TrainConfig
-from .data import (
-    Dataset,
-    FileFacts,
-    Skipped,
-    find_dataset,
-    iter_labelled_batches,
-    read_pixels,
-    split_by_content,
-    write_skipped_csv,
-)
+from .datasets import Dataset, Skipped, find_dataset, iter_labelled_batches, split_by_content, write_skipped_csv
 from .errors import CrackscanError
-from .evaluate import classification_metrics
-from .files import atomic_open, write_bytes, write_text
-from .model import Classifier, ModelInfo, build_classifier, feature_extractor, save_keras_model
-from .predict import load
-from .progress import progress_bar
-from .runtime import BackboneRunner, KerasRunner, keras_to_litert
+from .files import write_bytes
+from .images import FileFacts, read_pixels
+from .metrics import classification_metrics
+from .model.classifier import Classifier, build_classifier, feature_extractor
+from .model.info import ModelInfo
+from .model.keras_archive import save_keras_model
+from .progress import Progress, as_progress
+from .runs import Run
+from .runtime.formats import keras_to_litert
+from .runtime.runners import BackboneRunner, KerasRunner, Runner
+from .settings import TrainConfig
 from .version import __version__
-
-
-
-@dataclasses.dataclass
-class Run:
-    """A finished training run and its folder."""
-
-    path: Path
-    config: TrainConfig
-    metrics: dict[str, Any]
-    history: list[dict[str, float]]
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / "model.keras"
-
-    def load(self) -> Any:
-        return load(self.model_path)
-
-    @classmethod
-    def open(cls, path: str | Path) -> "Run":
-        path = Path(path)
-        if not runs.is_run(path):
-            raise CrackscanError(f"{path} is not a finished crackscan run")
-        try:
-            metrics = json.loads((path / "metrics.json").read_text())
-            with open(path / "history.csv", newline="") as handle:
-                history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-        except (OSError, ValueError) as error:
-            raise CrackscanError(f"{path} is not a finished crackscan run: {error}") from None
-        return cls(path, TrainConfig.load(path / "config.json"), metrics, history)
 
 
 @dataclasses.dataclass
@@ -79,7 +41,7 @@ class Embedded:
     facts: list[FileFacts]
     skipped: list[Skipped]
     backend: str
-    runner: Any = None
+    runner: Runner | None = None
 
 
 def train(
@@ -87,7 +49,7 @@ def train(
     out: str | Path,
     config: TrainConfig | None = None,
     *,
-    progress: bool = False,
+    progress: Progress | bool = False,
     force: bool = False,
     **settings: Any,
 ) -> Run:
@@ -96,6 +58,7 @@ def train(
     ``settings`` override fields of ``config`` (e.g. ``epochs=5, image_size=96``).
     """
     started = time.perf_counter()
+    report = as_progress(progress)
     config = (config or TrainConfig()).replace(**settings)
     dataset = find_dataset(data, config.positive_class)
     out = runs.prepare(out, force)
@@ -105,7 +68,7 @@ def train(
 
     timing: dict[str, float] = {}
     tick = time.perf_counter()
-    embedded = embed_dataset(classifier, dataset, config, progress)
+    embedded = embed_dataset(classifier, dataset, config, report)
     timing["read_and_embed_s"] = time.perf_counter() - tick
     if len(embedded.indices) == 0:
         raise CrackscanError(f"no readable images in {dataset.root} ({len(embedded.skipped)} files skipped)")
@@ -115,8 +78,7 @@ def train(
     _check_split(splits, labels, dataset)
 
     tick = time.perf_counter()
-    fitted = fit_head(classifier.head, embedded.features, labels, splits, config, progress)
-    history, best_epoch = fitted.history, fitted.best_epoch
+    fitted = fit_head(classifier.head, embedded.features, labels, splits, config, report)
     timing["fit_head_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -126,6 +88,19 @@ def train(
                                      dataset.class_names, dataset.positive_index)
         for part in ("val", "test")
     }
+    _write_run_files(out, classifier, config, dataset, embedded, labels, splits, fitted)
+    _write_plots(out, dataset, embedded, labels, splits, probabilities, fitted.history, fitted.best_epoch,
+                 results["test"])
+    timing["save_and_plots_s"] = time.perf_counter() - tick
+    timing["total_s"] = time.perf_counter() - started
+    metrics = _training_metrics(results, fitted, dataset, embedded, splits, timing)
+    runs.write_metrics(out, metrics)
+    runs.finish(out, dataset.root)
+    return Run(out, config, metrics, fitted.history)
+
+
+def _write_run_files(out: Path, classifier: Classifier, config: TrainConfig, dataset: Dataset, embedded: "Embedded",
+                     labels: np.ndarray, splits: np.ndarray, fitted: "HeadFit") -> None:
     info = ModelInfo(
         class_names=dataset.class_names,
         positive_class=dataset.positive_class,
@@ -133,10 +108,11 @@ def train(
         patch_size=_typical_patch_size(embedded.facts),
         alpha=config.alpha,
         crackscan_version=__version__,
+        task="classify",
     )
-    save_keras_model(classifier.model, out / "model.keras", info)
-    config.save(out / "config.json")
-    _write_history(out / "history.csv", history)
+    save_keras_model(classifier.model, out / runs.MODEL_FILE, info)
+    config.save(out / runs.CONFIG_FILE)
+    runs.write_history(out, fitted.history)
     runs.save_features(out, embedded.features, labels, splits)
     if isinstance(embedded.runner, BackboneRunner):
         write_bytes(out / runs.BACKBONE_FILE, embedded.runner.model_content)
@@ -144,19 +120,19 @@ def train(
         (dataset.relative(dataset.samples[i].path), dataset.class_names[dataset.samples[i].label], split, facts.sha256)
         for i, split, facts in zip(embedded.indices, splits, embedded.facts)
     ))
-    write_skipped_csv(out / "skipped.csv", embedded.skipped)
-    _write_plots(out, dataset, embedded, labels, splits, probabilities, history, best_epoch, results["test"])
-    timing["save_and_plots_s"] = time.perf_counter() - tick
-    timing["total_s"] = time.perf_counter() - started
+    write_skipped_csv(out / runs.SKIPPED_FILE, embedded.skipped)
 
+
+def _training_metrics(results: dict[str, Any], fitted: "HeadFit", dataset: Dataset, embedded: "Embedded",
+                      splits: np.ndarray, timing: dict[str, float]) -> dict[str, Any]:
     hashes = [f.sha256 for f in embedded.facts]
-    metrics = {
+    return {
         **results,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
+        "best_epoch": fitted.best_epoch,
+        "epochs_run": len(fitted.history),
         "stopped_early": fitted.stopped_early,
         "underfit": fitted.underfit,
-        "notes": [UNDERFIT_NOTE.format(epoch=best_epoch)] if fitted.underfit else [],
+        "notes": [UNDERFIT_NOTE.format(epoch=fitted.best_epoch)] if fitted.underfit else [],
         "images": {
             "found": len(dataset.samples),
             "readable": int(len(embedded.indices)),
@@ -171,9 +147,6 @@ def train(
         # ru_maxrss is in KiB on Linux.
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    runs.finish(out, dataset.root)
-    return Run(out, config, metrics, history)
 
 
 UNDERFIT_NOTE = ("validation loss was still falling at the last epoch ({epoch}): the head may be underfit, which "
@@ -201,19 +174,19 @@ def make_feature_runner(classifier: Classifier, config: TrainConfig, image_count
     return KerasRunner(classifier.extractor, config.embed_batch_size), "keras"
 
 
-def embed_dataset(classifier: Classifier, dataset: Dataset, config: TrainConfig, progress: bool = False) -> Embedded:
+def embed_dataset(classifier: Classifier, dataset: Dataset, config: TrainConfig,
+                  progress: Progress | bool = False) -> Embedded:
     runner, backend = make_feature_runner(classifier, config, len(dataset.samples))
-    pooled_features = runner.pooled if isinstance(runner, BackboneRunner) else runner
     samples = dataset.samples
     features = np.zeros((len(samples), classifier.extractor.output_shape[-1]), np.float32)
     kept: list[int] = []
     facts: list[FileFacts] = []
     skipped: list[Skipped] = []
-    bar = progress_bar(total=len(samples), desc="reading and embedding", unit="img", enabled=progress)
+    bar = as_progress(progress).bar(total=len(samples), desc="reading and embedding", unit="img")
     for batch in iter_labelled_batches(samples, config.image_size, config.embed_batch_size, dataset.root):
         skipped.extend(batch.skipped)
         if batch.indices:
-            features[len(kept) : len(kept) + len(batch.indices)] = pooled_features(batch.images)
+            features[len(kept) : len(kept) + len(batch.indices)] = runner(batch.images)
             kept.extend(batch.indices)
             facts.extend(batch.facts)
         bar.update(len(batch.indices) + len(batch.skipped))
@@ -245,7 +218,8 @@ class HeadFit:
 
 
 def fit_head(
-    head: Any, features: np.ndarray, labels: np.ndarray, splits: np.ndarray, config: TrainConfig, progress: bool
+    head: Any, features: np.ndarray, labels: np.ndarray, splits: np.ndarray, config: TrainConfig,
+    progress: Progress | bool = False,
 ) -> HeadFit:
     """Fits the head with Adam and keeps the epoch with the best validation loss; stops once
     validation loss has not improved by ``min_delta`` for ``patience`` epochs (0: never)."""
@@ -260,7 +234,7 @@ def fit_head(
         steps_per_execution=64,
     )
     keeper = _KeepBestValidationLoss(config.patience, config.min_delta)
-    bar = _EpochBar(config.epochs, progress)
+    bar = _EpochBar(config.epochs, as_progress(progress))
     head.fit(
         features[train], labels[train],
         validation_data=(features[val], labels[val]),
@@ -310,12 +284,12 @@ class _KeepBestValidationLoss:
 
 
 class _EpochBar:
-    def __new__(cls, epochs: int, enabled: bool) -> Any:
+    def __new__(cls, epochs: int, progress: Progress) -> Any:
         keras = _tf.keras()
 
         class EpochBar(keras.callbacks.Callback):
             def on_train_begin(self, logs: dict | None = None) -> None:
-                self.bar = progress_bar(total=epochs, desc="fitting head", unit="epoch", enabled=enabled)
+                self.bar = progress.bar(total=epochs, desc="fitting head", unit="epoch")
 
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 logs = logs or {}
@@ -329,13 +303,6 @@ class _EpochBar:
         return EpochBar()
 
 
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    with atomic_open(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-
-
 def _typical_patch_size(facts: list[FileFacts]) -> int:
     sizes = Counter(min(f.width, f.height) for f in facts)
     return int(sizes.most_common(1)[0][0]) if sizes else 227
@@ -345,9 +312,10 @@ def _write_plots(
     out: Path, dataset: Dataset, embedded: Embedded, labels: np.ndarray, splits: np.ndarray,
     probabilities: np.ndarray, history: list[dict[str, float]], best_epoch: int, test_metrics: dict[str, Any],
 ) -> None:
-    plots.training_curves(history, out / "training_curves.png", best_epoch)
+    plots.training_curves(history, out / runs.TRAINING_CURVES_PLOT, best_epoch)
     if test_metrics.get("count"):
-        plots.confusion_matrix(test_metrics["confusion_matrix"], out / "confusion_matrix.png", "Confusion matrix (test)")
+        plots.confusion_matrix(test_metrics["confusion_matrix"], out / runs.CONFUSION_MATRIX_PLOT,
+                              "Confusion matrix (test)")
     test_rows = np.flatnonzero(splits == "test")
     if len(test_rows) == 0:
         return
@@ -364,6 +332,6 @@ def _write_plots(
         [names[labels[r]] for r in chosen],
         [names[predicted[r]] for r in chosen],
         [float(probabilities[r, dataset.positive_index]) for r in chosen],
-        out / "prediction_grid.png",
+        out / runs.PREDICTION_GRID_PLOT,
     )
 

@@ -1,8 +1,9 @@
-"""One predictor over every model format: .keras, .tflite and .onnx.
+"""One predictor over every model format and task: .keras, .tflite and .onnx; classify and segment.
 
-The runtime layer runs a model file; the Predictor adds what is common to all formats:
-reading and resizing any image source in parallel with inference, batching, and naming
-the classes.
+The runners run a model file; the Predictor adds what is common to all of them: reading and
+resizing any image source in parallel with inference, batching, naming the classes, and
+decoding the model's output by its task (``DECODERS``, the one place that knows what a
+task's output looks like).
 """
 
 from __future__ import annotations
@@ -15,13 +16,59 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from . import runs
-from .builtin import builtin_models
-from .data import ImageReadError, ImageSource, iter_batches, load_for_model
-from .errors import CrackscanError
-from .model import ModelInfo, read_crack_head, read_keras_metadata
-from .runtime import (DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, SiteHead, cpu_threads, open_model, read_model_info,
-                      sigmoid)
+from .. import runs
+from ..errors import CrackscanError
+from ..images import ImageReadError, ImageSource, iter_batches, load_for_model
+from ..model.heads import SiteHead, sigmoid
+from ..model.info import ModelInfo
+from ..model.keras_archive import read_crack_head, read_keras_metadata
+from ..model.registry import resolve
+from .formats import open_model, read_model_info
+from .runners import DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, Runner, cpu_threads
+
+
+class ClassifyDecoder:
+    """A classifier's output: N x classes probabilities, one row per tile."""
+
+    @staticmethod
+    def crack_probability(outputs: np.ndarray, info: ModelInfo) -> np.ndarray:
+        return outputs[:, info.positive_index]
+
+    @staticmethod
+    def class_probabilities(outputs: np.ndarray, info: ModelInfo) -> np.ndarray:
+        return outputs
+
+
+class SegmentDecoder:
+    """A segmenter's output: a crack map per tile, N x H x W with one crack-probability
+    channel (or none) or one channel per class. A tile is as cracked as its most cracked
+    pixel, so predict and scan answer "is there a crack here" for both tasks alike."""
+
+    @staticmethod
+    def crack_map(outputs: np.ndarray, info: ModelInfo) -> np.ndarray:
+        outputs = np.asarray(outputs, np.float32)
+        if outputs.ndim == 3:
+            return outputs
+        if outputs.ndim == 4 and outputs.shape[-1] == 1:
+            return outputs[..., 0]
+        if outputs.ndim == 4 and outputs.shape[-1] == len(info.class_names):
+            return outputs[..., info.positive_index]
+        raise CrackscanError(f"a segment model's output must be N x H x W (x 1 or x classes), got {outputs.shape}")
+
+    @classmethod
+    def crack_probability(cls, outputs: np.ndarray, info: ModelInfo) -> np.ndarray:
+        maps = cls.crack_map(outputs, info)
+        return maps.reshape(len(maps), -1).max(axis=1) if len(maps) else np.zeros(0, np.float32)
+
+    @classmethod
+    def class_probabilities(cls, outputs: np.ndarray, info: ModelInfo) -> np.ndarray:
+        crack = cls.crack_probability(outputs, info)
+        columns = [1 - crack, crack] if info.positive_index == 1 else [crack, 1 - crack]
+        return np.stack(columns, axis=1)
+
+
+DECODERS = {"classify": ClassifyDecoder, "segment": SegmentDecoder}
+
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -41,17 +88,19 @@ class Failure:
     kind: str = "corrupt"
 
 
+
 class Predictor:
-    """Probabilities for images, whatever the model format.
+    """Probabilities for images, whatever the model format and task.
 
     ``predict`` accepts file paths, PIL images and pixel arrays alike, one or many.
     """
 
-    def __init__(self, runner: Any, info: ModelInfo, path: Path | None = None, format: str | None = None):
+    def __init__(self, runner: Runner, info: ModelInfo, path: Path | None = None, format: str | None = None):
         self.runner = runner
         self.info = info
         self.path = path
         self._format = format
+        self.decoder = DECODERS[info.task]
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -62,15 +111,24 @@ class Predictor:
         return self.info.input_size
 
     @property
+    def batch_size(self) -> int:
+        return self.runner.batch_size
+
+    @property
     def format(self) -> str:
         return self._format or "custom"
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for model-ready pixels (N x size x size x 3, 0-255)."""
+    def outputs(self, images: np.ndarray) -> np.ndarray:
+        """The model's raw output for model-ready pixels (N x size x size x 3, 0-255)."""
         return self.runner(images)
 
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N x classes) for model-ready pixels, whatever the task."""
+        return self.decoder.class_probabilities(self.outputs(images), self.info)
+
     def crack_probability(self, images: np.ndarray) -> np.ndarray:
-        return self.probabilities(images)[:, self.info.positive_index]
+        """Each image's crack probability (N)."""
+        return self.decoder.crack_probability(self.outputs(images), self.info)
 
     def predict(self, sources: ImageSource | Sequence[ImageSource]) -> list[Prediction]:
         """Predictions in input order; raises ImageReadError for a source that is no image."""
@@ -92,7 +150,7 @@ class Predictor:
         batches = iter_batches(
             sources,
             lambda item: load_for_model(item, size),
-            batch_size or getattr(self.runner, "batch_size", DEFAULT_BATCH_SIZE),
+            batch_size or self.batch_size,
             workers=workers or cpu_threads(),
         )
         for batch in batches:
@@ -130,10 +188,19 @@ def _source_name(item: Any, index: int) -> str:
     return getattr(item, "filename", None) or f"#{index}"
 
 
-def load(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None) -> Predictor:
-    """Loads a .keras, .tflite or .onnx model (or a run folder) as a Predictor."""
-    opened = open_model(runs.model_path(path), batch_size, num_threads)
+
+def load(model: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None,
+         fastest: bool = False) -> Predictor:
+    """Loads a .keras, .tflite or .onnx model, a run folder or a built-in model as a
+    Predictor; with ``fastest``, a run folder's fastest checked export."""
+    opened = open_model(resolve(model, fastest).file, batch_size, num_threads)
     return Predictor(opened.runner, opened.info, opened.path, opened.format)
+
+
+def as_predictor(model: Any) -> Predictor:
+    """A Predictor as it is, or the model a name or path resolves to, loaded: what every
+    function that takes "a model" takes."""
+    return model if isinstance(model, Predictor) else load(model)
 
 
 def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
@@ -141,7 +208,7 @@ def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATC
     Predictor of its backbone and head: the run's model.keras to within float precision, at
     LiteRT's speed, with no export. For serving a run as soon as adapt has made it."""
     folder = Path(run)
-    keras_path = runs.model_path(folder)
+    keras_path = resolve(folder).file
     backbone = folder / runs.BACKBONE_FILE
     if not backbone.is_file():
         raise CrackscanError(f"{folder} keeps no {runs.BACKBONE_FILE}: load its model.keras instead")
@@ -157,18 +224,18 @@ def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATC
 
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     """What a model file carries, and for a run folder its figures and exports."""
-    model = runs.model_path(path)
+    resolved = resolve(path)
+    model = resolved.file
     info, fmt = read_model_info(model)
     described: dict[str, Any] = {
-        "model": str(model), "format": fmt, "file_size_mb": round(model.stat().st_size / 1e6, 2),
+        "model": str(model), "format": fmt, "task": info.task, "file_size_mb": round(model.stat().st_size / 1e6, 2),
         "classes": ", ".join(info.class_names), "positive_class": info.positive_class,
         "input_size": info.input_size, "patch_size": info.patch_size,
         "backbone": f"{info.backbone} alpha {info.alpha}", "made_by": f"crackscan {info.crackscan_version or '?'}",
     }
-    run = runs.folder_of(path)
-    if run is not None:
-        described["run"] = runs.summary(run)
-    builtin = next((m for m in builtin_models().values() if m.path == model), None)
+    if resolved.run is not None:
+        described["run"] = runs.summary(resolved.run)
+    builtin = resolved.builtin
     if builtin is not None:
         described["built_in"] = {
             "name": builtin.name, "trained_on": builtin.trained_on,
@@ -181,12 +248,12 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
 def images_per_second(predictor: Predictor, seconds: float = 3.0) -> float:
     """The model's own speed on this machine: full batches of model-ready pixels, after a
     warm-up batch, for about ``seconds`` (decoding is left out, it depends on the files)."""
-    batch_size = getattr(predictor.runner, "batch_size", DEFAULT_BATCH_SIZE)
+    batch_size = predictor.batch_size
     size = predictor.input_size
     pixels = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3)).astype(np.float32)
-    predictor.probabilities(pixels)
+    predictor.outputs(pixels)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        predictor.probabilities(pixels)
+        predictor.outputs(pixels)
         done += batch_size
     return done / (time.perf_counter() - started)

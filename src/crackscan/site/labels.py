@@ -21,11 +21,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .data import IMAGE_SUFFIXES, ImageReadError, read_pixels, resize_pixels
-from .errors import CrackscanError
-from .files import TEXT_ENCODING, atomic_open, atomic_path, write_bytes
+from ..images import IMAGE_SUFFIXES, ImageReadError, read_pixels, resize_pixels
+from ..errors import CrackscanError
+from ..files import TEXT_ENCODING, atomic_open, atomic_path, write_bytes
 from .masks import CLEAR, CRACK, pair_with_masks, read_mask, tile_truth
-from .scan import tile_origins
+from ..photo.tiling import tile_origins
 
 LABELS_FILE = "labels.csv"
 PHOTOS_FOLDER = ".photos"

@@ -18,11 +18,11 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .data import find_dataset, split_by_content
-from .errors import CrackscanError
-from .settings import parse_split
+from ..datasets import find_dataset, split_by_content
+from ..errors import CrackscanError
+from ..settings import parse_split
 
-MODELS_DIR = Path(__file__).parent / "models"
+MODELS_DIR = Path(__file__).parent.parent / "models"  # crackscan/models/, beside this subpackage
 REGISTRY_FILE = "models.json"
 
 

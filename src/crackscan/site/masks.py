@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import ImageReadError, list_image_files, read_pixels
-from .errors import CrackscanError
+from ..images import ImageReadError, list_image_files, read_pixels
+from ..errors import CrackscanError
 
 CRACK_MIN_FRACTION = 0.005
 CRACK, CLEAR, UNSURE = 1, 0, -1

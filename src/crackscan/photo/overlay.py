@@ -1,0 +1,106 @@
+"""Crack-map overlays, drawn from pixels, boxes and numbers, never from result types: the
+scan's map, evaluation's outcome map and later kinds share these pieces.
+
+The figures go in a legend strip below the photo, not on it, where they would hide cracks
+on a small photo; text is sized to the photo's width so that it reads the same at any size.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..images import resize_pixels
+from .tiling import Box
+
+OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
+OVERLAY_JPEG_QUALITY = 90
+CRACK_RGB = (230, 30, 30)
+# Overlay colours of tile outcomes against the masks: strong, and apart for colour-blind eyes.
+OUTCOME_RGB = {"true positive": (0, 200, 80), "false positive": (255, 140, 0), "false negative": (220, 0, 200)}
+
+
+def photo_at(pixels: np.ndarray, width: int, height: int, factor: float) -> np.ndarray:
+    """The photo's pixels at ``factor`` of its true ``width`` x ``height`` (``pixels`` may
+    hold it at a reduced size)."""
+    return resize_pixels(pixels, max(1, round(width * factor)), max(1, round(height * factor)))
+
+
+def draw_tile_map(pixels: np.ndarray, width: int, height: int, boxes: Sequence[Box], probabilities: Sequence[float],
+                  threshold: float, legend: Sequence[str], max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
+    """The photo, tiles at or over ``threshold`` shaded red by crack probability and
+    outlined, and the ``legend`` lines with the shading's colour ramp below it. Boxes are
+    in the photo's ``width`` x ``height``."""
+    factor = min(1.0, max_side / max(width, height))
+    base = Image.fromarray(photo_at(pixels, width, height, factor)).convert("RGBA")
+    shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(shade)
+    for (x, y, w, h), probability in zip(boxes, probabilities):
+        if probability < threshold:
+            continue
+        box = (x * factor, y * factor, (x + w) * factor - 1, (y + h) * factor - 1)
+        draw.rectangle(box, fill=(*CRACK_RGB, _shade_alpha(probability, threshold)), outline=(255, 40, 40, 230),
+                       width=2)
+    photo = Image.alpha_composite(base, shade).convert("RGB")
+    lines = [*legend, f"shading: crack probability from {threshold:.2f} (light) to 1.00 (dark)"]
+    return with_legend_strip(photo, lines, ramp_from=threshold)
+
+
+def draw_outcome_map(pixels: np.ndarray, width: int, height: int, boxes: Sequence[Box], outcomes: Sequence[str | None],
+                     max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
+    """The photo with each graded tile outlined in its outcome's colour (OUTCOME_RGB; None:
+    not drawn); a legend below."""
+    scale = min(1.0, max_side / max(width, height))
+    photo = Image.fromarray(photo_at(pixels, width, height, scale))
+    draw = ImageDraw.Draw(photo)
+    for (x, y, w, h), outcome in zip(boxes, outcomes):
+        if outcome is None:
+            continue
+        box = [round(x * scale) + 1, round(y * scale) + 1, round((x + w) * scale) - 2, round((y + h) * scale) - 2]
+        draw.rectangle(box, outline=OUTCOME_RGB[outcome], width=max(2, round(3 * scale)))
+    legend = Image.new("RGB", (photo.width, 22), (255, 255, 255))
+    pen = ImageDraw.Draw(legend)
+    x = 6
+    for outcome, colour in OUTCOME_RGB.items():
+        pen.rectangle([x, 5, x + 12, 17], outline=colour, width=3)
+        pen.text((x + 16, 5), outcome, fill=(0, 0, 0))
+        x += 24 + int(pen.textlength(outcome))
+    framed = Image.new("RGB", (photo.width, photo.height + legend.height))
+    framed.paste(photo, (0, 0))
+    framed.paste(legend, (0, photo.height))
+    return framed
+
+
+def _shade_alpha(probability: float, threshold: float) -> int:
+    strength = (probability - threshold) / (1 - threshold)
+    return int(35 + 85 * strength)
+
+
+def with_legend_strip(photo: Image.Image, lines: Sequence[str], ramp_from: float | None = None) -> Image.Image:
+    """The photo with a white strip below it holding ``lines`` and, with ``ramp_from``, the
+    crack shading's colour ramp from that probability to 1."""
+    font_size = max(11, min(28, photo.width // 45))
+    try:
+        font = ImageFont.load_default(size=font_size)
+    except TypeError:  # Pillow without FreeType sizes
+        font = ImageFont.load_default()
+    pad = max(4, font_size // 2)
+    ramp_h = font_size if ramp_from is not None else 0
+    strip_h = len(lines) * (font_size + pad) + ramp_h + 3 * pad
+    composed = Image.new("RGB", (photo.width, photo.height + strip_h), (255, 255, 255))
+    composed.paste(photo, (0, 0))
+    draw = ImageDraw.Draw(composed)
+    y = photo.height + pad
+    for line in lines:
+        draw.text((pad, y), line, fill=(0, 0, 0), font=font)
+        y += font_size + pad
+    if ramp_from is not None:
+        ramp_w = max(1, min(photo.width - 2 * pad, 40 * font_size))
+        for i in range(ramp_w):
+            alpha = _shade_alpha(ramp_from + (1 - ramp_from) * i / max(1, ramp_w - 1), ramp_from) / 255
+            colour = tuple(int(255 * (1 - alpha) + c * alpha) for c in CRACK_RGB)
+            draw.line((pad + i, y, pad + i, y + ramp_h), fill=colour)
+        draw.rectangle((pad, y, pad + ramp_w, y + ramp_h), outline=(0, 0, 0))
+    return composed

@@ -1,0 +1,159 @@
+"""A scanned photo's result: one typed object with optional parts, and its one writer.
+
+``PhotoResult`` holds the tile grid and a typed ``PhotoSummary``; later stages add their
+parts (a pixel crack mask, measured cracks) as optional fields, so a survey, the server, the
+CLI and the overlay's legend all read the same fields, and a new figure is added once.
+A photo's folder holds TILES_FILE, OVERLAY_FILE and SUMMARY_FILE, the summary last: a
+complete summary.json marks the photo as done when a survey resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import CrackscanError
+from ..files import atomic_open, atomic_path, write_text
+from .overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_tile_map
+
+TILES_FILE = "tiles.csv"
+# JPEG: a photo's crack map is a photo, and PNG would cost more than the scan itself with a
+# small model (0.25 s for a 1600 px map, 6x the bytes).
+OVERLAY_FILE = "overlay.jpg"
+SUMMARY_FILE = "summary.json"
+RESULT_FILES = (TILES_FILE, OVERLAY_FILE, SUMMARY_FILE)  # in the order they are written
+TILE_FIELDS = ("row", "col", "x", "y", "width", "height", "crack_probability", "label")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    row: int  # the tile's place in the grid, counted from the top left
+    col: int
+    x: int
+    y: int
+    width: int
+    height: int
+    crack_probability: float
+    label: str
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.x, self.y, self.width, self.height
+
+
+@dataclasses.dataclass
+class PhotoSummary:
+    """A scanned photo's figures: what summary.json, summary.csv, the server's answer, the
+    CLI's line and the overlay's legend all show."""
+
+    photo: str
+    width: int
+    height: int
+    tile: int
+    stride: int
+    threshold: float
+    tiles: int
+    rows: int
+    cols: int
+    cracked_tiles: int
+    cracked_area_fraction: float
+    max_crack_probability: float
+    model: str | None
+    seconds: float
+    # In a survey: the photo's folder of results, and what the result was made from (the
+    # photo file's identity and the model's hash), which resuming compares.
+    outputs: str | None = None
+    recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "recorded"}
+        if self.outputs is None:
+            del values["outputs"]
+        return {**values, **self.recorded}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PhotoSummary":
+        """A summary.json read back; refused (ValueError) when it lacks a figure."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"recorded"}
+        optional = {"outputs"}
+        missing = sorted(fields - optional - set(values))
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        return cls(**{k: v for k, v in values.items() if k in fields},
+                   recorded={k: v for k, v in values.items() if k not in fields})
+
+    def record(self, values: dict[str, Any]) -> None:
+        """Sets figures by name, as a dict's update would; names that are no field are kept
+        in ``recorded`` (and written to summary.json beside the figures)."""
+        fields = {f.name for f in dataclasses.fields(self)} - {"recorded"}
+        for key, value in values.items():
+            if key in fields:
+                setattr(self, key, value)
+            else:
+                self.recorded[key] = value
+
+    def legend(self) -> list[str]:
+        return [f"cracked tiles: {self.cracked_tiles} of {self.tiles} ({100 * self.cracked_area_fraction:.1f}% of "
+                f"area); highest crack probability {self.max_crack_probability:.2f}"]
+
+    def line(self) -> str:
+        """The photo in one line, as a survey prints it."""
+        return (f"{self.photo}: {self.cracked_tiles} of {self.tiles} tiles cracked "
+                f"({100 * self.cracked_area_fraction:.1f}% of area, highest p {self.max_crack_probability:.2f}) "
+                f"in {self.seconds:.2f} s -> {self.outputs}")
+
+
+@dataclasses.dataclass
+class PhotoResult:
+    """One scanned photo: its tiles and summary, and the pixels as decoded for the scan
+    (a large photo scanned by a small model may be held at 1/2 to 1/8 of its size;
+    ``width`` and ``height`` are its true size). ``mask`` and ``cracks`` are the parts of
+    the stages to come (a pixel crack map, measured cracks): None until a stage adds them."""
+
+    source: str
+    width: int
+    height: int
+    tiles: list[Tile]
+    summary: PhotoSummary
+    pixels: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    mask: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    cracks: list[Any] | None = None
+
+    @property
+    def image(self) -> Image.Image | None:
+        return None if self.pixels is None else Image.fromarray(self.pixels)
+
+    def overlay(self, max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
+        if self.pixels is None:
+            raise CrackscanError("the photo is no longer held: scan again with keep_image=True")
+        return draw_tile_map(self.pixels, self.width, self.height, [t.box for t in self.tiles],
+                             [t.crack_probability for t in self.tiles], self.summary.threshold,
+                             self.summary.legend(), max_side)
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        """Writes RESULT_FILES into ``folder``, each atomically, the summary last."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_open(folder / TILES_FILE) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(TILE_FIELDS)
+            for t in self.tiles:
+                writer.writerow([t.row, t.col, t.x, t.y, t.width, t.height, f"{t.crack_probability:.6f}", t.label])
+        with atomic_path(folder / OVERLAY_FILE) as temporary:
+            self.overlay().save(temporary, quality=OVERLAY_JPEG_QUALITY)
+        write_text(folder / SUMMARY_FILE, json.dumps(self.summary.to_dict(), indent=2) + "\n")
+        return folder
+
+
+def read_tiles(folder: Path) -> list[Tile]:
+    """A photo folder's tiles.csv read back."""
+    with open(folder / TILES_FILE, newline="") as handle:
+        return [Tile(int(r["row"]), int(r["col"]), int(r["x"]), int(r["y"]), int(r["width"]), int(r["height"]),
+                     float(r["crack_probability"]), r["label"]) for r in csv.DictReader(handle)]

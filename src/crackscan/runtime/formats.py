@@ -1,0 +1,148 @@
+"""Model files by format: their metadata in and out, conversion to LiteRT, and opening any
+model file as a runner with its metadata.
+
+The metadata (model.info.ModelInfo: task, class names, positive class, input and patch
+size) travels inside every file: a zip appended to a .tflite, ``metadata_props`` in an
+.onnx, an entry in the .keras archive. ``keras_to_litert`` converts Keras models for
+LiteRT, which both export and training (the one backbone pass) use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .. import _tf
+from ..errors import CrackscanError
+from ..model.info import METADATA_NAME, ModelInfo
+from ..model.keras_archive import load_keras_model, read_keras_metadata
+from .runners import DEFAULT_BATCH_SIZE, KerasRunner, LiteRTRunner, OnnxRunner, Runner
+
+ONNX_METADATA_KEY = "crackscan"
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Any:
+    # The TF converter prints its traced signatures to stdout, which is the CLI's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def keras_to_litert(model: Any, representative_batches: Callable[[], Iterable[np.ndarray]] | None = None) -> bytes:
+    """Converts a Keras model to a LiteRT flatbuffer: float, or full-integer int8 when
+    calibration batches are given.
+
+    The int8 model takes int8 input (0-255 pixels calibrate to scale 1, zero point -128) and
+    gives float32 probabilities: feeding 8-bit pixels as they are is faster than a float
+    input quantized inside the graph, and the output needs no parameters to read.
+    """
+    tf = _tf.tensorflow()
+
+    # The converter prints its traced signature, native "fully_quantize" lines and a warning
+    # about input statistics that does not apply to float inputs: none of it is for users.
+    with quiet_stdout(), _tf.muted_native_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if representative_batches is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+            def representative() -> Iterable[list[np.ndarray]]:
+                for batch in representative_batches():
+                    for image in np.asarray(batch, np.float32):
+                        yield [image[None]]
+
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+        return converter.convert()
+
+
+def attach_litert_metadata(content: bytes, info: ModelInfo) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
+        zipped.writestr(METADATA_NAME, info.to_json())
+    return content + archive.getvalue()
+
+
+def read_litert_metadata(content: bytes, source: str | os.PathLike = "model") -> ModelInfo:
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as zipped:
+            text = zipped.read(METADATA_NAME)
+    except (zipfile.BadZipFile, KeyError):
+        raise CrackscanError(
+            f"{source}: no crackscan metadata in this .tflite file (export it with 'crackscan export')"
+        ) from None
+    return ModelInfo.from_json(text, str(source))
+
+
+def read_onnx_metadata(session: Any, path: str | os.PathLike) -> ModelInfo:
+    """The metadata of an ONNX model, read from the session that runs it (one load, not two)."""
+    text = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+    if text is None:
+        raise CrackscanError(f"{path}: no crackscan metadata in this .onnx file (export it with 'crackscan export')")
+    return ModelInfo.from_json(text, str(path))
+
+
+def attach_onnx_metadata(path: Path, info: ModelInfo) -> Path:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_METADATA_KEY, info.to_json()
+    onnx.save(proto, str(path))
+    return path
+
+
+FORMAT_OF_SUFFIX = {".keras": "keras", ".tflite": "litert", ".onnx": "onnx"}
+
+
+@dataclasses.dataclass
+class OpenModel:
+    runner: Runner
+    info: ModelInfo
+    path: Path
+    format: str
+
+
+def read_model_info(path: str | os.PathLike) -> tuple[ModelInfo, str]:
+    """A model file's metadata and format, without building a runner (no TensorFlow)."""
+    path = Path(path)
+    fmt = FORMAT_OF_SUFFIX.get(path.suffix.lower())
+    if fmt == "keras":
+        return read_keras_metadata(path), fmt
+    if fmt == "litert":
+        try:
+            return read_litert_metadata(path.read_bytes(), path), fmt
+        except OSError as error:
+            raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
+    return open_model(path).info, fmt or "unknown"
+
+
+def open_model(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
+               num_threads: int | None = None) -> OpenModel:
+    """A runner and the metadata of a .keras, .tflite or .onnx file."""
+    path = Path(path)
+    fmt = FORMAT_OF_SUFFIX.get(path.suffix.lower())
+    if fmt == "keras":
+        model, info = load_keras_model(path)
+        return OpenModel(KerasRunner(model, batch_size), info, path, fmt)
+    if fmt == "litert":
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
+        info = read_litert_metadata(content, path)
+        return OpenModel(LiteRTRunner(content, batch_size, num_threads), info, path, fmt)
+    if fmt == "onnx":
+        runner = OnnxRunner(path, batch_size, num_threads)
+        return OpenModel(runner, read_onnx_metadata(runner.session, path), path, fmt)
+    raise CrackscanError(f"{path}: unknown model format (expected .keras, .tflite or .onnx, or a run folder)")

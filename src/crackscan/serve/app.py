@@ -1,0 +1,256 @@
+"""The HTTP API and web page over the same predictor and scan functions as the CLI: routes only.
+
+No `from __future__ import annotations` here: FastAPI reads the endpoint annotations,
+which name types imported inside create_app.
+
+The model is loaded once; requests share it (runners serialise their own inference, so
+decoding of concurrent uploads still overlaps). Uploads are judged by content, never by
+name, and every refusal is a 4xx JSON answer with one-line ``detail``.
+
+One client must not be able to tie the server up, so every request works within budgets
+(settings.SERVE_SETTINGS, shown in /health): bytes in the body, counted as they stream in,
+chunked or not; seconds to send headers and body; decoded pixels per image and per
+request, read from the headers before anything is decoded; decoded pixels held by all
+requests at once (later requests wait their turn instead of taking the memory); tiles per
+scan; and a scan stops between batches once its client has gone.
+"""
+
+
+import base64
+import io
+import logging
+import os
+import socket
+import threading
+from importlib import resources
+from typing import Any
+
+from .. import settings
+from ..errors import Cancelled, CrackscanError, LimitExceeded, MissingDependencyError
+from ..images import ImageReadError, image_pixel_count, read_pixels
+from ..model.registry import resolve
+from ..photo.scan import scan
+from ..runtime.predictor import Predictor, as_predictor
+from ..version import __version__
+from .budgets import (HEAVY_PIXELS, BodyBudget, HeavyWork, PixelBudget, header_timeout_protocol,
+                      return_freed_memory_to_the_system, serve_limits, stop_when_client_leaves)
+from .site_loop import LoopBusy, SiteLoop, parse_labels
+
+log = logging.getLogger("crackscan.server")
+
+# HTTP status for each kind of unreadable upload (images.READ_ERROR_KINDS).
+STATUS_FOR_READ_ERROR = {"not_image": 415, "unsupported": 415, "corrupt": 400, "too_many_pixels": 413,
+                         "too_large": 413, "unreadable": 400}
+CLIENT_CLOSED_REQUEST = 499  # nginx's code: nobody is left to read the answer
+
+
+def refusal(error: CrackscanError) -> Any:
+    """The HTTP error for a user error: by its kind, never by its wording."""
+    from fastapi import HTTPException
+
+    if isinstance(error, ImageReadError):
+        return HTTPException(STATUS_FOR_READ_ERROR[error.kind], str(error))
+    if isinstance(error, Cancelled):
+        return HTTPException(CLIENT_CLOSED_REQUEST, str(error))
+    if isinstance(error, LimitExceeded):
+        return HTTPException(422, str(error))
+    return HTTPException(400, str(error))
+
+
+async def read_uploads(uploads: list[Any], limits: dict[str, Any]) -> tuple[list[tuple[str, bytes]], int]:
+    """Each upload's bytes and the request's decoded pixels, judged before decoding."""
+    from fastapi import HTTPException
+
+    contents, pixels = [], 0
+    for upload in uploads:
+        name = upload.filename or "upload"
+        content = await upload.read()
+        if not content:
+            raise HTTPException(400, f"{name}: empty file")
+        try:
+            pixels += image_pixel_count(content, name, limits["max_pixels"])
+        except ImageReadError as error:
+            raise refusal(error) from None
+        contents.append((name, content))
+    if pixels > limits["max_request_pixels"]:
+        raise HTTPException(413, f"the images of this request decode to {pixels:,} pixels, over the limit of "
+                                 f"{limits['max_request_pixels']:,} per request")
+    return contents, pixels
+
+
+def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None = None, **limits: Any) -> Any:
+    """The FastAPI app. With ``labels`` (a folder), the page's labelling loop is on: tiles
+    flipped on the page are saved there (/v1/labels), and /v1/adapt refits the served run's
+    head on them and serves the new run at once. The server then writes nowhere but that
+    folder and the new run folders beside it.
+
+    The routes are closures over one app's state (the model, the labelling loop, the
+    budgets), so this function is long while each route is a few lines; what routes share
+    (refusals, reading uploads, the budgets) lives in module functions and serve.budgets."""
+    try:
+        from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+        from fastapi.responses import HTMLResponse, JSONResponse
+    except ImportError:
+        raise MissingDependencyError("fastapi", "crackscan serve", extra="serve") from None
+    from starlette.concurrency import run_in_threadpool
+
+    limits = serve_limits(**limits)
+    heavy = HeavyWork()
+    max_body = int(limits["max_upload_mb"] * 1024 * 1024)
+    predictor = as_predictor(model)
+    loop = SiteLoop(labels, None if isinstance(model, Predictor) else resolve(model).run, predictor)
+    page = resources.files("crackscan.serve.web").joinpath("index.html").read_text()
+    app = FastAPI(title="crackscan", version=__version__,
+                  description="Crack / no-crack classification of concrete images and whole-photo crack maps.")
+    app.add_middleware(BodyBudget, max_bytes=max_body, seconds=limits["request_timeout"])
+    busy = PixelBudget(limits["max_busy_pixels"])
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Any:
+        log.exception("error in %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)
+
+    def decode(name: str, content: bytes) -> Any:
+        return read_pixels(content, limits["max_pixels"], name)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        predictor = loop.predictor
+        info = predictor.info
+        return {"status": "ok", "model": str(predictor.path), "format": predictor.format,
+                "classes": list(info.class_names), "positive_class": info.positive_class,
+                "input_size": info.input_size, "patch_size": info.patch_size, "version": __version__,
+                "labels": str(loop.folder) if loop.folder else None, "can_adapt": loop.can_adapt,
+                "adapted_runs": [str(run) for run in loop.made], "limits": limits}
+
+    @app.post("/v1/classify")
+    async def classify(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
+        """Label and crack probability of each uploaded image (a patch, or a whole photo squeezed to one)."""
+        contents, pixels = await read_uploads(files, limits)
+        predictor = loop.predictor
+
+        def work() -> list[Any]:
+            return predictor.predict([decode(name, content) for name, content in contents])
+
+        async with busy.hold(pixels):
+            try:
+                predictions = await (heavy.run(work) if pixels > HEAVY_PIXELS else run_in_threadpool(work))
+            except CrackscanError as error:
+                raise refusal(error) from None
+        return {"results": [
+            {"filename": name, "label": p.label, "crack_probability": p.crack_probability,
+             "probabilities": p.probabilities}
+            for (name, _), p in zip(contents, predictions)
+        ]}
+
+    @app.post("/v1/scan", openapi_extra={"parameters": settings.query_parameters(settings.SCAN_QUERY)})
+    async def scan_photo(request: Request, file: UploadFile = File(..., description="one photo")) -> dict[str, Any]:
+        """Tiles a photo at the training patch scale: tile grid, summary and crack-map overlay."""
+        try:
+            options = settings.from_query(settings.SCAN_QUERY, request.query_params)
+        except CrackscanError as error:
+            raise HTTPException(422, str(error)) from None
+        [(name, content)], pixels = await read_uploads([file], limits)
+        stop = threading.Event()
+        predictor = loop.predictor
+
+        def work() -> tuple[Any, str | None]:
+            if stop.is_set():  # left while waiting for its turn: decode nothing
+                raise Cancelled("the client left before the scan started")
+            result = scan(predictor, decode(name, content), options["tile"], options["stride"], options["threshold"],
+                          limits["max_pixels"], max_tiles=limits["max_tiles"], should_stop=stop.is_set)
+            return result, _png_base64(result.overlay()) if options["overlay"] else None
+
+        async with stop_when_client_leaves(request, stop), busy.hold(pixels):
+            try:
+                result, overlay_png = await heavy.run(work)
+            except CrackscanError as error:
+                raise refusal(error) from None
+        result.summary.photo = name
+        info = predictor.info
+        answer: dict[str, Any] = {
+            "summary": result.summary.to_dict(), "tiles": [t.__dict__ for t in result.tiles],
+            "positive_class": info.positive_class,
+            "negative_class": info.negative_class}
+        if overlay_png is not None:
+            answer["overlay_png_base64"] = overlay_png
+        return answer
+
+    @app.post("/v1/labels")
+    async def save_labels(file: UploadFile = File(..., description="the photo the tiles are in"),
+                          labels: str = Form(..., description='JSON: [{"x", "y", "width", "height", "label"}]')
+                          ) -> dict[str, Any]:
+        """Stores labelled tiles of a photo (crops at the photo's pixels) in the labels folder."""
+        if loop.folder is None:
+            raise HTTPException(409, "this server keeps no labels: start it with --labels DIR")
+        [(name, content)], pixels = await read_uploads([file], limits)
+        async with busy.hold(pixels):
+            try:
+                photo = await run_in_threadpool(decode, name, content)
+                entries = parse_labels(labels, photo.shape[1], photo.shape[0], loop.predictor.info)
+                saved = await run_in_threadpool(loop.save, photo, content, name, entries)
+            except CrackscanError as error:
+                raise (HTTPException(422, str(error)) if not isinstance(error, ImageReadError)
+                       else refusal(error)) from None
+        return saved
+
+    @app.post("/v1/adapt")
+    async def adapt_to_labels() -> dict[str, Any]:
+        """Refits the served run's head on the saved labels and serves the new run."""
+        if not loop.can_adapt:
+            raise HTTPException(409, loop.why_not())
+        try:
+            return await heavy.run(loop.adapt)
+        except CrackscanError as error:
+            raise HTTPException(409 if isinstance(error, LoopBusy) else 422, str(error)) from None
+
+    return app
+
+
+def _png_base64(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def build_server(model: str | os.PathLike | Any, host: str = "127.0.0.1", port: int = 8000,
+                 labels: str | os.PathLike | None = None, **limits: Any) -> Any:
+    """The uvicorn server ``serve`` runs: the app, the header timeout and the connection cap."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError("uvicorn", "crackscan serve", extra="serve") from None
+    settings.check_all(settings.SERVE_SETTINGS, {"host": host, "port": port})
+    limits = serve_limits(**limits)
+    config = uvicorn.Config(create_app(model, labels, **limits), host=host, port=port, log_level="warning",
+                            http=header_timeout_protocol(limits["header_timeout"]),
+                            limit_concurrency=limits["max_connections"], timeout_keep_alive=5)
+    return uvicorn.Server(config)
+
+
+def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, announce: Any = None,
+          labels: str | os.PathLike | None = None, **limits: Any) -> None:
+    """Loads the model, then serves; ``announce(url)`` is called once the model is loaded."""
+    return_freed_memory_to_the_system()
+    server = build_server(model, host, port, labels, **limits)
+    listening = _bind(host, port)
+    if announce is not None:
+        announce(f"http://{host}:{port}/")
+    server.run(sockets=[listening])
+
+
+def _bind(host: str, port: int) -> Any:
+    """The listening socket, bound here so that a taken port is a one-line error (uvicorn
+    would log it and exit)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError as error:
+        raise CrackscanError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return listening

@@ -1,0 +1,98 @@
+"""The labelling loop behind the page: tiles flipped on the page are saved in one labels
+folder, and adapt refits the served run on them and serves the new run at once."""
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import CrackscanError
+from ..runtime.predictor import Predictor, load_head_on_backbone
+from ..site.adapt import adapt
+from ..site.labels import LabelSet
+
+MAX_LABELS_PER_REQUEST = 4096
+
+
+class LoopBusy(CrackscanError):
+    pass
+
+
+def parse_labels(text: str, width: int, height: int, info: Any) -> list[tuple[tuple[int, int, int, int], bool]]:
+    """The page's labels for one photo, checked: boxes inside the photo, known class names."""
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        raise CrackscanError("labels must be JSON: a list of {x, y, width, height, label}") from None
+    if not isinstance(entries, list) or not entries:
+        raise CrackscanError("labels must be a non-empty list of {x, y, width, height, label}")
+    if len(entries) > MAX_LABELS_PER_REQUEST:
+        raise CrackscanError(f"at most {MAX_LABELS_PER_REQUEST} labels per request, got {len(entries)}")
+    checked = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise CrackscanError(f"each label must be an object, got {entry!r:.60}")
+        box = tuple(entry.get(key) for key in ("x", "y", "width", "height"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in box):
+            raise CrackscanError(f"x, y, width and height must be whole numbers, got {box!r:.80}")
+        x, y, w, h = box
+        if w < 8 or h < 8 or x < 0 or y < 0 or x + w > width or y + h > height:
+            raise CrackscanError(f"tile {box} is not inside the {width}x{height} photo (or is under 8 px)")
+        if entry.get("label") not in info.class_names:
+            raise CrackscanError(f"label must be one of {', '.join(info.class_names)}, got {entry.get('label')!r:.40}")
+        checked.append(((x, y, w, h), entry["label"] == info.positive_class))
+    return checked
+
+
+class SiteLoop:
+    """The labelling loop behind the page: one labels folder, the run being served, the runs
+    adapt made from it; one adaptation at a time."""
+
+    def __init__(self, folder: str | os.PathLike | None, run: Any, predictor: Predictor):
+        self.folder = Path(folder) if folder is not None else None
+        self.origin = run
+        self.predictor = predictor
+        self.made: list[Path] = []
+        self._lock = threading.Lock()
+        if self.folder is not None:
+            if self.folder.exists() and not self.folder.is_dir():
+                raise CrackscanError(f"--labels {self.folder} is a file, not a folder")
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def can_adapt(self) -> bool:
+        return self.folder is not None and self.origin is not None
+
+    def why_not(self) -> str:
+        if self.folder is None:
+            return "this server keeps no labels: start it with --labels DIR"
+        return "the served model is not a run folder (adapt refits a run's head): serve a run with --labels DIR"
+
+    def save(self, photo: Any, content: bytes, name: str, entries: list) -> dict[str, Any]:
+        # A name is recorded, never used as a path: keep it printable.
+        shown = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)[:200] or "upload"
+        info = self.predictor.info
+        with self._lock:
+            labels = LabelSet(self.folder, (info.negative_class, info.positive_class))
+            kept = labels.keep_photo(content, shown)
+            for (x, y, w, h), crack in entries:
+                labels.add(photo[y : y + h, x : x + w], kept, (x, y, w, h), crack, f"page:{shown}")
+            labels.save()
+        return {"saved": len(entries), "labels": str(self.folder), "counts": labels.counts()}
+
+    def adapt(self) -> dict[str, Any]:
+        if not self._lock.acquire(blocking=False):
+            raise LoopBusy("an adaptation is already running: try again when it is done")
+        try:
+            out = next(self.folder.parent / f"{self.folder.name}-adapted-{n:02d}" for n in range(1, 10_000)
+                       if not (self.folder.parent / f"{self.folder.name}-adapted-{n:02d}").exists())
+            made = adapt(self.origin, self.folder, out, keep_backbone_in_parent=False)
+            self.predictor = load_head_on_backbone(made.path)
+            self.made.append(made.path)
+        finally:
+            self._lock.release()
+        m = made.metrics
+        return {"run": str(made.path), "model": str(self.predictor.path), "site_tiles": m["site_tiles"],
+                "site_cross_validated": m["site_cross_validated"], "parent_test": m["parent_test"],
+                "seconds": m["seconds"]}

@@ -1,0 +1,1 @@
+"""Your own site: tile truth from crack masks, label folders, the adaptation fits, adapt."""

@@ -1,0 +1,114 @@
+"""The survey driver: plans a survey (which photos, where each one's results go, which are
+already done) and hands the rest to an engine; the same planning for every engine, so an
+interrupted survey resumes where it stopped, on either."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import settings
+from ..errors import CrackscanError
+from ..files import file_sha256
+from ..photo.result import PhotoSummary
+from ..photo.tiling import scan_geometry
+from ..progress import Progress, as_progress
+from ..runtime.predictor import as_predictor
+from .job import SurveyJob
+from .layout import SurveyFolder
+from .local import scan_here
+from .parquet import ensure_tiles_part
+from .plan import locate_photos, relative_parts
+from .ray_engine import import_ray, scan_on_ray, send_ray_token
+
+
+@dataclasses.dataclass
+class SurveyOutcome:
+    scanned: list[PhotoSummary]
+    resumed: list[PhotoSummary]
+    failed: list[tuple[str, str]]
+    summary_csv: Path | None
+    engine: str = "local"
+    seconds: float = 0.0
+    tiles_dataset: Path | None = None
+
+
+def scan_many(
+    model: Any,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    tile: int | None = None,
+    stride: int | None = None,
+    threshold: float = 0.5,
+    max_pixels: int | None = settings.DEFAULT_MAX_PIXELS,
+    force: bool = False,
+    progress: Progress | bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+) -> SurveyOutcome:
+    """Scans photos and folders of photos into ``out``; resumes an interrupted survey.
+
+    A photo is skipped when its folder holds a complete result made with the same model,
+    tile, stride and threshold from the same photo file; anything else is scanned again,
+    with a line through ``progress`` saying why (``force`` redoes all). An unreadable photo
+    is reported through ``progress`` (skipped) and in summary.csv, and skipped; the rest go
+    on. ``engine="ray"`` runs the survey on Ray Data: a local Ray on this machine, or the
+    cluster at ``address``, with ``workers`` actors (default: one per CPU).
+    """
+    started = time.perf_counter()
+    report = as_progress(progress)
+    survey = SurveyFolder(Path(out))
+    if survey.path.exists() and not survey.path.is_dir():
+        raise CrackscanError(f"--out {survey.path} is a file: name a folder for the survey")
+    settings.ENGINE.check(engine)
+    settings.THRESHOLD.check(threshold)
+    if workers is not None:
+        settings.WORKERS.check(workers)
+    if engine == "local" and (address is not None or workers is not None):
+        raise CrackscanError("--address and --workers are for --engine ray")
+    predictor = as_predictor(model)
+    tile, stride = scan_geometry(predictor.info, tile, stride)
+    if engine == "ray":
+        if address:
+            send_ray_token()
+        ray_module = import_ray()  # before any work: a missing extra is one line, not a traceback
+    made_with = {"model": str(predictor.path) if predictor.path else None,
+                 "model_sha256": file_sha256(predictor.path) if predictor.path else None,
+                 "tile": tile, "stride": stride, "threshold": threshold}
+    manifest = survey.manifest()
+    located, root = locate_photos(inputs, survey.path, manifest.get("root"))
+    survey.write_manifest(manifest, {**made_with, "root": root, "engine": engine}, report.line)
+    jobs, resumed = _plan(survey, located, root, made_with, force, engine == "ray", report)
+    scan_settings = {"tile": tile, "stride": stride, "threshold": threshold, "max_pixels": max_pixels}
+    if engine == "ray":
+        log = scan_on_ray(ray_module, predictor, jobs, survey, scan_settings, address, workers, report)
+    else:
+        log = scan_here(predictor, jobs, scan_settings, report)
+    summary_csv = survey.write_summary(log.scanned + resumed, log.failed) if (log.scanned or resumed or log.failed) \
+        else None
+    dataset = survey.tiles_dataset if engine == "ray" and survey.tiles_dataset.is_dir() else None
+    return SurveyOutcome(log.scanned, resumed, log.failed, summary_csv, engine, time.perf_counter() - started, dataset)
+
+
+def _plan(survey: SurveyFolder, located: list[tuple[str, dict[str, Any]]], root: str, made_with: dict[str, Any],
+          force: bool, parquet: bool, report: Progress) -> tuple[list[SurveyJob], list[PhotoSummary]]:
+    """The photos still to scan, as jobs, and the results kept from earlier scans (each a
+    complete result made as it would be now; with ``parquet``, given its part file)."""
+    jobs, resumed = [], []
+    folders = survey.photo_folders([relative_parts(identity["photo_path"], root) for _, identity in located])
+    for (photo, identity), folder in zip(located, folders):
+        expected = {**made_with, **identity}
+        kept, why = (None, "") if force else survey.completed(folder, expected)
+        if kept is not None:
+            if parquet:
+                ensure_tiles_part(survey.tiles_dataset, folder, kept)
+            resumed.append(kept)
+            continue
+        if why:
+            report.line(f"scanning {photo} again: {why}")
+        jobs.append(SurveyJob(photo, str(folder), expected))
+    return jobs, resumed

@@ -1,0 +1,69 @@
+"""One photo of a survey: scanned and written the same way by every engine, and the log of
+outcomes as they arrive."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import LimitExceeded
+from ..images import ImageReadError
+from ..photo.result import PhotoSummary
+from ..photo.scan import scan
+from ..progress import Progress
+from ..runtime.predictor import Predictor
+from .parquet import write_tiles_part
+from .plan import is_uri, read_uri
+
+
+@dataclasses.dataclass(frozen=True)
+class SurveyJob:
+    """One photo to scan: where it is (a path or a URI), where its results go, and what its
+    result must record to be kept next time."""
+
+    photo: str
+    folder: str
+    expected: dict[str, Any]
+
+
+def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, threshold: float, max_pixels: int | None,
+             tiles_dataset: Path | None = None) -> dict[str, Any]:
+    """Scans one photo of a survey and writes its results; the same for every engine.
+    Returns {"photo", "summary": summary.json's values} or, for a photo that cannot be
+    scanned, {"photo", "failed": reason}: plain values, which Ray ships between processes."""
+    try:
+        source: Any = read_uri(job.photo) if is_uri(job.photo) else job.photo
+        result = scan(predictor, source, tile, stride, threshold, max_pixels)
+    except (ImageReadError, LimitExceeded) as error:
+        return {"photo": job.photo, "failed": error.reason if isinstance(error, ImageReadError) else str(error)}
+    except OSError as error:  # a remote file that went away, a permission refused
+        return {"photo": job.photo, "failed": f"cannot read it ({error.strerror or error})"}
+    result.summary.record({"photo": job.photo, "outputs": job.folder, **job.expected})
+    if tiles_dataset is not None:  # before summary.json, which marks the result complete
+        write_tiles_part(tiles_dataset, Path(job.folder), job.photo, result.tiles)
+    result.write(job.folder)
+    return {"photo": job.photo, "summary": result.summary.to_dict()}
+
+
+class OutcomeLog:
+    """Outcomes as they arrive: collected, and a line each with photos done of total and the
+    rate so far."""
+
+    def __init__(self, total: int, progress: Progress):
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.progress = progress
+        self.scanned: list[PhotoSummary] = []
+        self.failed: list[tuple[str, str]] = []
+
+    def add(self, outcome: dict[str, Any]) -> None:
+        self.done += 1
+        rate = self.done / max(1e-9, time.perf_counter() - self.started)
+        if "failed" in outcome:
+            self.failed.append((outcome["photo"], outcome["failed"]))
+            self.progress.skipped(outcome["photo"], outcome["failed"])
+            return
+        summary = PhotoSummary.from_dict(outcome["summary"])
+        self.scanned.append(summary)
+        self.progress.line(f"[{self.done}/{self.total}, {rate:.2f} photos/s] {summary.line()}")

@@ -1,0 +1,111 @@
+"""The survey folder: every file name in it, the photos' result folders, the manifest, the
+resume identity and summary.csv. One owner, so engines and readers agree on each name."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..files import atomic_open, write_text
+from ..photo.result import RESULT_FILES, SUMMARY_FILE, PhotoSummary
+from ..version import __version__
+
+SURVEY_MANIFEST = "survey.json"
+SUMMARY_CSV = "summary.csv"
+TILES_DATASET = "tiles.parquet"  # a folder of Parquet part files, one per photo (Ray engine)
+# What a photo's result must have been made with to be kept when a survey resumes.
+RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "photo_bytes", "photo_mtime_ns")
+# The settings a whole survey is made with: a change means photos are scanned again.
+MANIFEST_KEYS = ("model_sha256", "tile", "stride", "threshold")
+SUMMARY_CSV_FIELDS = ["photo", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",
+                      "width", "height", "seconds", "outputs", "problem"]
+
+
+class SurveyFolder:
+    """A survey's output folder."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out)
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.path / SUMMARY_CSV
+
+    @property
+    def tiles_dataset(self) -> Path:
+        return self.path / TILES_DATASET
+
+    def manifest(self) -> dict[str, Any]:
+        """survey.json as an earlier scan wrote it, or {}."""
+        try:
+            earlier = json.loads((self.path / SURVEY_MANIFEST).read_text())
+        except (OSError, ValueError):
+            return {}
+        return earlier if isinstance(earlier, dict) else {}
+
+    def write_manifest(self, earlier: dict[str, Any], made_with: dict[str, Any], say: Callable[[str], None]) -> None:
+        if earlier and any(earlier.get(k) != made_with[k] for k in MANIFEST_KEYS):
+            say(f"{self.path} was scanned before with other settings; photos scanned with those are done again")
+        manifest = {"format": "crackscan-survey", "crackscan_version": __version__, **made_with}
+        write_text(self.path / SURVEY_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+    def photo_folders(self, relative_parts: Sequence[Sequence[str]]) -> list[Path]:
+        """One folder per photo, never shared: the photo's path below the survey's root, file
+        suffix kept (wall.jpg and wall.png differ), mirrored as folders under the survey. Where
+        two would still meet (names differing only in case, on a file system that folds
+        case), the later one gets a short hash of its path."""
+        folders, taken = [], set()
+        for parts in relative_parts:
+            folder = self.path.joinpath(*parts)
+            if str(folder).casefold() in taken:
+                digest = hashlib.sha256("/".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+                folder = folder.with_name(f"{folder.name}-{digest}")
+            taken.add(str(folder).casefold())
+            folders.append(folder)
+        return folders
+
+    @staticmethod
+    def completed(folder: Path, expected: dict[str, Any]) -> tuple[PhotoSummary | None, str]:
+        """The earlier result in a photo's ``folder`` if it is complete and made as
+        ``expected`` (RESUME_KEYS); else None and why not ("" when there is none at all)."""
+        if not (folder / SUMMARY_FILE).exists():
+            return None, ""
+        try:
+            values = json.loads((folder / SUMMARY_FILE).read_text())
+            if not isinstance(values, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as error:
+            return None, f"its summary.json is damaged ({error})"
+        missing = [name for name in RESULT_FILES if not (folder / name).is_file()]
+        if missing:
+            return None, f"its result is incomplete (no {', '.join(missing)})"
+        changed = [key for key in RESUME_KEYS if values.get(key) != expected.get(key)]
+        if changed:
+            if "photo_path" in changed:
+                return None, f"its folder held the result of another photo ({values.get('photo_path')})"
+            if "photo_bytes" in changed or "photo_mtime_ns" in changed:
+                return None, "the photo changed since it was scanned"
+            return None, "it was scanned with other settings (" + ", ".join(
+                f"{key} {values.get(key)!r} -> {expected.get(key)!r}" for key in changed if key != "model_sha256"
+            ) + (", another model" if "model_sha256" in changed else "") + ")"
+        try:
+            return PhotoSummary.from_dict(values), ""
+        except (ValueError, TypeError):
+            return None, "its summary.json lacks figures"
+
+    def write_summary(self, summaries: list[PhotoSummary], failed: Sequence[tuple[str, str]] = ()) -> Path:
+        """summary.csv: a row per scanned photo, most cracked first, then a row per photo that
+        could not be scanned, with the reason in ``problem``. One row per photo, whatever the
+        engine retried."""
+        by_photo = {s.photo: s for s in summaries}
+        ranked = sorted(by_photo.values(), key=lambda s: (-s.cracked_area_fraction, -s.max_crack_probability, s.photo))
+        problems = {photo: reason for photo, reason in failed if photo not in by_photo}
+        with atomic_open(self.summary_csv) as handle:
+            writer = csv.DictWriter(handle, fieldnames=SUMMARY_CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({**s.to_dict(), "problem": ""} for s in ranked)
+            writer.writerows({"photo": photo, "problem": reason} for photo, reason in sorted(problems.items()))
+        return self.summary_csv

@@ -1,0 +1,22 @@
+"""The local engine: one process, photo after photo, the model's threads on every core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..progress import Progress
+from ..runtime.predictor import Predictor
+from .job import OutcomeLog, SurveyJob, scan_job
+
+
+def scan_here(predictor: Predictor, jobs: list[SurveyJob], scan_settings: dict[str, Any], progress: Progress
+              ) -> OutcomeLog:
+    log = OutcomeLog(len(jobs), progress)
+    bar = progress.bar(total=len(jobs), desc="photos", unit="photo")
+    for job in jobs:
+        outcome = scan_job(predictor, job, **scan_settings)
+        bar.clear()
+        log.add(outcome)
+        bar.update(1)
+    bar.close()
+    return log
