@@ -71,16 +71,17 @@ def photo_jpeg(files: list[Path], rng, width: int = 4032, height: int = 3024) ->
 
 
 @contextlib.contextmanager
-def serving(model: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`crackscan serve MODEL` in a process of its own on a free loopback port, up and
-    answering /health; stopped on the way out. Yields its base URL and the process."""
+def serving(model: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`crackscan serve MODEL [OPTIONS]` in a process of its own on a free loopback port, up
+    and answering /health; stopped on the way out. Yields its base URL and the process."""
     import httpx
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "crackscan.cli", "serve", str(model), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "crackscan.cli", "serve", str(model), "--port", str(port),
+                               *options],
                               stderr=subprocess.DEVNULL)
     try:
         started = time.monotonic()

@@ -195,8 +195,8 @@ def _half_sent(client, port, payloads):
     try:
         for i in range(40):
             held = socket.create_connection(("127.0.0.1", port), timeout=5)
-            held.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n" if i % 2 else
-                         b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n--b\r\n")
+            held.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\n" if i % 2 else
+                         b"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 9000\r\n\r\n--b\r\n")
             sockets.append(held)
         time.sleep(3)
         ended = 0
@@ -220,7 +220,7 @@ def _leaving_scan(client, port, payloads):
     body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
             + photo + b"\r\n--b--\r\n")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
-        held.sendall(b"POST /v1/scan HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        held.sendall(b"POST /v1/scan HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         time.sleep(0.3)
     return "left"

@@ -20,7 +20,7 @@ from .conftest import png_declaring  # noqa: E402
 @pytest.fixture(scope="module")
 def client(tiny_run):
     app = create_app(tiny_run.path, max_upload_mb=0.3, max_pixels=5_000_000)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -108,8 +108,9 @@ def test_labels_and_adapt_refuse_bad_requests(client, tiny_run, tiny_model, phot
     assert client.post("/v1/labels", files=upload, data={"labels": good}).status_code == 409
     assert client.post("/v1/adapt").status_code == 409
     labels = tmp_path / "labels"
-    with TestClient(create_app(tiny_run.path, labels=labels), raise_server_exceptions=False) as site:
-        assert site.get("/health").json()["labels"] == str(labels)
+    with TestClient(create_app(tiny_run.path, labels=labels), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as site:
+        assert site.get("/health").json()["labels"] == labels.name  # a name, never the server's path
         for text, problem in (("not json", "JSON"), ("[]", "non-empty"), ('[{"x": 0}]', "whole numbers"),
                               ('[{"x": 450, "y": 0, "width": 96, "height": 96, "label": "Positive"}]', "inside"),
                               ('[{"x": 0, "y": 0, "width": 96, "height": 96, "label": "rust"}]', "label must be"),
@@ -132,6 +133,7 @@ def test_labels_and_adapt_refuse_bad_requests(client, tiny_run, tiny_model, phot
         # One class only: adapt explains instead of fitting nonsense.
         answer = site.post("/v1/adapt")
         assert answer.status_code == 422 and "one class" in answer.json()["detail"]
-    with TestClient(create_app(tiny_model, labels=tmp_path / "other"), raise_server_exceptions=False) as bare:
+    with TestClient(create_app(tiny_model, labels=tmp_path / "other"), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as bare:
         answer = bare.post("/v1/adapt")
         assert answer.status_code == 409 and "not a run folder" in answer.json()["detail"]

@@ -72,7 +72,7 @@ class Setting:
         return value
 
     def _describe(self) -> str:
-        noun = {int: "a whole number", float: "a number", str: "text"}[self.kind]
+        noun = {int: "a whole number", float: "a number", str: "text", bool: "true or false (1/0, yes/no)"}[self.kind]
         if self.low is not None and self.high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
             return f"{noun} in {left}{_number(self.low)}, {_number(self.high)}{right}"
@@ -221,8 +221,20 @@ SERVE_SETTINGS = (
     Setting("header_timeout", float, 10.0, "seconds a client may take to send a request's headers", low=0.0,
             high=600.0, low_open=True),
     Setting("max_connections", int, 256, "most open connections; more get 503", low=1, high=100_000),
+    # The labelling loop writes crops of uploads to disk: what one request and the whole
+    # folder may take is bounded, so no request can fill the disk.
+    Setting("max_label_side", int, 1024, "longest side of a labelled box in px (a few tiles)", low=8, high=8192),
+    Setting("max_label_mb", float, 32.0, "most MB one /v1/labels request may write (its crops and photo, "
+            "uncompressed)", low=0.0, high=100_000.0, low_open=True),
+    Setting("max_labels_folder_mb", float, 2048.0, "most MB the --labels folder may hold", low=0.0,
+            high=10_000_000.0, low_open=True),
+    Setting("allow_host", str, "", "more host names the server answers to, comma-separated (e.g. the name a "
+            "TLS proxy forwards; * for any); loopback names and the bound address always work", metavar="NAMES"),
+    Setting("token", str, None, "the access token every request must carry; default: none on loopback, "
+            "generated and printed when --host is beyond this machine", optional=True),
 )
-SERVE_LIMIT_NAMES = tuple(s.name for s in SERVE_SETTINGS if s.name not in ("host", "port"))
+# What /health shows: the budgets, never the access settings.
+SERVE_LIMIT_NAMES = tuple(s.name for s in SERVE_SETTINGS if s.name not in ("host", "port", "allow_host", "token"))
 
 
 # ---- training --------------------------------------------------------------------------------

@@ -158,24 +158,44 @@ class BackboneRunner(LiteRTRunner):
         return self.features(images)[0]
 
     def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled features and site maps, batched as _run_batched batches: full batches on the
+        full interpreter, a short remainder one image at a time on a second interpreter sized
+        for one (a lone request to a served adapted run must not pay for a padded batch)."""
         images = np.asarray(images)
         pooled, site = [], []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             count = len(chunk)
-            if count < self.batch_size:  # pad: one interpreter, one shape
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - count, *chunk.shape[1:]), chunk.dtype)])
-            with self._full_lock:
-                interpreter = self.interpreter
-                interpreter.set_tensor(self._input["index"], np.asarray(chunk, np.float32))
-                interpreter.invoke()
-                outputs = sorted((interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()),
-                                 key=np.ndim)
-            pooled.append(outputs[0][:count].copy())
-            site.append(outputs[1][:count].copy())
+            if count == self.batch_size:
+                parts = [self._features_full(chunk)]
+            elif count <= self.batch_size // 2:
+                parts = [self._features_one(chunk[i : i + 1]) for i in range(count)]
+            else:  # pad: one interpreter, one shape
+                padded = np.concatenate([chunk, np.zeros((self.batch_size - count, *chunk.shape[1:]), chunk.dtype)])
+                parts = [tuple(part[:count] for part in self._features_full(padded))]
+            for part_pooled, part_site in parts:
+                pooled.append(part_pooled)
+                site.append(part_site)
         if not pooled:
             return np.zeros((0, 0), np.float32), np.zeros((0, 0, 0, 0), np.float32)
         return np.concatenate(pooled), np.concatenate(site)
+
+    def _features_full(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._full_lock:
+            return self._both_outputs(self.interpreter, self._input, batch)
+
+    def _features_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._single_lock:
+            if self._single is None:
+                self._single = self._interpreter(1)
+            return self._both_outputs(self._single[0], self._single[1], image)
+
+    @staticmethod
+    def _both_outputs(interpreter: Any, detail_in: dict, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        interpreter.set_tensor(detail_in["index"], np.asarray(batch, np.float32))
+        interpreter.invoke()
+        outputs = sorted((interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()), key=np.ndim)
+        return outputs[0].copy(), outputs[1].copy()
 
 
 class HeadOnBackboneRunner:

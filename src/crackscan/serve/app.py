@@ -23,10 +23,11 @@ import os
 import socket
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .. import settings
-from ..errors import Cancelled, CrackscanError, LimitExceeded, MissingDependencyError
+from ..errors import Cancelled, CrackscanError, LimitExceeded, MissingDependencyError, WriteError
 from ..images import ImageReadError, image_pixel_count, read_pixels
 from ..model.registry import resolve
 from ..photo.scan import scan
@@ -34,7 +35,8 @@ from ..runtime.predictor import Predictor, as_predictor
 from ..version import __version__
 from .budgets import (HEAVY_PIXELS, BodyBudget, HeavyWork, PixelBudget, header_timeout_protocol,
                       return_freed_memory_to_the_system, serve_limits, stop_when_client_leaves)
-from .site_loop import LoopBusy, SiteLoop, parse_labels
+from .guard import RequestGuard, hosts_answered, is_loopback, new_token
+from .site_loop import LabelBudgetExceeded, LoopBusy, SiteLoop, parse_labels
 
 log = logging.getLogger("crackscan.server")
 
@@ -52,6 +54,10 @@ def refusal(error: CrackscanError) -> Any:
         return HTTPException(STATUS_FOR_READ_ERROR[error.kind], str(error))
     if isinstance(error, Cancelled):
         return HTTPException(CLIENT_CLOSED_REQUEST, str(error))
+    if isinstance(error, WriteError):
+        return HTTPException(507, str(error))  # Insufficient Storage: the disk's doing
+    if isinstance(error, LabelBudgetExceeded):
+        return HTTPException(413, str(error))
     if isinstance(error, LimitExceeded):
         return HTTPException(422, str(error))
     return HTTPException(400, str(error))
@@ -78,11 +84,14 @@ async def read_uploads(uploads: list[Any], limits: dict[str, Any]) -> tuple[list
     return contents, pixels
 
 
-def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None = None, **limits: Any) -> Any:
+def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None = None, *,
+               hosts: frozenset[str] | None = None, token: str | None = None, **limits: Any) -> Any:
     """The FastAPI app. With ``labels`` (a folder), the page's labelling loop is on: tiles
     flipped on the page are saved there (/v1/labels), and /v1/adapt refits the served run's
     head on them and serves the new run at once. The server then writes nowhere but that
-    folder and the new run folders beside it.
+    folder and the new run folders beside it. ``hosts`` are the Host names it answers to
+    (default: loopback names), ``token`` the access token every request must carry (guard).
+    Answers name files by their name, never by the server's absolute paths.
 
     The routes are closures over one app's state (the model, the labelling loop, the
     budgets), so this function is long while each route is a few lines; what routes share
@@ -98,12 +107,21 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
     heavy = HeavyWork()
     max_body = int(limits["max_upload_mb"] * 1024 * 1024)
     predictor = as_predictor(model)
-    loop = SiteLoop(labels, None if isinstance(model, Predictor) else resolve(model).run, predictor)
+    loop = SiteLoop(labels, None if isinstance(model, Predictor) else resolve(model).run, predictor,
+                    limits["max_label_mb"], limits["max_labels_folder_mb"])
     page = resources.files("crackscan.serve.web").joinpath("index.html").read_text()
     app = FastAPI(title="crackscan", version=__version__,
                   description="Crack / no-crack classification of concrete images and whole-photo crack maps.")
     app.add_middleware(BodyBudget, max_bytes=max_body, seconds=limits["request_timeout"])
+    # Added last, so it runs first: a foreign Host or origin is refused before any body is read.
+    app.add_middleware(RequestGuard, hosts=hosts_answered("127.0.0.1") if hosts is None else hosts, token=token)
     busy = PixelBudget(limits["max_busy_pixels"])
+    private = Redactor([Path.cwd(), Path.home(), loop.folder, predictor.path])
+
+    def refused(error: CrackscanError, status: int | None = None) -> HTTPException:
+        """The HTTP error for a user error, without the server's absolute paths."""
+        answer = refusal(error)
+        return HTTPException(status or answer.status_code, private(str(error)))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Any:
@@ -121,11 +139,11 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
     def health() -> dict[str, Any]:
         predictor = loop.predictor
         info = predictor.info
-        return {"status": "ok", "model": str(predictor.path), "format": predictor.format,
+        return {"status": "ok", "model": _name(predictor.path), "format": predictor.format, "task": info.task,
                 "classes": list(info.class_names), "positive_class": info.positive_class,
                 "input_size": info.input_size, "patch_size": info.patch_size, "version": __version__,
-                "labels": str(loop.folder) if loop.folder else None, "can_adapt": loop.can_adapt,
-                "adapted_runs": [str(run) for run in loop.made], "limits": limits}
+                "labels": _name(loop.folder), "can_adapt": loop.can_adapt,
+                "adapted_runs": [run.name for run in loop.made], "limits": limits}
 
     @app.post("/v1/classify")
     async def classify(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
@@ -140,7 +158,7 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
             try:
                 predictions = await (heavy.run(work) if pixels > HEAVY_PIXELS else run_in_threadpool(work))
             except CrackscanError as error:
-                raise refusal(error) from None
+                raise refused(error) from None
         return {"results": [
             {"filename": name, "label": p.label, "crack_probability": p.crack_probability,
              "probabilities": p.probabilities}
@@ -153,7 +171,7 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         try:
             options = settings.from_query(settings.SCAN_QUERY, request.query_params)
         except CrackscanError as error:
-            raise HTTPException(422, str(error)) from None
+            raise refused(error, 422) from None
         [(name, content)], pixels = await read_uploads([file], limits)
         stop = threading.Event()
         predictor = loop.predictor
@@ -169,8 +187,8 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
             try:
                 result, overlay_png = await heavy.run(work)
             except CrackscanError as error:
-                raise refusal(error) from None
-        result.summary.photo = name
+                raise refused(error) from None
+        result.summary.photo, result.summary.model = name, _name(predictor.path)
         info = predictor.info
         answer: dict[str, Any] = {
             "summary": result.summary.to_dict(), "tiles": [t.__dict__ for t in result.tiles],
@@ -190,12 +208,14 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         [(name, content)], pixels = await read_uploads([file], limits)
         async with busy.hold(pixels):
             try:
-                photo = await run_in_threadpool(decode, name, content)
-                entries = parse_labels(labels, photo.shape[1], photo.shape[0], loop.predictor.info)
-                saved = await run_in_threadpool(loop.save, photo, content, name, entries)
+                photo = await heavy.run(lambda: decode(name, content))
+                entries = parse_labels(labels, photo.shape[1], photo.shape[0], loop.predictor.info,
+                                       limits["max_label_side"])
+                # Saving writes crops: on the low-priority threads, as the heavy work is.
+                saved = await heavy.run(lambda: loop.save(photo, content, name, entries))
             except CrackscanError as error:
-                raise (HTTPException(422, str(error)) if not isinstance(error, ImageReadError)
-                       else refusal(error)) from None
+                raise refused(error, None if isinstance(error, (ImageReadError, WriteError, LabelBudgetExceeded))
+                              else 422) from None
         return saved
 
     @app.post("/v1/adapt")
@@ -206,9 +226,29 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         try:
             return await heavy.run(loop.adapt)
         except CrackscanError as error:
-            raise HTTPException(409 if isinstance(error, LoopBusy) else 422, str(error)) from None
+            raise refused(error, 409 if isinstance(error, LoopBusy) else 507 if isinstance(error, WriteError)
+                          else 422) from None
 
     return app
+
+
+def _name(path: Path | None) -> str | None:
+    return None if path is None else Path(path).name
+
+
+class Redactor:
+    """Strips the server's own absolute folders from a message: a client is told which file,
+    by its name, never where the server keeps it."""
+
+    def __init__(self, places: list[Path | None]):
+        folders = {str(Path(place).resolve().parent if Path(place).suffix else Path(place).resolve())
+                   for place in places if place is not None}
+        self.prefixes = sorted((f for f in folders if f not in ("/", "")), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for prefix in self.prefixes:
+            text = text.replace(prefix + os.sep, "").replace(prefix, ".")
+        return text
 
 
 def _png_base64(image: Any) -> str:
@@ -218,28 +258,41 @@ def _png_base64(image: Any) -> str:
 
 
 def build_server(model: str | os.PathLike | Any, host: str = "127.0.0.1", port: int = 8000,
-                 labels: str | os.PathLike | None = None, **limits: Any) -> Any:
-    """The uvicorn server ``serve`` runs: the app, the header timeout and the connection cap."""
+                 labels: str | os.PathLike | None = None, allow_host: str = "", token: str | None = None,
+                 **limits: Any) -> Any:
+    """The uvicorn server ``serve`` runs: the app, the header timeout and the connection cap.
+    Bound beyond loopback, it refuses to start without an access token."""
     try:
         import uvicorn
     except ImportError:
         raise MissingDependencyError("uvicorn", "crackscan serve", extra="serve") from None
-    settings.check_all(settings.SERVE_SETTINGS, {"host": host, "port": port})
+    settings.check_all(settings.SERVE_SETTINGS, {"host": host, "port": port, "allow_host": allow_host, "token": token})
+    if token is None and not is_loopback(host):
+        raise CrackscanError(f"--host {host} lets other machines reach the server: it needs an access token (--token, "
+                             "or let crackscan serve make one)")
     limits = serve_limits(**limits)
-    config = uvicorn.Config(create_app(model, labels, **limits), host=host, port=port, log_level="warning",
+    hosts = hosts_answered(host, [name.strip() for name in allow_host.split(",") if name.strip()])
+    app = create_app(model, labels, hosts=hosts, token=token, **limits)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             http=header_timeout_protocol(limits["header_timeout"]),
                             limit_concurrency=limits["max_connections"], timeout_keep_alive=5)
     return uvicorn.Server(config)
 
 
 def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, announce: Any = None,
-          labels: str | os.PathLike | None = None, **limits: Any) -> None:
-    """Loads the model, then serves; ``announce(url)`` is called once the model is loaded."""
+          labels: str | os.PathLike | None = None, allow_host: str = "", token: str | None = None,
+          **limits: Any) -> None:
+    """Loads the model, then serves; ``announce(url)`` is called once the model is loaded,
+    with the access token in the URL when there is one (made here for a server bound beyond
+    loopback that was given none, as notebook servers do)."""
     return_freed_memory_to_the_system()
-    server = build_server(model, host, port, labels, **limits)
+    if token is None and not is_loopback(host):
+        token = new_token()
+    server = build_server(model, host, port, labels, allow_host, token, **limits)
     listening = _bind(host, port)
     if announce is not None:
-        announce(f"http://{host}:{port}/")
+        shown = f"[{host}]" if ":" in host else host
+        announce(f"http://{shown}:{port}/" + (f"?token={token}" if token else ""))
     server.run(sockets=[listening])
 
 

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import CrackscanError
+from ..errors import CrackscanError, LimitExceeded, write_error
 from ..runtime.predictor import Predictor, load_head_on_backbone
 from ..site.adapt import adapt
 from ..site.labels import LabelSet
@@ -19,11 +19,17 @@ class LoopBusy(CrackscanError):
     pass
 
 
-def parse_labels(text: str, width: int, height: int, info: Any) -> list[tuple[tuple[int, int, int, int], bool]]:
-    """The page's labels for one photo, checked: boxes inside the photo, known class names."""
+class LabelBudgetExceeded(LimitExceeded):
+    """Saving these labels would write more than a request or the labels folder may hold."""
+
+
+def parse_labels(text: str, width: int, height: int, info: Any, max_side: int = 1024
+                 ) -> list[tuple[tuple[int, int, int, int], bool]]:
+    """The page's labels for one photo, checked: boxes inside the photo, no side over
+    ``max_side`` (a few tiles), each box once, known class names."""
     try:
         entries = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise CrackscanError("labels must be JSON: a list of {x, y, width, height, label}") from None
     if not isinstance(entries, list) or not entries:
         raise CrackscanError("labels must be a non-empty list of {x, y, width, height, label}")
@@ -39,6 +45,11 @@ def parse_labels(text: str, width: int, height: int, info: Any) -> list[tuple[tu
         x, y, w, h = box
         if w < 8 or h < 8 or x < 0 or y < 0 or x + w > width or y + h > height:
             raise CrackscanError(f"tile {box} is not inside the {width}x{height} photo (or is under 8 px)")
+        if max(w, h) > max_side:
+            raise CrackscanError(f"tile {box} is larger than a label may be ({max_side} px a side): label tiles, "
+                                 "not the photo")
+        if any(box == earlier for earlier, _ in checked):
+            raise CrackscanError(f"tile {box} is labelled twice in one request")
         if entry.get("label") not in info.class_names:
             raise CrackscanError(f"label must be one of {', '.join(info.class_names)}, got {entry.get('label')!r:.40}")
         checked.append(((x, y, w, h), entry["label"] == info.positive_class))
@@ -49,16 +60,24 @@ class SiteLoop:
     """The labelling loop behind the page: one labels folder, the run being served, the runs
     adapt made from it; one adaptation at a time."""
 
-    def __init__(self, folder: str | os.PathLike | None, run: Any, predictor: Predictor):
-        self.folder = Path(folder) if folder is not None else None
+    def __init__(self, folder: str | os.PathLike | None, run: Any, predictor: Predictor,
+                 max_request_mb: float = 32.0, max_folder_mb: float = 2048.0):
+        # Resolved: adapted runs go beside the labels folder, and "." has no parent of its own.
+        self.folder = Path(folder).resolve() if folder is not None else None
         self.origin = run
         self.predictor = predictor
         self.made: list[Path] = []
         self._lock = threading.Lock()
+        self.max_request_bytes, self.max_folder_bytes = int(max_request_mb * 2**20), int(max_folder_mb * 2**20)
+        self.folder_bytes = 0
         if self.folder is not None:
             if self.folder.exists() and not self.folder.is_dir():
                 raise CrackscanError(f"--labels {self.folder} is a file, not a folder")
-            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise write_error(self.folder, error) from None
+            self.folder_bytes = sum(path.stat().st_size for path in self.folder.rglob("*") if path.is_file())
 
     @property
     def can_adapt(self) -> bool:
@@ -73,26 +92,39 @@ class SiteLoop:
         # A name is recorded, never used as a path: keep it printable.
         shown = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)[:200] or "upload"
         info = self.predictor.info
+        # Bounded before anything is written, by the crops' uncompressed size (PNG is smaller).
+        cost = len(content) + sum(w * h * 3 for (_, _, w, h), _ in entries)
+        if cost > self.max_request_bytes:
+            raise LabelBudgetExceeded(f"these labels would write {cost / 2**20:.1f} MB, over the "
+                                      f"{self.max_request_bytes / 2**20:g} MB one request may write")
+        if self.folder_bytes + cost > self.max_folder_bytes:
+            raise LabelBudgetExceeded(f"the labels folder holds {self.folder_bytes / 2**20:.0f} MB; these labels would "
+                                      f"take it over its {self.max_folder_bytes / 2**20:g} MB")
         with self._lock:
             labels = LabelSet(self.folder, (info.negative_class, info.positive_class))
             kept = labels.keep_photo(content, shown)
             for (x, y, w, h), crack in entries:
                 labels.add(photo[y : y + h, x : x + w], kept, (x, y, w, h), crack, f"page:{shown}")
             labels.save()
-        return {"saved": len(entries), "labels": str(self.folder), "counts": labels.counts()}
+            self.folder_bytes += cost
+        return {"saved": len(entries), "labels": self.folder.name, "counts": labels.counts()}
 
     def adapt(self) -> dict[str, Any]:
         if not self._lock.acquire(blocking=False):
             raise LoopBusy("an adaptation is already running: try again when it is done")
         try:
-            out = next(self.folder.parent / f"{self.folder.name}-adapted-{n:02d}" for n in range(1, 10_000)
-                       if not (self.folder.parent / f"{self.folder.name}-adapted-{n:02d}").exists())
-            made = adapt(self.origin, self.folder, out, keep_backbone_in_parent=False)
+            made = adapt(self.origin, self.folder, self.next_run_folder(), keep_backbone_in_parent=False)
             self.predictor = load_head_on_backbone(made.path)
             self.made.append(made.path)
         finally:
             self._lock.release()
         m = made.metrics
-        return {"run": str(made.path), "model": str(self.predictor.path), "site_tiles": m["site_tiles"],
+        return {"run": made.path.name, "model": self.predictor.path.name, "site_tiles": m["site_tiles"],
                 "site_cross_validated": m["site_cross_validated"], "parent_test": m["parent_test"],
                 "seconds": m["seconds"]}
+
+    def next_run_folder(self) -> Path:
+        """Where the next adapted run goes: beside the labels folder, never inside it (a run
+        inside would count as a third class of labels)."""
+        return next(self.folder.parent / f"{self.folder.name}-adapted-{n:02d}" for n in range(1, 10_000)
+                    if not (self.folder.parent / f"{self.folder.name}-adapted-{n:02d}").exists())
