@@ -38,7 +38,7 @@ LAYERS = [
     {"export", "train", "survey.plan", "survey.parquet"},
     {"site.adapt", "survey.job"},
     {"survey.local", "survey.layout", "survey.ray_engine"},
-    {"survey.driver", "serve.budgets", "serve.site_loop"},
+    {"survey.driver", "serve.budgets", "serve.guard", "serve.site_loop"},
     {"serve.app"},
     {"cli"},
 ]

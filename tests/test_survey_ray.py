@@ -203,3 +203,35 @@ def test_summary_json_records_the_engine_settings(local_ray, tiny_model, photos,
     scan_many(tiny_model, [photos], tmp_path / "out", tile=227, engine="ray", workers=1)
     manifest = json.loads((tmp_path / "out" / "survey.json").read_text())
     assert manifest["engine"] == "ray" and manifest["tile"] == 227
+
+
+def test_a_file_name_that_is_not_utf8_is_scanned_on_ray(local_ray, tiny_model, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    odd = os.fsdecode(b"wall-\xff\xfe.jpg")  # bytes no UTF-8 decoder accepts
+    Image.fromarray(synth.make_photo(np.random.default_rng(1), 400, 300)).save(folder / odd, quality=90)
+    Image.fromarray(synth.make_photo(np.random.default_rng(2), 400, 300)).save(folder / "plain.jpg", quality=90)
+    outcome = scan_many(tiny_model, [folder], tmp_path / "out", engine="ray")
+    assert len(outcome.scanned) == 2 and not outcome.failed
+    assert (tmp_path / "out" / odd / "summary.json").is_file()
+    names = set(pq.read_table(tmp_path / "out" / "tiles.parquet").to_pandas().photo)
+    assert any(name.endswith("wall-\\xff\\xfe.jpg") for name in names), names
+
+
+def test_ctrl_c_during_a_ray_survey_is_one_line(tiny_model, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(12):
+        Image.fromarray(synth.make_photo(rng, 900, 700)).save(folder / f"p{i:02d}.jpg", quality=90)
+    out = tmp_path / "out"
+    survey = subprocess.Popen([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_model), str(folder), "--out",
+                               str(out), "--engine", "ray", "--tile", "48", "--stride", "24"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list(out.glob("*/summary.json")) and time.monotonic() < deadline and survey.poll() is None:
+        time.sleep(0.1)
+    survey.send_signal(signal.SIGINT)
+    _, err = survey.communicate(timeout=120)
+    assert survey.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "crackscan: interrupted" in err, err[-2000:]

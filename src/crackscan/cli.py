@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import runs, settings, synth
-from .errors import CrackscanError
+from .errors import WRITE_ERRNOS, CrackscanError, write_error
 from .evaluate import evaluate, evaluate_photos
 from .export import export
 from .images import list_image_files
@@ -59,7 +59,8 @@ EXAMPLES = {
              "crackscan scan crackscan-nano s3://bucket/survey/ --out /shared/scans --engine ray --address head:6379"],
     "serve": ["crackscan serve crackscan-base   # then open http://127.0.0.1:8000/",
               "crackscan serve runs/first --labels site-labels   # label tiles on the page, then Adapt",
-              "crackscan serve runs/first --host 0.0.0.0 --port 8080 --max-upload-mb 50"],
+              "crackscan serve runs/first --port 8080 --max-upload-mb 50",
+              "crackscan serve runs/first --host 0.0.0.0 --allow-host crack.example.org   # needs its printed token"],
     "info": ["crackscan info runs/first", "crackscan info model.int8.tflite --format json",
              "crackscan info crackscan-nano"],
     "models": ["crackscan models", "crackscan models --benchmark   # measure images/s on this machine now",
@@ -190,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CrackscanError as error:
         print(f"crackscan: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:
+        # A write outside crackscan's atomic writes (a library saving a file) that met a full
+        # disk or a read-only folder: the disk's doing, said in one line.
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        print(f"crackscan: error: {write_error(error.filename or 'a file', error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("crackscan: interrupted", file=sys.stderr)
@@ -392,7 +400,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = settings.resolved(args, settings.SERVE_SETTINGS)
 
     def announce(url: str) -> None:
-        print(f"crackscan serving {args.model} on {url} (API docs at {url}docs); Ctrl-C stops", file=sys.stderr)
+        base = url.split("?", 1)[0]
+        print(f"crackscan serving {args.model} on {url} (API docs at {base}docs); Ctrl-C stops", file=sys.stderr)
+        if "?token=" in url:
+            print(f"crackscan: note: --host {options['host']} lets other machines reach this server: every request "
+                  "needs the access token in that address (or Authorization: Bearer TOKEN). Across a network, put "
+                  "it behind a TLS proxy (README, Web page)", file=sys.stderr)
 
     serve(_model_for_inference(args.model), announce=announce, labels=args.labels, **options)
     return 0

@@ -4,6 +4,8 @@ The CLI prints the message and exits non-zero, the server answers 4xx with it; a
 else that escapes is a bug and keeps its traceback.
 """
 
+import errno
+
 
 class CrackscanError(Exception):
     """A problem with the user's input, reported as one line."""
@@ -19,6 +21,18 @@ class MissingDependencyError(CrackscanError):
 
 class LimitExceeded(CrackscanError):
     """A request asks for more work or memory than a configured limit allows."""
+
+
+class WriteError(CrackscanError):
+    """A file could not be written: the disk is full, the folder is read-only or has gone."""
+
+
+# What a write can meet that is the disk's or the folder's doing, not crackscan's.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def write_error(path: object, error: OSError) -> WriteError:
+    return WriteError(f"cannot write {path}: {error.strerror or error}")
 
 
 class Cancelled(CrackscanError):

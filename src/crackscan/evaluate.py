@@ -169,7 +169,7 @@ def evaluate_photos(
         saids.append(said)
         rows.append({"photo": str(pair.photo), "mask": str(pair.mask), **tile_metrics(truth, said)})
         if out_dir is not None:
-            with atomic_path(out_dir / "overlays" / f"{pair.photo.stem}.jpg") as temporary:
+            with atomic_path(out_dir / "overlays" / pair.relative.with_suffix(".jpg")) as temporary:
                 outcome_overlay(result, truth, said).save(temporary, quality=OVERLAY_JPEG_QUALITY)
     bar.close()
     if not rows:

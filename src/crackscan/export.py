@@ -29,7 +29,7 @@ from .model.registry import resolve
 from .progress import Progress, as_progress
 from .runtime.formats import attach_litert_metadata, attach_onnx_metadata, keras_to_litert, quiet_stdout
 from .runtime.runners import KerasRunner, LiteRTRunner, OnnxRunner, Runner
-from .site.labels import unlabelled_site_tiles
+from .site.labels import labelled_samples, unlabelled_site_tiles
 
 def keras_to_onnx(model: Any, path: Path) -> Path:
     """Keras' own ONNX export (tf2onnx underneath)."""
@@ -140,7 +140,7 @@ def export(
     # An adapted run answers its site's tiles with a head the parent's images never reach
     # (the gate keeps them on the parent's): int8 must be calibrated and checked on both.
     site = runs.site_labels(run_dir) if int8 and run_dir is not None and check is None and calibration is None else None
-    site_check = read_labelled(find_dataset_for_model(site, info.class_names, info.positive_class)[1],
+    site_check = read_labelled(labelled_samples(site, info.class_names, info.positive_class),
                                info.input_size) if site is not None else None
     batches = _calibration_batches(run_dir, calibration, site, site_check, info, calibration_images, seed, step) \
         if int8 else None

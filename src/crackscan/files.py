@@ -16,7 +16,7 @@ import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
-from .errors import CrackscanError
+from .errors import WRITE_ERRNOS, CrackscanError, write_error
 
 PARTIAL_MARK = ".partial"
 # CSV files hold file names; a name that is not valid UTF-8 (a Linux file system allows any
@@ -33,16 +33,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; when the block ends without an error, the
     file written there replaces ``path``. On an error (or Ctrl-C) it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error) from None
     temporary = partial_name(path)
     try:
-        yield temporary
+        try:
+            yield temporary
+        except OSError as error:  # the disk's doing (full, read-only) is one line; anything else a bug
+            if error.errno in WRITE_ERRNOS:
+                raise write_error(path, error) from None
+            raise
         if not temporary.is_file():
             raise FileNotFoundError(f"nothing was written to {temporary}")
         _fsync(temporary)
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as error:  # the folder went away, or was made read-only, while writing
+            raise write_error(path, error) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             temporary.unlink()
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import stat
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -93,18 +94,48 @@ def list_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def read_image_file(path: str | os.PathLike) -> bytes:
-    """A file's bytes, or an ImageReadError that says why they cannot be had."""
+def max_file_bytes(max_pixels: int | None) -> int | None:
+    """The most bytes an image file of at most ``max_pixels`` pixels can hold in a format
+    crackscan reads: uncompressed 16-bit RGBA (8 bytes a pixel) plus headers. A larger file
+    is refused before it is read, whatever its name says."""
+    return None if max_pixels is None else 8 * max_pixels + (1 << 20)
+
+
+def read_image_file(path: str | os.PathLike, max_bytes: int | None = max_file_bytes(DEFAULT_MAX_PIXELS)) -> bytes:
+    """A regular file's bytes, or an ImageReadError that says why they cannot be had.
+
+    Opened without blocking and judged before any byte is read: a FIFO would block forever,
+    a device (a link to /dev/zero) never ends, and a file over ``max_bytes`` would take its
+    size in memory only to be refused."""
     try:
-        return Path(path).read_bytes()
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ImageReadError(path, "file not found", "unreadable") from None
+        reason = "a link to nothing (dangling symlink)" if os.path.islink(path) else "file not found"
+        raise ImageReadError(path, reason, "unreadable") from None
     except IsADirectoryError:
         raise ImageReadError(path, "is a folder, not an image", "unreadable") from None
     except PermissionError:
         raise ImageReadError(path, "permission denied", "unreadable") from None
     except OSError as error:
         raise ImageReadError(path, f"cannot read ({error.strerror or error})", "unreadable") from None
+    try:
+        facts = os.fstat(descriptor)
+        if stat.S_ISDIR(facts.st_mode):
+            raise ImageReadError(path, "is a folder, not an image", "unreadable")
+        if not stat.S_ISREG(facts.st_mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(facts.st_mode) else "a device" if stat.S_ISCHR(facts.st_mode)
+                    or stat.S_ISBLK(facts.st_mode) else "a socket" if stat.S_ISSOCK(facts.st_mode) else "not a file")
+            raise ImageReadError(path, f"is {kind}, not an image file: not read", "unreadable")
+        if max_bytes is not None and facts.st_size > max_bytes:
+            raise ImageReadError(path, f"{facts.st_size:,} bytes, more than an image within the pixel limit can hold "
+                                       f"({max_bytes:,}): not read", "too_large")
+        os.set_blocking(descriptor, True)
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as error:
+        raise ImageReadError(path, f"cannot read ({error.strerror or error})", "unreadable") from None
+    finally:
+        os.close(descriptor)
 
 
 def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -115,7 +146,7 @@ def open_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         return _upright_rgb(source, getattr(source, "filename", None) or "image")
     if isinstance(source, (bytes, bytearray)):
         return _open_bytes(bytes(source), "image bytes", max_pixels)
-    return _open_bytes(read_image_file(source), str(source), max_pixels)
+    return _open_bytes(read_image_file(source, max_file_bytes(max_pixels)), str(source), max_pixels)
 
 
 def read_pixels(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> np.ndarray:
@@ -128,6 +159,25 @@ def read_pixels(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS
     takes Pillow's path.
     """
     return read_for_shrinking(source, None, max_pixels, name)[0]
+
+
+def read_mask_values(source: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A mask image as HxW uint8 values (its brightest channel, EXIF orientation applied),
+    through the same guarded decode as photos. Pixels that its alpha channel makes fully
+    transparent are 0: a transparent background is no crack, whatever colour it stores."""
+    name = str(source)
+    image = _open_header(read_image_file(source, max_file_bytes(max_pixels)), name, max_pixels)
+    try:
+        image.load()
+        image = _exif_upright(image)
+        has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+        opaque = np.asarray(image.convert("RGBA"))[..., 3] > 0 if has_alpha else None
+        values = np.asarray(_to_rgb(image)).max(axis=2)
+    except MemoryError:
+        raise ImageReadError(name, "too large to decode", "too_many_pixels") from None
+    except Exception as error:  # noqa: BLE001 - see _open_bytes
+        raise ImageReadError(name, f"truncated or corrupt image ({_describe(error)})") from None
+    return values if opaque is None else np.where(opaque, values, 0).astype(np.uint8)
 
 
 def read_for_shrinking(
@@ -147,7 +197,7 @@ def read_for_shrinking(
         if isinstance(source, (bytes, bytearray)):
             content, name = bytes(source), name or "image bytes"
         else:
-            content, name = read_image_file(source), name or str(source)
+            content, name = read_image_file(source, max_file_bytes(max_pixels)), name or str(source)
         decoded = _decode_plain_jpeg(content, max_pixels, target)
         if decoded is not None:
             return decoded

@@ -12,16 +12,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import fcntl
 import json
 import os
 import re
 import time
+import zipfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .errors import CrackscanError
+from .errors import CrackscanError, first_line, write_error
 from .files import TEXT_ENCODING, atomic_open, atomic_path, remove_partials, write_text
 from .settings import TrainConfig
 from .version import __version__
@@ -65,6 +67,46 @@ def is_run(folder: str | os.PathLike) -> bool:
     return _legacy_data_root(folder) is not None and (folder / MODEL_FILE).is_file() and (folder / SPLIT_FILE).is_file()
 
 
+LOCK_FILE = ".crackscan.lock"
+
+
+@contextlib.contextmanager
+def locked(out: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
+    """Holds the folder ``out`` for one writer: a second train or adapt into the same folder
+    at the same time is refused (or, with ``wait``, waits its turn), so two writers cannot
+    both report a run of which only one survives. The lock is the OS's (flock), so it dies
+    with its process and never needs clearing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CrackscanError(f"run folder {out} exists and is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_FILE, "a+")
+    except OSError as error:
+        raise write_error(out, error) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CrackscanError(f"another crackscan is writing a run into {out} right now: wait for it to finish, "
+                                 "or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"written by crackscan process {os.getpid()}\n")  # for whoever finds the file
+        handle.flush()
+        yield out
+    finally:
+        handle.close()  # closing releases the lock
+
+
+@contextlib.contextmanager
+def writing(out: str | os.PathLike, force: bool) -> Iterator[Path]:
+    """``out`` locked and prepared for a new run, for the time the run is written into it
+    (its files, then ``finish``)."""
+    with locked(out):
+        yield prepare(out, force)
+
+
 def prepare(out: str | os.PathLike, force: bool) -> Path:
     """Makes ``out`` ready for a new run. A finished run is replaced only with ``force``; an
     interrupted run's leftovers are cleared."""
@@ -79,7 +121,14 @@ def prepare(out: str | os.PathLike, force: bool) -> Path:
         elif any((out / name).exists() for name in RUN_FILES):
             clear(out)  # an interrupted run: its files were never a run
         remove_partials(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(out, error) from None
+    # A read-only or full folder is said now, not after minutes of embedding.
+    probe = out / ".crackscan-write-check"
+    write_text(probe, "crackscan checks it can write here\n")
+    probe.unlink()
     return out
 
 
@@ -162,13 +211,32 @@ def save_features(run: Path, features: np.ndarray, labels: np.ndarray, splits: n
 
 
 def load_features(run: Path) -> dict[str, np.ndarray] | None:
-    """The cached features, labels and splits, or None for a run made without them."""
-    try:
-        with np.load(run / FEATURES_FILE, allow_pickle=False) as cached:
-            loaded = {name: cached[name] for name in ("features", "labels", "splits")}
-    except (OSError, ValueError, KeyError):
+    """The cached features, labels and splits, checked against each other and split.csv;
+    None for a run made without them. A damaged file is refused with its name."""
+    path = run / FEATURES_FILE
+    if not path.exists():
         return None
-    loaded["features"] = loaded["features"].astype(np.float32)
+
+    def damaged(why: str) -> CrackscanError:
+        return CrackscanError(f"{path} is damaged ({why}): delete it, and adapt embeds the run's images again")
+
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            loaded = {name: cached[name] for name in ("features", "labels", "splits")}
+    except KeyError as error:
+        raise damaged(f"no {error}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise damaged(first_line(error)) from None
+    features, labels, splits = loaded["features"], loaded["labels"], loaded["splits"]
+    if features.ndim != 2 or labels.ndim != 1 or splits.ndim != 1 or not len(features) == len(labels) == len(splits):
+        raise damaged(f"features {features.shape}, labels {labels.shape} and splits {splits.shape} do not match")
+    if not set(np.unique(splits)) <= {"train", "val", "test"}:
+        raise damaged("unknown split names")
+    if (run / SPLIT_FILE).is_file() and len(split_rows(run)) != len(features):
+        raise damaged(f"{len(features)} rows, but {SPLIT_FILE} lists {len(split_rows(run))} images")
+    loaded["features"] = features.astype(np.float32)
+    if not np.all(np.isfinite(loaded["features"])):
+        raise damaged("non-finite features")
     return loaded
 
 

@@ -61,7 +61,11 @@ def train(
     report = as_progress(progress)
     config = (config or TrainConfig()).replace(**settings)
     dataset = find_dataset(data, config.positive_class)
-    out = runs.prepare(out, force)
+    with runs.writing(out, force) as folder:
+        return _train_into(folder, dataset, config, report, started)
+
+
+def _train_into(out: Path, dataset: Dataset, config: TrainConfig, report: Progress, started: float) -> Run:
     keras = _tf.keras()
     keras.utils.set_random_seed(config.seed)
     classifier = build_classifier(config, len(dataset.class_names))

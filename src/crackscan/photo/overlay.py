@@ -40,7 +40,9 @@ def draw_tile_map(pixels: np.ndarray, width: int, height: int, boxes: Sequence[B
     for (x, y, w, h), probability in zip(boxes, probabilities):
         if probability < threshold:
             continue
-        box = (x * factor, y * factor, (x + w) * factor - 1, (y + h) * factor - 1)
+        left, top = x * factor, y * factor
+        # A tile thinner than a pixel at this scale (a 1 x 30,000 px photo) is still drawn.
+        box = (left, top, max(left, (x + w) * factor - 1), max(top, (y + h) * factor - 1))
         draw.rectangle(box, fill=(*CRACK_RGB, _shade_alpha(probability, threshold)), outline=(255, 40, 40, 230),
                        width=2)
     photo = Image.alpha_composite(base, shade).convert("RGB")
@@ -89,7 +91,11 @@ def with_legend_strip(photo: Image.Image, lines: Sequence[str], ramp_from: float
     pad = max(4, font_size // 2)
     ramp_h = font_size if ramp_from is not None else 0
     strip_h = len(lines) * (font_size + pad) + ramp_h + 3 * pad
-    composed = Image.new("RGB", (photo.width, photo.height + strip_h), (255, 255, 255))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    # Wide enough for its longest line: on a photo narrower than the text, the strip (and
+    # the picture) grows to the right rather than cutting the figures off.
+    width = max(photo.width, max((int(measure.textlength(line, font=font)) for line in lines), default=0) + 2 * pad)
+    composed = Image.new("RGB", (width, photo.height + strip_h), (255, 255, 255))
     composed.paste(photo, (0, 0))
     draw = ImageDraw.Draw(composed)
     y = photo.height + pad
@@ -97,7 +103,7 @@ def with_legend_strip(photo: Image.Image, lines: Sequence[str], ramp_from: float
         draw.text((pad, y), line, fill=(0, 0, 0), font=font)
         y += font_size + pad
     if ramp_from is not None:
-        ramp_w = max(1, min(photo.width - 2 * pad, 40 * font_size))
+        ramp_w = max(1, min(width - 2 * pad, 40 * font_size))
         for i in range(ramp_w):
             alpha = _shade_alpha(ramp_from + (1 - ramp_from) * i / max(1, ramp_w - 1), ramp_from) / 255
             colour = tuple(int(255 * (1 - alpha) + c * alpha) for c in CRACK_RGB)

@@ -129,11 +129,14 @@ def read_model_info(path: str | os.PathLike) -> tuple[ModelInfo, str]:
 
 def open_model(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
                num_threads: int | None = None) -> OpenModel:
-    """A runner and the metadata of a .keras, .tflite or .onnx file."""
+    """A runner and the metadata of a .keras, .tflite or .onnx file; refused when the
+    metadata's input size is not the one the graph takes (an edited file would load, then
+    fail at its first prediction)."""
     path = Path(path)
     fmt = FORMAT_OF_SUFFIX.get(path.suffix.lower())
     if fmt == "keras":
         model, info = load_keras_model(path)
+        _check_input_size(path, info, tuple(model.input_shape[1:3]))
         return OpenModel(KerasRunner(model, batch_size), info, path, fmt)
     if fmt == "litert":
         try:
@@ -141,8 +144,20 @@ def open_model(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
         except OSError as error:
             raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
         info = read_litert_metadata(content, path)
-        return OpenModel(LiteRTRunner(content, batch_size, num_threads), info, path, fmt)
+        runner = LiteRTRunner(content, batch_size, num_threads)
+        _check_input_size(path, info, tuple(int(v) for v in runner.interpreter.get_input_details()[0]["shape"][1:3]))
+        return OpenModel(runner, info, path, fmt)
     if fmt == "onnx":
         runner = OnnxRunner(path, batch_size, num_threads)
-        return OpenModel(runner, read_onnx_metadata(runner.session, path), path, fmt)
+        info = read_onnx_metadata(runner.session, path)
+        _check_input_size(path, info, tuple(runner.session.get_inputs()[0].shape[1:3]))
+        return OpenModel(runner, info, path, fmt)
     raise CrackscanError(f"{path}: unknown model format (expected .keras, .tflite or .onnx, or a run folder)")
+
+
+def _check_input_size(path: Path, info: ModelInfo, graph: tuple) -> None:
+    """The graph's input side (height, width; None or a name where it takes any) against the metadata's."""
+    fixed = [side for side in graph if isinstance(side, int) and side > 0]
+    if any(side != info.input_size for side in fixed):
+        raise CrackscanError(f"{path}: its metadata says {info.input_size} px inputs but the model takes "
+                             f"{'x'.join(map(str, graph))}: the file was edited or damaged; export it again")

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import plots, runs
-from ..datasets import Sample, find_dataset_for_model, read_labelled
+from ..datasets import Sample, read_labelled
 from ..errors import CrackscanError
 from ..files import atomic_path, file_sha256, write_bytes
 from ..metrics import tile_metrics
@@ -51,7 +51,7 @@ from ..runtime.formats import keras_to_litert, read_model_info
 from ..runtime.runners import BackboneRunner
 from ..settings import TrainConfig, cache_folder
 from .fit import L2, SITE_L2, at_crack_share, balanced_weights, dihedral, fit_logistic, fit_site_head, stratified_folds
-from .labels import unlabelled_site_tiles
+from .labels import labelled_samples, unlabelled_site_tiles
 
 CV_FOLDS = 5
 VIEWS = 8  # dihedral() gives each tile's eight flips and rotations
@@ -127,6 +127,10 @@ def adapt(
     if base is None:
         report.step("embedding the parent run's images once (a run made before features.npz was kept)")
         base = _embed_parent(parent, backbone, info)
+    if base["features"].shape[1] != site.view_pooled.shape[1]:
+        raise CrackscanError(f"{parent / runs.FEATURES_FILE} holds {base['features'].shape[1]} features an image, its "
+                             f"backbone gives {site.view_pooled.shape[1]}: it is damaged or from another model; delete "
+                             "it, and adapt embeds the run's images again")
 
     report.step("fitting the site head, its crack share and the gate")
     everyone = np.arange(len(site.labels))
@@ -143,16 +147,16 @@ def adapt(
     parent_check = _check_parent(head, base, parent, backbone, info)
 
     report.step("writing the new run")
-    out = runs.prepare(out, force)
-    write_site_model(keras_path, out / runs.MODEL_FILE, head, info, site.view_maps.shape[1:], SITE_LAYER)
-    head.save_to(out / runs.SITE_HEAD_FILE)
-    _link_parent_records(parent, out)
-    write_bytes(out / runs.BACKBONE_FILE, backbone.model_content)
-    _site_confusion_plot(out, site.crack, cv_probability >= 0.5, info)
-    metrics = _adaptation_metrics(parent, labels, site, info, crack_share, (site_before, site_after), parent_check,
-                                  time.perf_counter() - started)
-    runs.write_metrics(out, metrics)
-    runs.finish(out, runs.data_root(parent), {"adapted_from": str(parent.resolve())})
+    with runs.writing(out, force) as out:
+        write_site_model(keras_path, out / runs.MODEL_FILE, head, info, site.view_maps.shape[1:], SITE_LAYER)
+        head.save_to(out / runs.SITE_HEAD_FILE)
+        _link_parent_records(parent, out)
+        write_bytes(out / runs.BACKBONE_FILE, backbone.model_content)
+        _site_confusion_plot(out, site.crack, cv_probability >= 0.5, info)
+        metrics = _adaptation_metrics(parent, labels, site, info, crack_share, (site_before, site_after), parent_check,
+                                      time.perf_counter() - started)
+        runs.write_metrics(out, metrics)
+        runs.finish(out, runs.data_root(parent), {"adapted_from": str(parent.resolve())})
     return Adaptation(out, metrics)
 
 
@@ -220,7 +224,7 @@ def _parent_run(run: str | Path, report: Progress) -> tuple[Path, Path]:
 
 
 def _embed_site(labels: str | Path, info: Any, backbone: BackboneRunner, report: Progress) -> SiteTiles:
-    _, samples = find_dataset_for_model(labels, info.class_names, info.positive_class)
+    samples = labelled_samples(labels, info.class_names, info.positive_class)
     pixels, site_labels = read_labelled(samples, info.input_size)
     if len(site_labels) == 0:
         raise CrackscanError(f"no readable tiles in {labels}")
@@ -322,14 +326,18 @@ def builtin_parent(name: str, step: Callable[[str], None] = lambda line: None) -
         raise CrackscanError(f"cannot read {stored} ({error}): reinstall crackscan") from None
     classifier.model.get_layer("classes").set_weights([shipped["head_kernel"], shipped["head_bias"]])
     info = read_model_info(model.path)[0]
-    out = runs.prepare(folder, force=True)
-    save_keras_model(classifier.model, out / runs.MODEL_FILE, info)
-    config.save(out / runs.CONFIG_FILE)
-    runs.save_features(out, shipped["features"] * shipped["feature_scale"], shipped["labels"], shipped["splits"])
-    write_bytes(out / runs.BACKBONE_FILE, keras_to_litert(feature_extractor(classifier.model)))
-    runs.write_metrics(out, {"builtin": name, "trained_on": model.trained_on})
-    return runs.finish(out, out, {"builtin": name}).parent
-
+    # Two processes adapting from the same built-in at once: the second waits, then finds
+    # the parent the first made.
+    with runs.locked(folder, wait=True):
+        if runs.is_run(folder):
+            return folder
+        out = runs.prepare(folder, force=True)
+        save_keras_model(classifier.model, out / runs.MODEL_FILE, info)
+        config.save(out / runs.CONFIG_FILE)
+        runs.save_features(out, shipped["features"] * shipped["feature_scale"], shipped["labels"], shipped["splits"])
+        write_bytes(out / runs.BACKBONE_FILE, keras_to_litert(feature_extractor(classifier.model)))
+        runs.write_metrics(out, {"builtin": name, "trained_on": model.trained_on})
+        return runs.finish(out, out, {"builtin": name}).parent
 
 
 def _parent_accuracy(head: SiteHead, base: dict[str, np.ndarray], part: np.ndarray, crack: np.ndarray, parent: Path,
@@ -357,8 +365,13 @@ def _parent_accuracy(head: SiteHead, base: dict[str, np.ndarray], part: np.ndarr
 
 
 def _parent_pixels(parent: Path, rows: np.ndarray, info: Any) -> np.ndarray | None:
+    """The parent's images of ``rows``, or None where its data is gone. A damaged split.csv
+    is refused (its own error), never taken for gone data."""
+    if not (parent / runs.SPLIT_FILE).is_file():  # a built-in's parent ships features, not images
+        return None
+    listed = runs.split_rows(parent)
     try:
-        root, listed = runs.data_root(parent), runs.split_rows(parent)
+        root = runs.data_root(parent)
         samples = [Sample(root / listed[i]["path"], 0) for i in rows]
         pixels, read = read_labelled(samples, info.input_size)
     except CrackscanError:

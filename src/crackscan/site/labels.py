@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..images import IMAGE_SUFFIXES, ImageReadError, read_pixels, resize_pixels
+from ..datasets import Sample, find_dataset_for_model
 from ..errors import CrackscanError
 from ..files import TEXT_ENCODING, atomic_open, atomic_path, write_bytes
 from .masks import CLEAR, CRACK, pair_with_masks, read_mask, tile_truth
@@ -32,6 +34,7 @@ PHOTOS_FOLDER = ".photos"
 FIELDS = ("file", "photo", "x", "y", "width", "height", "label", "source", "made")
 DEFAULT_TILE = 227  # the Özgenel patch side, and so the built-in models' patch scale
 DEFAULT_CLASSES = ("Negative", "Positive")  # (clear, crack)
+CROP_NAME = re.compile(r"-x\d+-y\d+-\d+x\d+-[0-9a-f]{10}\.png$")  # the names LabelSet.add gives crops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +64,34 @@ class LabelSet:
         self.labels: dict[tuple, Label] = {}
         path = self.folder / LABELS_FILE
         if path.is_file():
+            for label in self._read(path):
+                self.labels[label.key] = label
+
+    def _read(self, path: Path) -> list[Label]:
+        """labels.csv, checked: a damaged file is named and refused, never half read."""
+        def damaged(why: str) -> CrackscanError:
+            return CrackscanError(f"{path} is damaged ({why}): fix or remove it")
+
+        read = []
+        try:
             with open(path, newline="", **TEXT_ENCODING) as handle:
-                for row in csv.DictReader(handle):
+                reader = csv.DictReader(handle)
+                if tuple(reader.fieldnames or ()) != FIELDS:
+                    raise damaged(f"its header is not {','.join(FIELDS)}")
+                for number, row in enumerate(reader, start=2):
                     try:
                         label = Label(**{**row, **{k: int(row[k]) for k in ("x", "y", "width", "height")}})
                     except (TypeError, ValueError):
-                        raise CrackscanError(f"{path} is damaged (row {row}): fix or remove it") from None
-                    self.labels[label.key] = label
+                        raise damaged(f"line {number}") from None
+                    crop = Path(label.file)
+                    if crop.is_absolute() or ".." in crop.parts or not label.label:
+                        raise damaged(f"line {number} names the crop {label.file!r:.80} as {label.label!r:.40}")
+                    read.append(label)
+        except csv.Error as error:
+            raise damaged(str(error)) from None
+        except OSError as error:
+            raise CrackscanError(f"cannot read {path}: {error.strerror or error}") from None
+        return read
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -103,13 +127,46 @@ class LabelSet:
             write_bytes(self.folder / relative, content)
         return relative
 
+    def orphans(self) -> list[Path]:
+        """Crops crackscan wrote that labels.csv does not list: what an interrupted ``label`` or
+        page save leaves (crops are written before labels.csv). Files of any other name are
+        the user's and never counted as such."""
+        listed = {self.folder / label.file for label in self.labels.values()}
+        return [path for name in (self.clear_class, self.crack_class) if (self.folder / name).is_dir()
+                for path in sorted((self.folder / name).iterdir()) if CROP_NAME.search(path.name) and path not in listed]
+
     def save(self) -> Path:
+        """labels.csv, and the folder made to hold exactly what it lists: orphan crops of an
+        interrupted earlier write are removed."""
+        for orphan in self.orphans():
+            orphan.unlink(missing_ok=True)
         with atomic_open(self.folder / LABELS_FILE) as handle:
             writer = csv.writer(handle)
             writer.writerow(FIELDS)
             for label in self.labels.values():
                 writer.writerow([getattr(label, field) for field in FIELDS])
         return self.folder / LABELS_FILE
+
+
+def labelled_samples(folder: str | os.PathLike, class_names: Sequence[str], positive_class: str) -> list[Sample]:
+    """A labels folder's tiles in the model's class indices: the crops labels.csv lists (an
+    interrupted write's orphans are not labels), or, for a folder without labels.csv, every
+    image of its class folders, as any dataset."""
+    folder = Path(folder)
+    if not (folder / LABELS_FILE).is_file():
+        return find_dataset_for_model(folder, class_names, positive_class)[1]
+    classes = list(class_names)
+    negative = classes[1 - classes.index(positive_class)]
+    labels = LabelSet(folder, (negative, positive_class))
+    strangers = sorted({label.label for label in labels.labels.values()} - set(classes))
+    if strangers:
+        raise CrackscanError(f"{folder / LABELS_FILE} labels tiles {', '.join(strangers)}, which the model does not know "
+                             f"(its classes: {', '.join(classes)})")
+    samples = [Sample(folder / label.file, classes.index(label.label)) for label in labels.labels.values()
+               if (folder / label.file).is_file()]
+    if not samples:
+        raise CrackscanError(f"{folder / LABELS_FILE} lists no tiles that are there")
+    return samples
 
 
 @dataclasses.dataclass

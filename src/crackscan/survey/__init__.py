@@ -1,7 +1,7 @@
 """Surveys: many photos scanned into one folder, resumable, on this machine or on Ray Data.
 
 A survey folder holds one folder per photo (overlay.jpg, tiles.csv, summary.json, written
-by scan.ScanResult.write, summary.json last), ``summary.csv`` over all photos (most cracked
+by photo.result.PhotoResult.write, summary.json last), ``summary.csv`` over all photos (most cracked
 first; photos that could not be scanned at the end, with the reason) and ``survey.json``
 (the model and settings). Planning is the same for every engine: which photos, where each
 one's results go, and which are already done (a complete result made from the same photo

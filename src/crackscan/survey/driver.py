@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from .. import settings
 from ..errors import CrackscanError
 from ..files import file_sha256
-from ..photo.result import PhotoSummary
+from ..photo.result import SUMMARY_FILE, PhotoSummary
 from ..photo.tiling import scan_geometry
 from ..progress import Progress, as_progress
 from ..runtime.predictor import as_predictor
@@ -88,6 +88,7 @@ def scan_many(
         log = scan_on_ray(ray_module, predictor, jobs, survey, scan_settings, address, workers, report)
     else:
         log = scan_here(predictor, jobs, scan_settings, report)
+    _check_results_exist(survey, log.scanned + resumed)
     summary_csv = survey.write_summary(log.scanned + resumed, log.failed) if (log.scanned or resumed or log.failed) \
         else None
     dataset = survey.tiles_dataset if engine == "ray" and survey.tiles_dataset.is_dir() else None
@@ -112,3 +113,13 @@ def _plan(survey: SurveyFolder, located: list[tuple[str, dict[str, Any]]], root:
             report.line(f"scanning {photo} again: {why}")
         jobs.append(SurveyJob(photo, str(folder), expected))
     return jobs, resumed
+
+
+def _check_results_exist(survey: SurveyFolder, summaries: list[PhotoSummary]) -> None:
+    """A survey whose folder (or photos' folders) went away while it ran fails: summary.csv
+    must never list results that are not there."""
+    gone = [s for s in summaries if s.outputs is None or not (Path(s.outputs) / SUMMARY_FILE).is_file()]
+    if gone:
+        where = f"{survey.path} vanished" if not survey.path.is_dir() else f"{len(gone)} photos' result folders vanished"
+        raise CrackscanError(f"{where} while the survey ran ({len(gone)} of {len(summaries)} results gone): scan again "
+                             "into a folder that stays")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LimitExceeded
-from ..images import ImageReadError
+from ..images import ImageReadError, max_file_bytes
 from ..photo.result import PhotoSummary
 from ..photo.scan import scan
 from ..progress import Progress
@@ -34,7 +34,7 @@ def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, thres
     Returns {"photo", "summary": summary.json's values} or, for a photo that cannot be
     scanned, {"photo", "failed": reason}: plain values, which Ray ships between processes."""
     try:
-        source: Any = read_uri(job.photo) if is_uri(job.photo) else job.photo
+        source: Any = read_uri(job.photo, max_file_bytes(max_pixels)) if is_uri(job.photo) else job.photo
         result = scan(predictor, source, tile, stride, threshold, max_pixels)
     except (ImageReadError, LimitExceeded) as error:
         return {"photo": job.photo, "failed": error.reason if isinstance(error, ImageReadError) else str(error)}

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..errors import CrackscanError, first_line
 from ..files import atomic_open, write_text
 from ..photo.result import RESULT_FILES, SUMMARY_FILE, PhotoSummary
 from ..version import __version__
@@ -39,12 +40,21 @@ class SurveyFolder:
         return self.path / TILES_DATASET
 
     def manifest(self) -> dict[str, Any]:
-        """survey.json as an earlier scan wrote it, or {}."""
-        try:
-            earlier = json.loads((self.path / SURVEY_MANIFEST).read_text())
-        except (OSError, ValueError):
+        """survey.json as an earlier scan wrote it, or {} for a new survey. A damaged one is
+        refused: it names the root the photos' folders are named below, which a guess would
+        move."""
+        path = self.path / SURVEY_MANIFEST
+        if not path.exists():
             return {}
-        return earlier if isinstance(earlier, dict) else {}
+        try:
+            earlier = json.loads(path.read_text(errors="surrogateescape"))
+        except (OSError, ValueError) as error:
+            raise CrackscanError(f"{path} is damaged ({first_line(error)}): remove it to scan the survey again, "
+                                 "or choose another --out") from None
+        if not isinstance(earlier, dict) or earlier.get("format") != "crackscan-survey":
+            raise CrackscanError(f"{path} is damaged (not a crackscan survey manifest): remove it to scan the survey "
+                                 "again, or choose another --out")
+        return earlier
 
     def write_manifest(self, earlier: dict[str, Any], made_with: dict[str, Any], say: Callable[[str], None]) -> None:
         if earlier and any(earlier.get(k) != made_with[k] for k in MANIFEST_KEYS):

@@ -26,7 +26,9 @@ def write_tiles_part(dataset: Path, folder: Path, photo: str, tiles: Sequence[Ti
     rows = [(t.x, t.y, t.width, t.height, t.crack_probability, t.label) for t in tiles]
     columns = list(zip(*rows)) if rows else [[] for _ in range(6)]
     table = pa.table({
-        "photo": pa.array([photo] * len(rows), pa.string()),
+        # A name that is not UTF-8 is kept readable, its other bytes as \xNN escapes.
+        "photo": pa.array([photo.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")] * len(rows),
+                          pa.string()),
         "x": pa.array(columns[0], pa.int32()), "y": pa.array(columns[1], pa.int32()),
         "width": pa.array(columns[2], pa.int32()), "height": pa.array(columns[3], pa.int32()),
         "probability": pa.array(columns[4], pa.float32()), "label": pa.array(columns[5], pa.string()),

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 from ..errors import CrackscanError, MissingDependencyError
-from ..images import IMAGE_SUFFIXES, list_image_files
+from ..images import IMAGE_SUFFIXES, ImageReadError, list_image_files
 
 
 def is_uri(text: str | os.PathLike) -> bool:
@@ -53,7 +53,10 @@ def locate_photos(inputs: Sequence[str | os.PathLike], out: Path, earlier_root: 
     root = survey_root(photos, earlier_root)
     located = []
     for photo in photos:
-        facts = photo.stat()
+        try:
+            facts = photo.stat()
+        except OSError:  # a link to nothing, or a loop of links: the scan reports it, the rest go on
+            facts = photo.lstat()
         located.append((str(photo), {"photo_path": os.path.abspath(photo), "photo_bytes": facts.st_size,
                                      "photo_mtime_ns": facts.st_mtime_ns}))
     return located, str(root)
@@ -102,9 +105,15 @@ def _locate_uris(uris: list[str], earlier_root: str | None) -> tuple[list[tuple[
     return unique, root
 
 
-def read_uri(uri: str) -> bytes:
+def read_uri(uri: str, max_bytes: int | None = None) -> bytes:
+    """A remote photo's bytes; refused (ImageReadError) before reading when it is larger than
+    ``max_bytes``, as a local file is."""
     filesystem, path = import_pyarrow_fs().FileSystem.from_uri(uri)
     with filesystem.open_input_file(path) as handle:
+        size = handle.size()
+        if max_bytes is not None and size > max_bytes:
+            raise ImageReadError(uri, f"{size:,} bytes, more than an image within the pixel limit can hold "
+                                      f"({max_bytes:,}): not read", "too_large")
         return handle.readall()
 
 

@@ -14,7 +14,9 @@ import json
 import logging
 import math
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -69,10 +71,20 @@ class SurveyWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         outcomes = []
         for photo, folder, expected in zip(batch["photo"], batch["folder"], batch["expected"]):
-            job = SurveyJob(str(photo), str(folder), json.loads(str(expected)))
+            job = SurveyJob(_text(photo), _text(folder), json.loads(_text(expected)))
             outcomes.append(json.dumps(scan_job(self.predictor, job, **self.scan_settings,
                                                 tiles_dataset=self.tiles_dataset)))
         return {"outcome": outcomes}
+
+
+def _bytes(text: str) -> bytes:
+    """A name as the bytes it is on disk: Arrow's strings must be UTF-8, and a Linux file name
+    need not be (Python holds its other bytes as surrogate escapes)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _text(value: Any) -> str:
+    return bytes(value).decode("utf-8", "surrogateescape")
 
 
 def scan_on_ray(ray: Any, predictor: Predictor, jobs: list[SurveyJob], survey: SurveyFolder,
@@ -93,7 +105,8 @@ def scan_on_ray(ray: Any, predictor: Predictor, jobs: list[SurveyJob], survey: S
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         actors = min(len(jobs), workers or max(1, int(ray.cluster_resources().get("CPU", cpu_threads()))))
-        items = [{"photo": job.photo, "folder": job.folder, "expected": json.dumps(job.expected)} for job in jobs]
+        items = [{"photo": _bytes(job.photo), "folder": _bytes(job.folder), "expected": _bytes(json.dumps(job.expected))}
+                 for job in jobs]
         # Small blocks: the pool balances photos across actors, and a lost actor costs only
         # its block's photos again.
         blocks = min(len(items), max(4 * actors, math.ceil(len(items) / 10)))
@@ -146,5 +159,16 @@ def _ray_session(ray: Any, address: str | None, workers: int | None) -> Iterator
                              f"{first_line(error)}") from None
     try:
         yield
-    finally:
-        ray.shutdown()
+    except BaseException:
+        # Interrupted (Ctrl-C) or failed: stop Ray without letting a second Ctrl-C, or Ray's
+        # own errors while it stops, bury the reason under chained tracebacks.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if threading.current_thread() is threading.main_thread() \
+            else None
+        try:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        raise
+    ray.shutdown()
