@@ -17,7 +17,7 @@ from ..images import ImageSource, read_for_shrinking, resize_pixels
 from ..runtime.predictor import as_predictor
 from ..settings import DEFAULT_MAX_PIXELS
 from .result import PhotoResult, PhotoSummary, Tile
-from .tiling import MAX_TILES, covered_fraction, crop, scan_geometry, tile_grid
+from .tiling import MAX_TILES, covered_fraction, crop, scan_geometry, tile_count, tile_grid
 
 
 def scan(
@@ -48,11 +48,12 @@ def scan(
         return max(1, round(w * scale)), max(1, round(h * scale))
 
     photo_pixels, (width, height) = read_for_shrinking(photo, scaled, max_pixels)
-    grid, boxes = tile_grid(width, height, tile, stride)
+    count = tile_count(width, height, tile, stride)
     limit = MAX_TILES if max_tiles is None else max_tiles
-    if len(boxes) > limit:
-        raise LimitExceeded(f"{width}x{height} px at tile {tile} and stride {stride} makes {len(boxes):,} tiles, over "
+    if count > limit:  # before a box is made: a flood of such requests must cost nothing
+        raise LimitExceeded(f"{width}x{height} px at tile {tile} and stride {stride} makes {count:,} tiles, over "
                             f"the limit of {limit:,} per photo: choose a larger stride or tile")
+    grid, boxes = tile_grid(width, height, tile, stride)
 
     size = predictor.input_size
     pixels = resize_pixels(photo_pixels, *scaled(width, height))

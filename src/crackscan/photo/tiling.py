@@ -39,6 +39,10 @@ def scan_geometry(info: Any, tile: int | None, stride: int | None) -> tuple[int,
     return tile, settings.STRIDE.check(tile if stride is None else stride)
 
 
+def tile_count(width: int, height: int, tile: int, stride: int) -> int:
+    return len(tile_origins(width, tile, stride)) * len(tile_origins(height, tile, stride))
+
+
 def tile_grid(width: int, height: int, tile: int, stride: int) -> tuple[list[tuple[int, int]], list[Box]]:
     """Every tile's (row, col) and box, row by row from the top left."""
     xs, ys = tile_origins(width, tile, stride), tile_origins(height, tile, stride)
