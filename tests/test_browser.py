@@ -66,7 +66,7 @@ def test_keyboard_upload_slider_downloads_and_clear(server_url, tmp_path):
                 card.get_by_role("button", name="Download tiles.csv").click()
             rows = downloaded.value.path().read_text().splitlines()
             assert downloaded.value.suggested_filename == "north-wall-tiles.csv"
-            assert rows[0] == "row,col,x,y,width,height,crack_probability,label" and len(rows) == len(tiles) + 1
+            assert rows[0] == "row,col,x,y,width,height,crack_probability,label,verdict" and len(rows) == len(tiles) + 1
             assert sum(line.endswith(",Positive") for line in rows[1:]) == _cracked_at(tiles, 0.95)
             with page.expect_download() as downloaded:
                 card.get_by_role("button", name="Download crack map (PNG)").click()

@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", type=Path, help="folder with one subfolder per class; with --masks, a folder of photos")
     evaluate.add_argument("--masks", type=Path, help="folder of crack masks named as the photos (any non-black "
                           "pixel is crack): grade the tiles of whole photos")
+    settings.add_arguments(evaluate, (settings.IGNORE_VALUE,))
     settings.add_arguments(evaluate, settings.SCAN_SETTINGS)
     evaluate.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
                           help="with a run folder: only the images of this part of its split (matched by content)")
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=_examples("label"), formatter_class=argparse.RawDescriptionHelpFormatter)
     label.add_argument("photos", nargs="+", help="photo files, folders or glob patterns")
     label.add_argument("--masks", type=Path, required=True,
-                       help="folder of crack masks named as the photos (any non-black pixel is crack)")
+                       help="folder of crack masks at the photos' paths (any non-black pixel is crack)")
     label.add_argument("--out", type=Path, required=True, help="labels folder: Positive/, Negative/ and labels.csv")
     settings.add_arguments(label, settings.LABEL_SETTINGS)
     label.add_argument("--force", action="store_true", help="add to a labels folder that already holds labels")
@@ -213,23 +214,27 @@ def _show_progress() -> bool:
     return sys.stderr.isatty() or bool(os.environ.get("CRACKSCAN_PROGRESS"))
 
 
-def _progress(timed_steps: bool = False) -> Progress:
-    """The CLI's progress: bars on a terminal (or with CRACKSCAN_PROGRESS set), steps on
-    stderr with the seconds since the command started, result lines on stdout, and a line
-    on stderr for each input skipped."""
+def _progress(timed_steps: bool = False, log_lines: bool = False) -> Progress:
+    """The CLI's progress: bars on a terminal (or with CRACKSCAN_PROGRESS set), else, for the
+    long commands (``log_lines``), a line on stderr every 15 s; steps on stderr with the
+    seconds since the command started, result lines on stdout, and a line on stderr for
+    each input skipped."""
     started = time.perf_counter()
 
     def step(line: str) -> None:
         print(f"[{time.perf_counter() - started:5.1f} s] {line} ...", file=sys.stderr, flush=True)
 
+    def log(line: str) -> None:
+        print(f"crackscan: {line}", file=sys.stderr, flush=True)
+
     return Progress(bars=_show_progress(), on_step=step if timed_steps else None, on_line=print,
-                    on_skipped=_report_skipped)
+                    on_skipped=_report_skipped, on_log=log if log_lines else None)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from(args)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run = train(args.data, out, config, progress=_progress(), force=args.force)
+    run = train(args.data, out, config, progress=_progress(log_lines=True), force=args.force)
     _print_run(run)
     return 0
 
@@ -253,9 +258,10 @@ def _print_run(run: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.masks is not None:
         return _evaluate_photos(args)
-    if any(getattr(args, s.name) is not None for s in settings.SCAN_SETTINGS if s.name != "threshold"):
-        raise CrackscanError("--tile and --stride grade whole photos: pass --masks too")
-    result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_progress(),
+    if any(getattr(args, s.name) is not None for s in (*settings.SCAN_SETTINGS, settings.IGNORE_VALUE)
+           if s.name != "threshold"):
+        raise CrackscanError("--tile, --stride and --ignore-value grade whole photos: pass --masks too")
+    result = evaluate(args.model, args.data, split=args.split, out=args.out, progress=_progress(log_lines=True),
                       force=args.force)
     for path, reason in result.skipped:
         _report_skipped(path, reason)
@@ -280,7 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_photos(args: argparse.Namespace) -> int:
     if args.split != "all":
         raise CrackscanError("--split applies to patch folders, not to photos with --masks")
-    options = settings.resolved(args, settings.SCAN_SETTINGS)
+    options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.IGNORE_VALUE))
     result = evaluate_photos(_model_for_inference(args.model), args.data, args.masks, **options, out=args.out,
                              force=args.force, progress=_progress())
     for path, reason in result.skipped:
@@ -308,6 +314,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows, failures = [], 0
     bar = _progress().bar(total=len(files), desc="predicting", unit="img", enabled=len(files) > 64)
     writer = _PredictionWriter(args.format, predictor.class_names)
+    photos = []
     for result in predictor.iter_predict(files):
         bar.update(1)
         if isinstance(result, Failure):
@@ -317,8 +324,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         rows.append(result)
         writer.write(result)
+        if predictor.is_far_larger_than_a_patch(result):
+            photos.append(result)
     bar.close()
     writer.close()
+    if photos:
+        first = photos[0]
+        print(f"crackscan: note: {len(photos)} of these images are photos far larger than the "
+              f"{predictor.info.patch_size} px patches the model learned from (e.g. {first.source}, "
+              f"{first.width}x{first.height}): predict squeezes each into one {predictor.input_size} px view, which "
+              f"says little; crackscan scan {args.model} PHOTOS --out DIR maps their cracks tile by tile",
+              file=sys.stderr)
     if failures:
         print(f"crackscan: {failures} of {len(files)} file{'s' if len(files) != 1 else ''} could not be read",
               file=sys.stderr)
@@ -499,7 +515,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     build_backbone(TrainConfig(weights=args.weights))  # missing weights: say so now, not after making data
     print(f"making {2 * args.per_class} synthetic concrete patches in {data} ...", file=sys.stderr)
     synth.make_dataset(data, per_class=args.per_class, seed=0)
-    run = train(data, args.out / "run", TrainConfig(weights=args.weights), progress=_progress(), force=True)
+    run = train(data, args.out / "run", TrainConfig(weights=args.weights), progress=_progress(log_lines=True),
+                force=True)
     _print_run(run)
     print(f"\ndemo done in {time.perf_counter() - started:.0f} s. Look at:")
     for name in (runs.TRAINING_CURVES_PLOT, runs.PREDICTION_GRID_PLOT, runs.CONFUSION_MATRIX_PLOT, runs.METRICS_FILE):

@@ -24,7 +24,8 @@ from .photo.scan import scan
 from .photo.tiling import scan_geometry
 from .progress import Progress, as_progress
 from .runtime.predictor import Predictor, as_predictor
-from .site.masks import CLEAR, CRACK, CRACK_MIN_FRACTION, UNSURE, pair_with_masks, read_mask, tile_truth
+from .site.masks import (CLEAR, CRACK, CRACK_MIN_FRACTION, UNSURE, ignore_value_of, pair_with_masks, read_mask_parts,
+                         tile_truth)
 
 
 @dataclasses.dataclass
@@ -136,17 +137,20 @@ def evaluate_photos(
     out: str | Path | None = None,
     force: bool = False,
     progress: Progress | bool = False,
+    ignore_value: int | None = None,
 ) -> PhotoEvaluation:
     """Tile precision, recall, F1 and accuracy of a model on whole photos with crack masks.
 
-    Each photo is scanned as ``scan`` would, and each tile graded against the mask of the
-    same name (masks.tile_truth: crack, clear, or left out). ``out`` receives metrics.json,
+    Each photo is scanned as ``scan`` would, and each tile graded against its mask
+    (masks.tile_truth: crack, clear, or left out; pixels of ``ignore_value``, or of the value
+    the masks folder's masks.json names, count neither way). ``out`` receives metrics.json,
     photos.csv (a row per photo), skipped.csv and overlays/NAME.png, where true positives,
     false positives and false negatives have their own colours. A photo without a readable
     mask of its size is reported and skipped.
     """
     predictor = as_predictor(model)
     pairs, skipped = pair_with_masks(photos, masks)
+    ignore_value = ignore_value_of(masks, ignore_value)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
@@ -159,11 +163,11 @@ def evaluate_photos(
         bar.update(1)
         try:
             result = scan(predictor, pair.photo, tile, stride, threshold, keep_image=out_dir is not None)
-            crack_pixels = read_mask(pair.mask, result.width, result.height)
+            crack_pixels, ignored = read_mask_parts(pair.mask, result.width, result.height, ignore_value)
         except ImageReadError as error:
             skipped.append((str(pair.photo), error.reason))
             continue
-        truth = tile_truth(crack_pixels, [(t.x, t.y, t.width, t.height) for t in result.tiles])
+        truth = tile_truth(crack_pixels, [(t.x, t.y, t.width, t.height) for t in result.tiles], ignored)
         said = np.array([t.crack_probability >= threshold for t in result.tiles], bool)
         truths.append(truth)
         saids.append(said)
@@ -177,7 +181,8 @@ def evaluate_photos(
     tile, stride = scan_geometry(predictor.info, tile, stride)
     metrics = {**tile_metrics(np.concatenate(truths), np.concatenate(saids)), "photos": len(rows),
                "skipped": len(skipped), "tile": tile, "stride": stride, "threshold": threshold,
-               "crack_min_fraction": CRACK_MIN_FRACTION, "model": str(predictor.path),
+               "crack_min_fraction": CRACK_MIN_FRACTION, "ignored_mask_value": ignore_value,
+               "model": str(predictor.path),
                "photos_folder": str(photos), "masks_folder": str(masks)}
     if out_dir is not None:
         write_skipped_csv(out_dir / runs.SKIPPED_FILE, [Skipped(p, r) for p, r in skipped])

@@ -373,7 +373,14 @@ def resize_pixels(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def load_for_model(source: ImageSource, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    return resize_pixels(read_for_shrinking(source, lambda w, h: (size, size), max_pixels)[0], size, size)
+    return load_for_model_and_size(source, size, max_pixels)[0]
+
+
+def load_for_model_and_size(source: ImageSource, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                            ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Model-ready pixels (size x size) and the image's own upright (width, height)."""
+    pixels, true_size = read_for_shrinking(source, lambda w, h: (size, size), max_pixels)
+    return resize_pixels(pixels, size, size), true_size
 
 
 @dataclasses.dataclass(frozen=True)

@@ -194,11 +194,15 @@ EXPORT_SETTINGS = (
 )
 
 # ---- site labels and adaptation ----------------------------------------------------------------
+IGNORE_VALUE = Setting("ignore_value", int, None, "mask value of pixels that count neither way (e.g. 128 for "
+                       "\"don't care\"); default: the masks folder's masks.json, else none", low=1, high=255,
+                       optional=True, metavar="V")
 LABEL_SETTINGS = (
     Setting("per_class", int, 25, "crack tiles and clear tiles to label, each", low=1, high=100_000),
     Setting("seed", int, 0, "seed of the random draw of tiles", low=0, high=2**32 - 1),
     dataclasses.replace(TILE, default=227, optional=False,
                         help="tile side in photo px (default: 227, the built-in models' patch scale)"),
+    IGNORE_VALUE,
 )
 
 # ---- serve: where it listens and the budgets that keep one client from tying it up ------

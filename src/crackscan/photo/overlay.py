@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..images import resize_pixels
-from .tiling import Box
+from .tiling import Box, owned_boxes
 
 OVERLAY_MAX_SIDE = 1600  # overlays are for reading at a glance, not for pixel peeping
 OVERLAY_JPEG_QUALITY = 90
@@ -31,13 +31,13 @@ def photo_at(pixels: np.ndarray, width: int, height: int, factor: float) -> np.n
 def draw_tile_map(pixels: np.ndarray, width: int, height: int, boxes: Sequence[Box], probabilities: Sequence[float],
                   threshold: float, legend: Sequence[str], max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
     """The photo, tiles at or over ``threshold`` shaded red by crack probability and
-    outlined, and the ``legend`` lines with the shading's colour ramp below it. Boxes are
-    in the photo's ``width`` x ``height``."""
+    outlined, each over the pixels it owns (tiling.owned_boxes), and the ``legend`` lines
+    with the shading's colour ramp below it. Boxes are in the photo's ``width`` x ``height``."""
     factor = min(1.0, max_side / max(width, height))
     base = Image.fromarray(photo_at(pixels, width, height, factor)).convert("RGBA")
     shade = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(shade)
-    for (x, y, w, h), probability in zip(boxes, probabilities):
+    for (x, y, w, h), probability in zip(owned_boxes(list(boxes)), probabilities):
         if probability < threshold:
             continue
         left, top = x * factor, y * factor

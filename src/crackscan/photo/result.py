@@ -29,7 +29,8 @@ TILES_FILE = "tiles.csv"
 OVERLAY_FILE = "overlay.jpg"
 SUMMARY_FILE = "summary.json"
 RESULT_FILES = (TILES_FILE, OVERLAY_FILE, SUMMARY_FILE)  # in the order they are written
-TILE_FIELDS = ("row", "col", "x", "y", "width", "height", "crack_probability", "label")
+TILE_FIELDS = ("row", "col", "x", "y", "width", "height", "crack_probability", "label", "verdict")
+VERDICTS = ("crack", "clear")  # the same words whatever the model's class names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,8 @@ class Tile:
     width: int
     height: int
     crack_probability: float
-    label: str
+    label: str  # the model's class name
+    verdict: str = ""  # crack or clear, beside the class name
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -70,7 +72,14 @@ class PhotoSummary:
     # In a survey: the photo's folder of results, and what the result was made from (the
     # photo file's identity and the model's hash), which resuming compares.
     outputs: str | None = None
+    # crack (a tile at or over the threshold) or clear; summaries written before it had one
+    # are read with it filled in.
+    verdict: str = ""
     recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.verdict:
+            self.verdict = VERDICTS[0] if self.cracked_tiles else VERDICTS[1]
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "recorded"}
@@ -82,7 +91,7 @@ class PhotoSummary:
     def from_dict(cls, values: dict[str, Any]) -> "PhotoSummary":
         """A summary.json read back; refused (ValueError) when it lacks a figure."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"recorded"}
-        optional = {"outputs"}
+        optional = {"outputs", "verdict"}
         missing = sorted(fields - optional - set(values))
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
@@ -145,7 +154,8 @@ class PhotoResult:
             writer = csv.writer(handle)
             writer.writerow(TILE_FIELDS)
             for t in self.tiles:
-                writer.writerow([t.row, t.col, t.x, t.y, t.width, t.height, f"{t.crack_probability:.6f}", t.label])
+                writer.writerow([t.row, t.col, t.x, t.y, t.width, t.height, f"{t.crack_probability:.6f}", t.label,
+                                 t.verdict])
         with atomic_path(folder / OVERLAY_FILE) as temporary:
             self.overlay().save(temporary, quality=OVERLAY_JPEG_QUALITY)
         write_text(folder / SUMMARY_FILE, json.dumps(self.summary.to_dict(), indent=2) + "\n")
@@ -156,4 +166,4 @@ def read_tiles(folder: Path) -> list[Tile]:
     """A photo folder's tiles.csv read back."""
     with open(folder / TILES_FILE, newline="") as handle:
         return [Tile(int(r["row"]), int(r["col"]), int(r["x"]), int(r["y"]), int(r["width"]), int(r["height"]),
-                     float(r["crack_probability"]), r["label"]) for r in csv.DictReader(handle)]
+                     float(r["crack_probability"]), r["label"], r.get("verdict") or "") for r in csv.DictReader(handle)]

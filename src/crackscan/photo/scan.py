@@ -65,7 +65,7 @@ def scan(
         batch = np.stack([crop(pixels, box, scale, size) for box in chunk])
         probabilities[start : start + len(chunk)] = predictor.crack_probability(batch)
     positive, negative = predictor.info.positive_class, predictor.info.negative_class
-    tiles = [Tile(row, col, x, y, w, h, float(p), positive if p >= threshold else negative)
+    tiles = [Tile(row, col, x, y, w, h, float(p), *((positive, "crack") if p >= threshold else (negative, "clear")))
              for (row, col), (x, y, w, h), p in zip(grid, boxes, probabilities)]
     cracked = [box for box, p in zip(boxes, probabilities) if p >= threshold]
     summary = PhotoSummary(

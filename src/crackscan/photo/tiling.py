@@ -71,3 +71,21 @@ def covered_fraction(boxes: list[Box], width: int, height: int) -> float:
     for x, y, w, h in boxes:
         mask[y // cell : -(-(y + h) // cell), x // cell : -(-(x + w) // cell)] = True
     return float(mask.mean()) if mask.size else 0.0
+
+
+def owned_boxes(boxes: list[Box]) -> list[Box]:
+    """Each box cut to the pixels it owns, so that boxes of a grid that overlap (the flush
+    last row and column, or a stride under the tile) are drawn side by side, not over each
+    other: along each axis, an overlap is split at its middle."""
+    def spans(starts_and_sides: set[tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        ordered = sorted(starts_and_sides)
+        owned = {}
+        for i, (start, side) in enumerate(ordered):
+            begin = start if i == 0 else max(start, (start + ordered[i - 1][0] + ordered[i - 1][1]) // 2)
+            end = start + side if i == len(ordered) - 1 else min(start + side, (ordered[i + 1][0] + start + side) // 2)
+            owned[start] = (begin, max(begin + 1, end))
+        return owned
+
+    across = spans({(x, w) for x, _, w, _ in boxes})
+    down = spans({(y, h) for _, y, _, h in boxes})
+    return [(across[x][0], down[y][0], across[x][1] - across[x][0], down[y][1] - down[y][0]) for x, y, _, _ in boxes]

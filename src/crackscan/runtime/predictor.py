@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import runs
 from ..errors import CrackscanError
-from ..images import ImageReadError, ImageSource, iter_batches, load_for_model
+from ..images import ImageReadError, ImageSource, iter_batches, load_for_model_and_size
 from ..model.heads import SiteHead, sigmoid
 from ..model.info import ModelInfo
 from ..model.keras_archive import read_crack_head, read_keras_metadata
@@ -76,6 +76,10 @@ class Prediction:
     label: str
     crack_probability: float
     probabilities: dict[str, float]
+    # The image's own size, before it was resized to the model's input: an image far larger
+    # than the model's patches (a whole photo) is one squeezed view, not a crack map.
+    width: int | None = None
+    height: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,7 +153,7 @@ class Predictor:
         names = [_source_name(item, index) for index, item in enumerate(sources)]
         batches = iter_batches(
             sources,
-            lambda item: load_for_model(item, size),
+            lambda item: load_for_model_and_size(item, size),
             batch_size or self.batch_size,
             workers=workers or cpu_threads(),
         )
@@ -158,18 +162,25 @@ class Predictor:
                 i: Failure(names[i], error.reason, error.kind) for i, error in batch.failures}
             if batch.indices:
                 probabilities = self.probabilities(batch.images)
-                for index, row in zip(batch.indices, probabilities):
-                    outcomes[index] = self._prediction(names[index], row)
+                for index, row, (width, height) in zip(batch.indices, probabilities, batch.extras):
+                    outcomes[index] = self._prediction(names[index], row, width, height)
             for index in sorted(outcomes):
                 yield outcomes[index]
 
-    def _prediction(self, source: str, row: np.ndarray) -> Prediction:
+    def _prediction(self, source: str, row: np.ndarray, width: int, height: int) -> Prediction:
         return Prediction(
             source=source,
             label=self.class_names[int(np.argmax(row))],
             crack_probability=float(row[self.info.positive_index]),
             probabilities={name: float(p) for name, p in zip(self.class_names, row)},
+            width=width,
+            height=height,
         )
+
+    def is_far_larger_than_a_patch(self, prediction: Prediction) -> bool:
+        """Whether an image is more than twice the model's patch size a side: a photo, which
+        ``scan`` maps tile by tile, where predict sees one squeezed view."""
+        return max(prediction.width or 0, prediction.height or 0) > 2 * self.info.patch_size
 
 
 def _is_single_source(sources: Any) -> bool:

@@ -26,7 +26,7 @@ from ..images import IMAGE_SUFFIXES, ImageReadError, read_pixels, resize_pixels
 from ..datasets import Sample, find_dataset_for_model
 from ..errors import CrackscanError
 from ..files import TEXT_ENCODING, atomic_open, atomic_path, write_bytes
-from .masks import CLEAR, CRACK, pair_with_masks, read_mask, tile_truth
+from .masks import CLEAR, CRACK, ignore_value_of, pair_with_masks, read_mask_parts, tile_truth
 from ..photo.tiling import tile_origins
 
 LABELS_FILE = "labels.csv"
@@ -232,6 +232,7 @@ def labels_from_masks(
     seed: int = 0,
     tile: int = DEFAULT_TILE,
     force: bool = False,
+    ignore_value: int | None = None,
 ) -> LabelsFromMasks:
     """Labels ``per_class`` crack and ``per_class`` clear tiles, drawn at random (seeded)
     from all the tiles of the photos whose masks say so (masks.tile_truth's rule; tiles in
@@ -244,13 +245,15 @@ def labels_from_masks(
     if (out / LABELS_FILE).exists() and not force:
         raise CrackscanError(f"{out} already holds labels: pass --force to add to them")
     pairs, skipped = pair_with_masks(photos, masks)
+    ignore_value = ignore_value_of(masks, ignore_value)
     candidates: dict[int, list[tuple[int, tuple[int, int, int, int]]]] = {CRACK: [], CLEAR: []}
     for index, pair in enumerate(pairs):
         try:
             height, width = read_pixels(pair.photo, name=str(pair.photo)).shape[:2]
-            truth = tile_truth(read_mask(pair.mask, width, height),
-                               boxes := [(x, y, min(tile, width), min(tile, height))
-                                         for y in tile_origins(height, tile, tile) for x in tile_origins(width, tile, tile)])
+            boxes = [(x, y, min(tile, width), min(tile, height))
+                     for y in tile_origins(height, tile, tile) for x in tile_origins(width, tile, tile)]
+            crack, ignored = read_mask_parts(pair.mask, width, height, ignore_value)
+            truth = tile_truth(crack, boxes, ignored)
         except ImageReadError as error:
             skipped.append((str(pair.photo), error.reason))
             continue

@@ -1,15 +1,18 @@
 """Tile truth from pixel crack masks: which tiles of a photo are cracks, clear, or neither.
 
-A mask is an image the size of its photo, with the same file stem, in a folder of its own;
-any non-black pixel is crack. A tile is a crack when at least CRACK_MIN_FRACTION of its
-pixels are crack and clear when none are; a tile in between (a crack grazing its corner)
-is neither and is left out of every count, because calling it either way would grade the
-model on a coin toss.
+A mask is an image the size of its photo, at the photo's path in a folder of its own; any
+non-black pixel is crack. A set may mark pixels to ignore with one value (a drone set marks
+formwork joints 128): ``--ignore-value``, or ``{"ignore_value": 128}`` in a ``masks.json``
+beside the masks. Ignored pixels count neither way. A tile is a crack when at least
+CRACK_MIN_FRACTION of its other pixels are crack and clear when none are; a tile in between
+(a crack grazing its corner), or all ignored, is neither and is left out of every count,
+because calling it either way would grade the model on a coin toss.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -79,23 +82,72 @@ def pair_with_masks(photos: str | os.PathLike | Sequence[str | os.PathLike], mas
     return paired, missing
 
 
-def read_mask(path: Path, width: int, height: int) -> np.ndarray:
-    """The crack pixels of a mask as booleans (any non-black, non-transparent pixel); the
+MASKS_SETTINGS_FILE = "masks.json"
+
+
+def ignore_value_of(masks: str | os.PathLike, given: int | None = None) -> int | None:
+    """The mask value to ignore: ``given``, else the masks folder's masks.json, else none."""
+    if given is not None:
+        return _checked_ignore_value(given, "--ignore-value")
+    path = Path(masks) / MASKS_SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text())
+        value = values.get("ignore_value") if isinstance(values, dict) else None
+    except (OSError, ValueError) as error:
+        raise CrackscanError(f"{path} is damaged ({error}): it should read like {{\"ignore_value\": 128}}") from None
+    return None if value is None else _checked_ignore_value(value, str(path))
+
+
+def _checked_ignore_value(value: object, source: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 255:
+        raise CrackscanError(f"{source}: the ignored mask value must be a whole number from 1 to 255, got {value!r}")
+    return value
+
+
+def read_mask_parts(path: Path, width: int, height: int, ignore_value: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A mask's crack pixels and, with ``ignore_value``, its ignored pixels, as booleans; the
     mask must be the photo's size."""
     values = read_mask_values(path)
     if values.shape != (height, width):
         raise ImageReadError(str(path), f"mask is {values.shape[1]}x{values.shape[0]} px, its photo "
                                         f"{width}x{height}", "unreadable")
-    return values > 0
+    if ignore_value is None:
+        return values > 0, None
+    ignored = values == ignore_value
+    return (values > 0) & ~ignored, ignored
 
 
-def tile_truth(mask: np.ndarray, boxes: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
-    """CRACK, CLEAR or UNSURE for each (x, y, width, height) box, from a boolean mask."""
-    # A summed-area table answers every box in constant time, whatever the tile count.
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
+def read_mask(path: Path, width: int, height: int, ignore_value: int | None = None) -> np.ndarray:
+    """The crack pixels of a mask as booleans (any non-black, non-transparent, non-ignored pixel)."""
+    return read_mask_parts(path, width, height, ignore_value)[0]
+
+
+def tile_truth(mask: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], ignored: np.ndarray | None = None
+               ) -> np.ndarray:
+    """CRACK, CLEAR or UNSURE for each (x, y, width, height) box, from a boolean crack mask
+    and, where pixels are ignored, the boolean mask of them (they count neither way)."""
+    crack_sums = _summed_area(mask)
+    ignored_sums = _summed_area(ignored) if ignored is not None else None
     truth = np.empty(len(boxes), np.int8)
     for index, (x, y, w, h) in enumerate(boxes):
-        crack = table[y + h, x + w] - table[y, x + w] - table[y + h, x] + table[y, x]
-        truth[index] = CLEAR if crack == 0 else CRACK if crack >= CRACK_MIN_FRACTION * w * h else UNSURE
+        crack = _box_sum(crack_sums, x, y, w, h)
+        counted = w * h - (_box_sum(ignored_sums, x, y, w, h) if ignored_sums is not None else 0)
+        if counted == 0:
+            truth[index] = UNSURE
+        else:
+            truth[index] = CLEAR if crack == 0 else CRACK if crack >= CRACK_MIN_FRACTION * counted else UNSURE
     return truth
+
+
+def _summed_area(mask: np.ndarray) -> np.ndarray:
+    """A summed-area table: every box's sum in constant time, whatever the tile count."""
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
+    return table
+
+
+def _box_sum(table: np.ndarray, x: int, y: int, w: int, h: int) -> int:
+    return int(table[y + h, x + w] - table[y, x + w] - table[y + h, x] + table[y, x])

@@ -21,7 +21,7 @@ TILES_DATASET = "tiles.parquet"  # a folder of Parquet part files, one per photo
 RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "photo_bytes", "photo_mtime_ns")
 # The settings a whole survey is made with: a change means photos are scanned again.
 MANIFEST_KEYS = ("model_sha256", "tile", "stride", "threshold")
-SUMMARY_CSV_FIELDS = ["photo", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",
+SUMMARY_CSV_FIELDS = ["photo", "verdict", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",
                       "width", "height", "seconds", "outputs", "problem"]
 
 
