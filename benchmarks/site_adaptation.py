@@ -51,7 +51,7 @@ def main() -> None:
     from crackscan.model.heads import crack_logit
     from crackscan.model.registry import resolve
     from crackscan.site.fit import fit_logistic
-    from crackscan.site.adapt import parent_backbone
+    from crackscan.runtime.formats import run_backbone
     from crackscan.datasets import find_dataset_for_model, read_labelled
     from crackscan.evaluate import evaluate_photos
     from crackscan.model.keras_archive import read_crack_head, read_keras_metadata
@@ -68,7 +68,7 @@ def main() -> None:
     base = runs.load_features(args.run)
     train, test = base["splits"] == "train", base["splits"] == "test"
     base_crack = (base["labels"] == pos).astype(float)
-    backbone = parent_backbone(args.run, keras_path, print)
+    backbone = run_backbone(args.run, keras_path, print)
 
     def parent_test(head: tuple) -> float:
         return 100 * float(np.mean((crack_logit(base["features"][test], head) >= 0) == (base_crack[test] > 0)))

@@ -104,3 +104,22 @@ def test_train_reports_progress_when_not_on_a_terminal(tiny_dataset, tmp_path, c
                  "--alpha", "0.35", "--epochs", "2"])
     err = capsys.readouterr().err
     assert code == 0 and "crackscan: reading and embedding:" in err and "crackscan: fitting head:" in err
+
+
+def test_a_run_without_exports_scans_on_its_litert_backbone(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from crackscan import runs
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run, ignore=shutil.ignore_patterns(runs.BACKBONE_FILE, "model*.tflite"))
+    fast = crackscan.load(run, fastest=True)
+    assert fast.format == "litert backbone + head" and (run / runs.BACKBONE_FILE).is_file()  # converted, kept
+    photo = synth.make_photo(np.random.default_rng(2), 400, 300, cracks=1)
+    keras_result = crackscan.scan(crackscan.load(run), photo)
+    fast_result = crackscan.scan(fast, photo)
+    assert np.abs(np.array([t.crack_probability for t in keras_result.tiles])
+                  - np.array([t.crack_probability for t in fast_result.tiles])).max() < 1e-4
+    write_image(tmp_path / "photos" / "p.jpg", photo)
+    assert main(["scan", str(run), str(tmp_path / "photos"), "--out", str(tmp_path / "scans")]) == 0
+    assert "using the run's LiteRT backbone and NumPy head" in capsys.readouterr().err

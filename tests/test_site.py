@@ -287,3 +287,43 @@ def test_a_built_in_model_is_the_parent_of_adapt(asphalt, real_data, tmp_path, m
     code = main(["adapt", "crackscan-nano", str(labels), "--out", str(tmp_path / "again")])
     assert code == 0 and not any("making" in line for line in lines)  # made once, kept in the cache
     assert sorted(p.name for p in (tmp_path / "cache" / "builtin").iterdir()) == [parent.name]
+
+
+def test_a_parent_check_that_is_a_worst_case_is_reported_not_a_refusal(tmp_path, monkeypatch, capsys):
+    """Road photos from crackscan-base: its shipped test images count wrong wherever the site
+    head could move them (no pixels ship to check them again), which refused every real site."""
+    if PHOTOS is None:
+        pytest.skip("needs ../shared/data/real-photos beside the project")
+    monkeypatch.setenv("CRACKSCAN_CACHE", str(tmp_path / "cache"))
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for folder in (images, masks):
+        folder.mkdir()
+    for path in sorted((PHOTOS / "road-asphalt" / "images").iterdir())[:12]:
+        (images / path.name).symlink_to(path.resolve())
+        mask = next((PHOTOS / "road-asphalt" / "masks").glob(f"{path.stem}.*"))
+        (masks / mask.name).symlink_to(mask.resolve())
+    labels = tmp_path / "labels"
+    labels_from_masks(images, masks, labels, per_class=25, seed=0)
+    code = main(["adapt", "crackscan-nano", str(labels), "--out", str(tmp_path / "adapted")])
+    out, err = capsys.readouterr()
+    assert code == 0 and runs.is_run(tmp_path / "adapted"), err
+    parent = json.loads((tmp_path / "adapted" / "metrics.json").read_text())["parent_test"]
+    assert parent["bound"] and parent["images"] == 1000
+    if parent["change_points"] < 0:
+        assert "at least" in out and "worst case" in err
+
+
+def test_max_parent_drop_bounds_a_measured_loss(tiny_run, tiny_dataset, tmp_path, capsys):
+    """Labels that contradict the parent's own data cost it measured accuracy: refused at the
+    default bound, accepted when the user allows it."""
+    labels = tmp_path / "labels"
+    for name, other in (("Positive", "Negative"), ("Negative", "Positive")):
+        (labels / other).mkdir(parents=True)
+        for path in sorted((tiny_dataset / name).glob("*.jpg"))[:20]:
+            shutil.copy(path, labels / other / path.name)
+    code = main(["adapt", str(tiny_run.path), str(labels), "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--max-parent-drop" in err and not (tmp_path / "a").exists()
+    assert main(["adapt", str(tiny_run.path), str(labels), "--out", str(tmp_path / "a"), "--max-parent-drop", "100"]) == 0
+    parent = json.loads((tmp_path / "a" / "metrics.json").read_text())["parent_test"]
+    assert not parent["bound"] and parent["lost"] > parent["gained"] and parent["max_drop_points"] == 100

@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("labels", type=Path, help="labels folder (crackscan label, the web page) or any class-folder dataset")
     adapt.add_argument("--out", type=Path, required=True, help="the new run folder")
     adapt.add_argument("--force", action="store_true", help="replace a run already in --out")
+    settings.add_arguments(adapt, settings.ADAPT_SETTINGS)
 
     models = commands.add_parser("models", help="the built-in models: what they were trained on, accuracy, speed",
                                  epilog=_examples("models"), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -384,18 +385,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_for_inference(model: Path) -> Path:
-    """A run folder's fastest checked export (said on stderr); any other path as given."""
-    chosen = resolve(model, fastest=True).file
-    if model.is_dir() and chosen.suffix != ".keras":
-        print(f"crackscan: using {chosen.name}, the run's fastest checked export (pass {model}/model.keras for "
-              "the Keras model)", file=sys.stderr)
-    return chosen
+def _model_for_inference(model: Path, engine: str = "local") -> Any:
+    """The model to scan or serve with, loaded: a run folder at its fastest (its fastest checked
+    export, else its LiteRT backbone and NumPy head), any other name as given; which file and
+    runtime is said on stderr. The Ray engine ships a model file to its workers, so it gets the
+    run's fastest file."""
+    if engine == "ray":
+        return resolve(model, fastest=True).file
+    predictor = load(model, fastest=True, progress=_progress(timed_steps=True))
+    if model.is_dir():
+        if predictor.path.suffix == ".keras":
+            print(f"crackscan: using the run's LiteRT backbone and NumPy head ({predictor.format}): model.keras's "
+                  f"answers at LiteRT's speed, with no export (crackscan export {model} --format litert --int8 makes "
+                  "it faster still)", file=sys.stderr)
+        else:
+            print(f"crackscan: using {predictor.path.name}, the run's fastest checked export ({predictor.format}; pass "
+                  f"{model / 'model.keras'} for the Keras model)", file=sys.stderr)
+    return predictor
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
-    outcome = scan_many(_model_for_inference(args.model), args.photos, args.out, **options, force=args.force,
+    outcome = scan_many(_model_for_inference(args.model, options["engine"]), args.photos, args.out, **options,
+                        force=args.force,
                         progress=_progress())
     if outcome.resumed:
         count = len(outcome.resumed)
@@ -453,7 +465,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    result = adapt(args.run, args.labels, args.out, force=args.force, progress=_progress(timed_steps=True))
+    result = adapt(args.run, args.labels, args.out, force=args.force, progress=_progress(timed_steps=True),
+                   **settings.resolved(args, settings.ADAPT_SETTINGS))
     m = result.metrics
     site, parent = m["site_cross_validated"], m["parent_test"]
 
@@ -471,6 +484,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     floor = " at least" if parent["bound"] else ""
     print(f"parent's test images ({parent['images']}): accuracy {100 * parent['accuracy_before']:.2f}% ->{floor} "
           f"{100 * parent['accuracy_after']:.2f}% ({parent['change_points']:+.2f} points)")
+    if parent["bound"] and parent["change_points"] < 0:
+        print(f"crackscan: note: that is a worst case: {parent['lost']} of the parent's images sit where the site head "
+              "could move them, and the built-in ships no pixels to check them again, so each is counted wrong",
+              file=sys.stderr)
     print(f"adapted in {m['seconds']:.1f} s; new run folder: {result.path} (use it as any run: scan, export, serve)")
     return 0
 

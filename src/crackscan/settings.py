@@ -205,6 +205,11 @@ LABEL_SETTINGS = (
     IGNORE_VALUE,
 )
 
+ADAPT_SETTINGS = (
+    Setting("max_parent_drop", float, 0.5, "most points of the parent's test accuracy adapting may cost, measured on "
+            "its images (a built-in's check is a worst case: reported, never a refusal)", low=0.0, high=100.0),
+)
+
 # ---- serve: where it listens and the budgets that keep one client from tying it up ------
 SERVE_SETTINGS = (
     Setting("host", str, "127.0.0.1", "address to listen on (127.0.0.1: this machine only)"),

@@ -21,10 +21,13 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .. import _tf
-from ..errors import CrackscanError
+from ..errors import CrackscanError, WriteError
+from ..files import write_bytes
+from ..model.classifier import feature_extractor
+from ..runs import BACKBONE_FILE
 from ..model.info import METADATA_NAME, ModelInfo
 from ..model.keras_archive import load_keras_model, read_keras_metadata
-from .runners import DEFAULT_BATCH_SIZE, KerasRunner, LiteRTRunner, OnnxRunner, Runner
+from .runners import DEFAULT_BATCH_SIZE, BackboneRunner, KerasRunner, LiteRTRunner, OnnxRunner, Runner
 
 ONNX_METADATA_KEY = "crackscan"
 
@@ -161,3 +164,24 @@ def _check_input_size(path: Path, info: ModelInfo, graph: tuple) -> None:
     if any(side != info.input_size for side in fixed):
         raise CrackscanError(f"{path}: its metadata says {info.input_size} px inputs but the model takes "
                              f"{'x'.join(map(str, graph))}: the file was edited or damaged; export it again")
+
+
+def run_backbone(run: Path, keras_path: Path, step: Callable[[str], None] = lambda line: None, keep: bool = True,
+                 batch_size: int = 64) -> BackboneRunner:
+    """A run's frozen backbone as LiteRT, pooled features and site map: the one training or
+    adapt kept, or converted from the Keras model (about 20 s) and, with ``keep``, kept in the
+    run for every later use (where the run's folder can be written). Runs made before the site
+    map kept a one-output backbone, which is converted again once."""
+    cached = run / BACKBONE_FILE
+    if cached.is_file():
+        try:
+            return BackboneRunner(cached.read_bytes(), batch_size)
+        except CrackscanError:
+            pass
+    step(f"converting the run's backbone to LiteRT{' once (kept in the run for next time)' if keep else ''}")
+    model, _ = load_keras_model(keras_path)
+    content = keras_to_litert(feature_extractor(model))
+    if keep:
+        with contextlib.suppress(WriteError):  # a read-only run still runs, converted each time
+            write_bytes(cached, content)
+    return BackboneRunner(content, batch_size)

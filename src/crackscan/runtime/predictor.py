@@ -23,7 +23,8 @@ from ..model.heads import SiteHead, sigmoid
 from ..model.info import ModelInfo
 from ..model.keras_archive import read_crack_head, read_keras_metadata
 from ..model.registry import resolve
-from .formats import open_model, read_model_info
+from ..progress import Progress, as_progress
+from .formats import open_model, read_model_info, run_backbone
 from .runners import DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, Runner, cpu_threads
 
 
@@ -201,10 +202,15 @@ def _source_name(item: Any, index: int) -> str:
 
 
 def load(model: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: int | None = None,
-         fastest: bool = False) -> Predictor:
+         fastest: bool = False, progress: Progress | bool = False) -> Predictor:
     """Loads a .keras, .tflite or .onnx model, a run folder or a built-in model as a
-    Predictor; with ``fastest``, a run folder's fastest checked export."""
-    opened = open_model(resolve(model, fastest).file, batch_size, num_threads)
+    Predictor. With ``fastest``, a run folder runs as fast as it can without a new export: its
+    fastest checked export, else its LiteRT backbone and NumPy head (model.keras's numbers,
+    at LiteRT's speed; the backbone converted once and kept in the run if it has none)."""
+    resolved = resolve(model, fastest)
+    if fastest and resolved.run is not None and resolved.file.suffix == ".keras":
+        return load_head_on_backbone(resolved.run, batch_size, convert=True, progress=progress)
+    opened = open_model(resolved.file, batch_size, num_threads)
     return Predictor(opened.runner, opened.info, opened.path, opened.format)
 
 
@@ -214,22 +220,25 @@ def as_predictor(model: Any) -> Predictor:
     return model if isinstance(model, Predictor) else load(model)
 
 
-def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
-    """A run that keeps its backbone as LiteRT (training with LiteRT, or adapt, left it) as a
-    Predictor of its backbone and head: the run's model.keras to within float precision, at
-    LiteRT's speed, with no export. For serving a run as soon as adapt has made it."""
+def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, convert: bool = False,
+                          progress: Progress | bool = False) -> Predictor:
+    """A run as a Predictor of its LiteRT backbone (training with LiteRT, or adapt, left it;
+    with ``convert``, made from model.keras once and kept) and its head in NumPy: the run's
+    model.keras to within float precision, at LiteRT's speed, with no export. For scanning
+    and serving a run as soon as it is made."""
     folder = Path(run)
     keras_path = resolve(folder).file
     backbone = folder / runs.BACKBONE_FILE
-    if not backbone.is_file():
+    if not backbone.is_file() and not convert:
         raise CrackscanError(f"{folder} keeps no {runs.BACKBONE_FILE}: load its model.keras instead")
+    content = run_backbone(folder, keras_path, as_progress(progress).step).model_content
     info = read_keras_metadata(keras_path)
     if (folder / runs.SITE_HEAD_FILE).is_file():
         head = SiteHead.load(folder / runs.SITE_HEAD_FILE).crack_probability
     else:
         weights, offset = read_crack_head(keras_path, info)
         head = lambda pooled, site_map: sigmoid(pooled @ weights + offset)  # noqa: E731
-    runner = HeadOnBackboneRunner(backbone.read_bytes(), head, info.positive_index, batch_size)
+    runner = HeadOnBackboneRunner(content, head, info.positive_index, batch_size)
     return Predictor(runner, info, keras_path, "litert backbone + head")
 
 

@@ -107,7 +107,10 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
     heavy = HeavyWork()
     max_body = int(limits["max_upload_mb"] * 1024 * 1024)
     predictor = as_predictor(model)
-    loop = SiteLoop(labels, None if isinstance(model, Predictor) else resolve(model).run, predictor,
+    # The run a served model belongs to (its folder, or the run of the file or predictor given):
+    # what the labelling loop adapts.
+    served = predictor.path if isinstance(model, Predictor) else model
+    loop = SiteLoop(labels, resolve(served).run if served is not None else None, predictor,
                     limits["max_label_mb"], limits["max_labels_folder_mb"])
     page = resources.files("crackscan.serve.web").joinpath("index.html").read_text()
     app = FastAPI(title="crackscan", version=__version__,

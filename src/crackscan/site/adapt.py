@@ -43,11 +43,11 @@ from ..metrics import tile_metrics
 from ..model.builtin import MODELS_DIR, builtin_models
 from ..model.classifier import SITE_LAYER, build_classifier, feature_extractor, imagenet_weights_path
 from ..model.heads import SiteHead, crack_logit, sigmoid
-from ..model.keras_archive import (load_keras_model, read_crack_head, read_keras_metadata, save_keras_model,
+from ..model.keras_archive import (read_crack_head, read_keras_metadata, save_keras_model,
                                    write_site_model)
 from ..model.registry import resolve
 from ..progress import Progress, as_progress
-from ..runtime.formats import keras_to_litert, read_model_info
+from ..runtime.formats import keras_to_litert, read_model_info, run_backbone
 from ..runtime.runners import BackboneRunner
 from ..settings import TrainConfig, cache_folder
 from .fit import L2, SITE_L2, at_crack_share, balanced_weights, dihedral, fit_logistic, fit_site_head, stratified_folds
@@ -55,7 +55,12 @@ from .labels import labelled_samples, unlabelled_site_tiles
 
 CV_FOLDS = 5
 VIEWS = 8  # dihedral() gives each tile's eight flips and rotations
-MAX_PARENT_TEST_DROP = 0.2  # points of the parent's test accuracy adapt may cost
+# Points of the parent's test accuracy adapt may cost, measured on its own images. Where the
+# parent's images are not at hand (a built-in ships their pooled features, not the site maps
+# the site head reads), the figure is a worst case (each image the site head could move is
+# counted wrong), reported but never a reason to refuse: on 1,000 images it is a handful of
+# images near the parent's threshold, not a measured loss.
+MAX_PARENT_TEST_DROP = 0.5
 UNLABELLED_TILES = 400  # of the labels' photos, to estimate the site's crack share and train the gate
 
 
@@ -103,10 +108,12 @@ def adapt(
     force: bool = False,
     progress: Progress | bool = False,
     keep_backbone_in_parent: bool = True,
+    max_parent_drop: float = MAX_PARENT_TEST_DROP,
 ) -> Adaptation:
     """A new run that knows the site in ``labels`` (a labels folder or any class-folder
     dataset of tiles) as well as the parent run's data. Refuses, writing nothing, if the
-    parent's test accuracy would fall by more than MAX_PARENT_TEST_DROP points. A parent
+    parent's test accuracy, measured on its images, would fall by more than
+    ``max_parent_drop`` points (MAX_PARENT_TEST_DROP). A parent
     without its two-output LiteRT backbone gets it converted once, and kept in the parent
     unless ``keep_backbone_in_parent`` is False (the server writes nowhere but its labels
     and the runs it makes); the new run always keeps it. ``progress`` hears a step as each
@@ -121,7 +128,7 @@ def adapt(
         raise CrackscanError(f"{out} already holds a run: pass --force to replace it")
     info = read_keras_metadata(keras_path)
     parent_head = read_crack_head(keras_path, info)
-    backbone = parent_backbone(parent, keras_path, report.step, keep_backbone_in_parent)
+    backbone = run_backbone(parent, keras_path, report.step, keep_backbone_in_parent)
     site = _embed_site(labels, info, backbone, report)
     base = runs.load_features(parent)
     if base is None:
@@ -144,7 +151,7 @@ def adapt(
     truth = site.crack.astype(np.int8)
     site_before = tile_metrics(truth, sigmoid(crack_logit(site.plain_pooled, parent_head)) >= 0.5)
     site_after = tile_metrics(truth, cv_probability >= 0.5)
-    parent_check = _check_parent(head, base, parent, backbone, info)
+    parent_check = _check_parent(head, base, parent, backbone, info, max_parent_drop)
 
     report.step("writing the new run")
     with runs.writing(out, force) as out:
@@ -160,10 +167,10 @@ def adapt(
     return Adaptation(out, metrics)
 
 
-def _check_parent(head: SiteHead, base: dict[str, np.ndarray], parent: Path, backbone: BackboneRunner, info: Any
-                  ) -> dict[str, Any]:
+def _check_parent(head: SiteHead, base: dict[str, np.ndarray], parent: Path, backbone: BackboneRunner, info: Any,
+                  max_drop: float = MAX_PARENT_TEST_DROP) -> dict[str, Any]:
     """The parent's accuracy on its validation and test images before and after; refused
-    (CrackscanError) when the test accuracy would fall by more than MAX_PARENT_TEST_DROP
+    (CrackscanError) when the test accuracy, measured, would fall by more than ``max_drop``
     points. A built-in model's parent run ships test features, not validation ones."""
     base_crack = base["labels"] == info.positive_index
     parent_check = {part: _parent_accuracy(head, base, mask, base_crack, parent, backbone, info) if mask.any() else None
@@ -173,11 +180,12 @@ def _check_parent(head: SiteHead, base: dict[str, np.ndarray], parent: Path, bac
         raise CrackscanError(f"{parent} holds no test or validation images to check the parent on: adapt a run trained "
                              "with a test split (e.g. --split 70:24:6)")
     drop = 100 * (checked["accuracy_before"] - checked["accuracy_after"])
-    if drop > MAX_PARENT_TEST_DROP + 1e-9:
+    checked["max_drop_points"] = max_drop
+    if drop > max_drop + 1e-9 and not checked["bound"]:
         raise CrackscanError(f"adapting would cost the parent's test accuracy {drop:.2f} points "
                              f"({100 * checked['accuracy_before']:.2f}% -> {100 * checked['accuracy_after']:.2f}%; "
-                             f"allowed {MAX_PARENT_TEST_DROP}): the labels may contradict the parent's data; nothing "
-                             "written")
+                             f"allowed {max_drop:g}, --max-parent-drop): the labels may contradict the parent's data; "
+                             "nothing written")
     return parent_check
 
 
@@ -360,8 +368,10 @@ def _parent_accuracy(head: SiteHead, base: dict[str, np.ndarray], part: np.ndarr
             bound = True
         else:
             after[movable] = head.crack_probability(*backbone.features(pixels)) >= 0.5
-    return {"images": int(part.sum()), "accuracy_before": float(np.mean((parent_p >= 0.5) == truth)),
-            "accuracy_after": float(np.mean(after == truth)), "embedded_again": int(len(movable)), "bound": bound}
+    right_before, right_after = (parent_p >= 0.5) == truth, after == truth
+    return {"images": int(part.sum()), "accuracy_before": float(np.mean(right_before)),
+            "accuracy_after": float(np.mean(right_after)), "embedded_again": int(len(movable)), "bound": bound,
+            "lost": int(np.sum(right_before & ~right_after)), "gained": int(np.sum(~right_before & right_after))}
 
 
 def _parent_pixels(parent: Path, rows: np.ndarray, info: Any) -> np.ndarray | None:
@@ -377,25 +387,6 @@ def _parent_pixels(parent: Path, rows: np.ndarray, info: Any) -> np.ndarray | No
     except CrackscanError:
         return None
     return pixels if len(read) == len(rows) else None
-
-
-def parent_backbone(parent: Path, keras_path: Path, step: Callable[[str], None], keep: bool = True) -> BackboneRunner:
-    """The run's frozen backbone as LiteRT, pooled features and site map: the one training
-    kept, or converted from the Keras model (about 20 s) and, with ``keep``, kept in the run
-    for every later one. Runs made before the site map kept a one-output backbone, which is
-    converted again once."""
-    cached = parent / runs.BACKBONE_FILE
-    if cached.is_file():
-        try:
-            return BackboneRunner(cached.read_bytes(), 64)
-        except CrackscanError:
-            pass
-    step(f"converting the run's backbone to LiteRT{' once (kept in the run for next time)' if keep else ''}")
-    model, _ = load_keras_model(keras_path)
-    content = keras_to_litert(feature_extractor(model))
-    if keep:
-        write_bytes(cached, content)
-    return BackboneRunner(content, 64)
 
 
 def _embed_parent(parent: Path, backbone: BackboneRunner, info: Any) -> dict[str, np.ndarray]:
