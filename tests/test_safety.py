@@ -480,3 +480,33 @@ def test_a_damaged_survey_manifest_is_named(tiny_model, tmp_path, capsys):
     code = main(["scan", str(tiny_model), str(photos), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "survey.json is damaged" in err and "Traceback" not in err
+
+
+def test_work_handed_to_normal_work_runs_at_normal_priority_from_a_low_one():
+    """A model loaded after a page Adapt must not run its threads at the heavy threads' nice 19
+    (found under a busy machine: lone classifies starved behind other processes)."""
+    import threading
+
+    from crackscan.serve.budgets import HEAVY_NICENESS, HeavyWork, NormalWork
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    normal = NormalWork()
+    seen = {}
+
+    def on_a_heavy_thread() -> None:
+        seen["heavy"] = niceness()
+        seen["handed"] = normal(niceness)
+
+    import asyncio
+
+    asyncio.run(HeavyWork().run(on_a_heavy_thread))
+    if seen["heavy"] != HEAVY_NICENESS:
+        pytest.skip("this system does not let a thread lower its own priority")
+    assert seen["handed"] == niceness() < HEAVY_NICENESS
+
+
+def test_a_served_litert_model_makes_its_one_image_interpreter_when_loaded(tiny_model):
+    predictor = crackscan.load(tiny_model)
+    assert predictor.runner._single is not None

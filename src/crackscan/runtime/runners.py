@@ -77,7 +77,11 @@ class LiteRTRunner:
         # interpreter, need not wait behind a scan's full batches.
         self._full_lock, self._single_lock = threading.Lock(), threading.Lock()
         self.interpreter, self._input, self._output = self._interpreter(batch_size)
-        self._single: tuple | None = None
+        # Made now, on the thread that loads the model: XNNPACK's worker threads take the
+        # priority of the thread that makes them, and a server runs heavy work on threads at
+        # nice 19; a one-image interpreter made lazily there would run every lone request at
+        # that priority (starved whenever the machine is busy).
+        self._single: tuple | None = self._interpreter(1) if batch_size > 1 else None
 
     def _interpreter(self, batch_size: int) -> tuple:
         from ai_edge_litert.interpreter import Interpreter

@@ -33,8 +33,8 @@ from ..model.registry import resolve
 from ..photo.scan import scan
 from ..runtime.predictor import Predictor, as_predictor
 from ..version import __version__
-from .budgets import (HEAVY_PIXELS, BodyBudget, HeavyWork, PixelBudget, header_timeout_protocol,
-                      return_freed_memory_to_the_system, serve_limits, stop_when_client_leaves)
+from .budgets import (HEAVY_PIXELS, BodyBudget, HeavyWork, NormalWork, PixelBudget, header_timeout_protocol,
+                      return_freed_memory_to_the_system, serve_limits, stop_when_client_leaves, warm)
 from .guard import RequestGuard, hosts_answered, is_loopback, new_token
 from .site_loop import LabelBudgetExceeded, LoopBusy, SiteLoop, parse_labels
 
@@ -107,11 +107,13 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
     heavy = HeavyWork()
     max_body = int(limits["max_upload_mb"] * 1024 * 1024)
     predictor = as_predictor(model)
+    warm(predictor)  # on this thread, at normal priority, before any heavy thread exists
+    normal = NormalWork()
     # The run a served model belongs to (its folder, or the run of the file or predictor given):
     # what the labelling loop adapts.
     served = predictor.path if isinstance(model, Predictor) else model
     loop = SiteLoop(labels, resolve(served).run if served is not None else None, predictor,
-                    limits["max_label_mb"], limits["max_labels_folder_mb"])
+                    limits["max_label_mb"], limits["max_labels_folder_mb"], load_on=normal)
     page = resources.files("crackscan.serve.web").joinpath("index.html").read_text()
     app = FastAPI(title="crackscan", version=__version__,
                   description="Crack / no-crack classification of concrete images and whole-photo crack maps.")

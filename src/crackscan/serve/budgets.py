@@ -48,6 +48,33 @@ class HeavyWork:
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
 
+class NormalWork:
+    """One worker thread at the server's own priority, made now, on the thread that makes the
+    app: Linux threads take the priority of the thread that starts them, so work begun on a
+    low-priority thread (a model loaded after adapt) is handed here to run, and to start the
+    model's own threads, at normal priority."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="crackscan-normal")
+        self._pool.submit(lambda: None).result()  # start the thread here, not on first use
+
+    def __call__(self, work: Any, *args: Any) -> Any:
+        return self._pool.submit(work, *args).result()
+
+
+def warm(predictor: Any) -> None:
+    """Runs the model once on a lone image and once on a full batch, on the calling thread:
+    the runtimes make their threads (TensorFlow's pools, LiteRT's interpreters) on first use,
+    and they must not be made on a low-priority thread; the first request is quicker too."""
+    import numpy as np
+
+    size = predictor.input_size
+    for count in (1, predictor.batch_size):
+        predictor.outputs(np.zeros((count, size, size, 3), np.uint8))
+
+
 def _lower_this_threads_priority() -> None:
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: keep the default
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICENESS)

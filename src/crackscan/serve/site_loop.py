@@ -61,11 +61,14 @@ class SiteLoop:
     adapt made from it; one adaptation at a time."""
 
     def __init__(self, folder: str | os.PathLike | None, run: Any, predictor: Predictor,
-                 max_request_mb: float = 32.0, max_folder_mb: float = 2048.0):
+                 max_request_mb: float = 32.0, max_folder_mb: float = 2048.0, load_on: Any = None):
         # Resolved: adapted runs go beside the labels folder, and "." has no parent of its own.
         self.folder = Path(folder).resolve() if folder is not None else None
         self.origin = run
         self.predictor = predictor
+        # Where a new model is loaded: a normal-priority thread (see budgets.NormalWork), not
+        # the low-priority one adapt runs on, whose priority the model's threads would take.
+        self.load_on = load_on or (lambda load, *args: load(*args))
         self.made: list[Path] = []
         self._lock = threading.Lock()
         self.max_request_bytes, self.max_folder_bytes = int(max_request_mb * 2**20), int(max_folder_mb * 2**20)
@@ -114,7 +117,7 @@ class SiteLoop:
             raise LoopBusy("an adaptation is already running: try again when it is done")
         try:
             made = adapt(self.origin, self.folder, self.next_run_folder(), keep_backbone_in_parent=False)
-            self.predictor = load_head_on_backbone(made.path)
+            self.predictor = self.load_on(load_head_on_backbone, made.path)
             self.made.append(made.path)
         finally:
             self._lock.release()
