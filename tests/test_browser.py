@@ -1,7 +1,6 @@
 """The web page in a real browser: headless Chromium (Debian's) driven by Playwright."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +66,7 @@ def test_keyboard_upload_slider_downloads_and_clear(server_url, tmp_path):
             rows = downloaded.value.path().read_text().splitlines()
             assert downloaded.value.suggested_filename == "north-wall-tiles.csv"
             assert rows[0] == "row,col,x,y,width,height,crack_probability,label,verdict" and len(rows) == len(tiles) + 1
-            assert sum(line.endswith(",Positive") for line in rows[1:]) == _cracked_at(tiles, 0.95)
+            assert sum(line.endswith(",Positive,crack") for line in rows[1:]) == _cracked_at(tiles, 0.95)
             with page.expect_download() as downloaded:
                 card.get_by_role("button", name="Download crack map (PNG)").click()
             assert Image.open(downloaded.value.path()).size == (600, 450)
@@ -147,13 +146,63 @@ def test_label_tiles_save_adapt_and_scan_again(tiny_run, tiny_dataset, tmp_path)
                     page.expect_response("**/v1/scan", timeout=180_000) as rescanned:
                 page.get_by_role("button", name="Adapt").click()
             assert adapted.value.ok, adapted.value.text()
-            new_run = Path(adapted.value.json()["run"])
-            assert new_run.parent == labels.parent and new_run.name == "labels-adapted-01"
+            # A name, never the server's path (issue 19); the run is beside the labels folder.
+            assert adapted.value.json()["run"] == "labels-adapted-01" and adapted.value.json()["swapped"]
+            assert (labels.parent / "labels-adapted-01" / "run.json").is_file()
             assert rescanned.value.ok and len(rescanned.value.json()["tiles"]) == 8
             sync_api.expect(page.locator("#site-status")).to_contain_text("Scanned again with it", timeout=60_000)
             sync_api.expect(page.locator("#model")).to_contain_text("labels-adapted-01")
             sync_api.expect(page.locator("article.result")).to_have_count(1)
             # The server wrote nowhere but the labels folder and the new run beside it.
             assert sorted(p.name for p in labels.parent.iterdir()) == ["labels", "labels-adapted-01"]
+        finally:
+            browser.close()
+
+
+ANSWER_KEPT_ASIDE = {
+    "run": "labels-adapted-01", "swapped": False, "model": "crackscan-nano.tflite", "seconds": 4.2,
+    "site_tiles": {"Negative": 4, "Positive": 4},
+    "site_cross_validated": {"folds": 4, "before": {"f1": 0.9, "accuracy": 0.9}, "after": {"f1": 0.8, "accuracy": 0.8}},
+    "parent_test": {"images": 1000, "accuracy_before": 0.999, "accuracy_after": 0.997, "bound": True},
+}
+
+
+def test_the_loop_from_a_built_in_and_a_swap_the_labels_refuse(tiny_model, tmp_path):
+    """Served from crackscan-nano with --labels, Adapt is on; served from a bare file it is off
+    and says why. When the labels say the adapted run is worse, the page keeps the current
+    model, shows both figures and lets the user choose (the server's answer is the one
+    SiteLoop.adapt gives; tests/test_safety.py holds the server to the rule)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("uvicorn")
+    import json
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            with running_server(tiny_model, labels=tmp_path / "file-labels") as url:  # an export, not a run
+                page = browser.new_page()
+                page.goto(url)
+                sync_api.expect(page.get_by_role("button", name="Adapt")).to_be_disabled()
+                sync_api.expect(page.locator("#adapt-why")).to_contain_text("Adapt is off: the served model is a file")
+            with running_server("crackscan-nano", labels=tmp_path / "labels") as url:
+                page = browser.new_page()
+                used = []
+                page.route("**/v1/adapt", lambda route: route.fulfill(
+                    status=200, content_type="application/json", body=json.dumps(ANSWER_KEPT_ASIDE)))
+                page.route("**/v1/adapt/use", lambda route: (used.append(route.request.post_data), route.fulfill(
+                    status=200, content_type="application/json",
+                    body=json.dumps({"run": "labels-adapted-01", "swapped": True, "model": "model.keras"}))))
+                page.goto(url)
+                adapt = page.get_by_role("button", name="Adapt")
+                sync_api.expect(adapt).to_be_enabled()
+                sync_api.expect(page.locator("#adapt-why")).to_have_text("")
+                adapt.click()
+                status = page.locator("#site-status")
+                sync_api.expect(status).to_contain_text("kept the current model")
+                sync_api.expect(status).to_contain_text("F1 0.90 now, 0.80 adapted")
+                sync_api.expect(status).to_contain_text("at least 99.70%")
+                page.get_by_role("button", name="Use the adapted run anyway").click()
+                sync_api.expect(status).to_contain_text("Now serving labels-adapted-01")
+                assert used and "labels-adapted-01" in used[0]
         finally:
             browser.close()

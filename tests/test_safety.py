@@ -510,3 +510,41 @@ def test_work_handed_to_normal_work_runs_at_normal_priority_from_a_low_one():
 def test_a_served_litert_model_makes_its_one_image_interpreter_when_loaded(tiny_model):
     predictor = crackscan.load(tiny_model)
     assert predictor.runner._single is not None
+
+
+def test_an_adapted_run_the_labels_call_worse_is_kept_aside_until_chosen(tiny_run, labels_folder, tmp_path,
+                                                                        monkeypatch):
+    from crackscan.serve import site_loop
+
+    real_adapt = site_loop.adapt
+
+    def worse_on_the_labels(*args, **kwargs):
+        made = real_adapt(*args, **kwargs)
+        cv = made.metrics["site_cross_validated"]
+        cv["before"]["f1"], cv["after"]["f1"] = 0.9, 0.8
+        return made
+
+    monkeypatch.setattr(site_loop, "adapt", worse_on_the_labels)
+    shutil.copytree(labels_folder, tmp_path / "labels-copy")
+    with TestClient(create_app(tiny_run.path, labels=tmp_path / "labels-copy"), base_url=LOCAL,
+                    raise_server_exceptions=False) as site:
+        before = site.get("/health").json()
+        answer = site.post("/v1/adapt")
+        assert answer.status_code == 200 and answer.json()["swapped"] is False, answer.text
+        after = site.get("/health").json()
+        assert after["model"] == before["model"] and after["kept_aside"] == ["labels-copy-adapted-01"]
+        assert site.post("/v1/adapt/use", data={"run": "nonsense"}).status_code == 422
+        chosen = site.post("/v1/adapt/use", data={"run": "labels-copy-adapted-01"})
+        assert chosen.status_code == 200 and chosen.json()["swapped"]
+        now = site.get("/health").json()
+        assert now["run"] == "labels-copy-adapted-01" and now["format"] == "litert backbone + head"
+        assert now["kept_aside"] == [] and now["adapted_runs"] == ["labels-copy-adapted-01"]
+
+
+def test_a_built_in_served_with_labels_can_adapt_and_a_bare_file_says_why(tiny_model, tmp_path):
+    with TestClient(create_app("crackscan-nano", labels=tmp_path / "a"), base_url=LOCAL) as site:
+        health = site.get("/health").json()
+        assert health["can_adapt"] and health["why_not_adapt"] is None
+    with TestClient(create_app(tiny_model, labels=tmp_path / "b"), base_url=LOCAL) as site:
+        health = site.get("/health").json()
+        assert not health["can_adapt"] and "a file, not a run or a built-in" in health["why_not_adapt"]

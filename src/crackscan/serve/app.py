@@ -111,8 +111,11 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
     normal = NormalWork()
     # The run a served model belongs to (its folder, or the run of the file or predictor given):
     # what the labelling loop adapts.
-    served = predictor.path if isinstance(model, Predictor) else model
-    loop = SiteLoop(labels, resolve(served).run if served is not None else None, predictor,
+    served_as = predictor.path if isinstance(model, Predictor) else model
+    served = resolve(served_as) if served_as is not None else None
+    # A run adapts from its folder, a built-in model by its name (adapt makes its float parent).
+    origin = None if served is None else served.run or (served.builtin.name if served.builtin else None)
+    loop = SiteLoop(labels, origin, predictor,
                     limits["max_label_mb"], limits["max_labels_folder_mb"], load_on=normal)
     page = resources.files("crackscan.serve.web").joinpath("index.html").read_text()
     app = FastAPI(title="crackscan", version=__version__,
@@ -147,8 +150,10 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         return {"status": "ok", "model": _name(predictor.path), "format": predictor.format, "task": info.task,
                 "classes": list(info.class_names), "positive_class": info.positive_class,
                 "input_size": info.input_size, "patch_size": info.patch_size, "version": __version__,
-                "labels": _name(loop.folder), "can_adapt": loop.can_adapt,
-                "adapted_runs": [run.name for run in loop.made], "limits": limits}
+                "run": _name(resolve(predictor.path).run) if predictor.path else None,
+                "labels": _name(loop.folder), "can_adapt": loop.can_adapt, "why_not_adapt": loop.why_not(),
+                "adapted_runs": [run.name for run in loop.made], "kept_aside": sorted(loop.kept_aside),
+                "limits": limits}
 
     @app.post("/v1/classify")
     async def classify(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
@@ -233,6 +238,14 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         except CrackscanError as error:
             raise refused(error, 409 if isinstance(error, LoopBusy) else 507 if isinstance(error, WriteError)
                           else 422) from None
+
+    @app.post("/v1/adapt/use")
+    async def use_adapted(run: str = Form(..., description="the name of an adapted run kept aside")) -> dict[str, Any]:
+        """Serves an adapted run that was kept aside because the labels said it was worse."""
+        try:
+            return await heavy.run(lambda: loop.use(run))
+        except CrackscanError as error:
+            raise refused(error, 409 if isinstance(error, LoopBusy) else 422) from None
 
     return app
 

@@ -57,8 +57,10 @@ def parse_labels(text: str, width: int, height: int, info: Any, max_side: int = 
 
 
 class SiteLoop:
-    """The labelling loop behind the page: one labels folder, the run being served, the runs
-    adapt made from it; one adaptation at a time."""
+    """The labelling loop behind the page: one labels folder, the run (or built-in model) being
+    served, the runs adapt made from it; one save and one adaptation at a time. A new run is
+    served only if its cross-validated F1 on the labels is not below the served model's;
+    otherwise it is kept aside, both figures are reported, and ``use`` serves it on request."""
 
     def __init__(self, folder: str | os.PathLike | None, run: Any, predictor: Predictor,
                  max_request_mb: float = 32.0, max_folder_mb: float = 2048.0, load_on: Any = None):
@@ -70,7 +72,9 @@ class SiteLoop:
         # the low-priority one adapt runs on, whose priority the model's threads would take.
         self.load_on = load_on or (lambda load, *args: load(*args))
         self.made: list[Path] = []
-        self._lock = threading.Lock()
+        self.kept_aside: dict[str, Path] = {}  # adapted runs not served, by name, for ``use``
+        self._lock = threading.Lock()  # saving
+        self._adapting = threading.Lock()
         self.max_request_bytes, self.max_folder_bytes = int(max_request_mb * 2**20), int(max_folder_mb * 2**20)
         self.folder_bytes = 0
         if self.folder is not None:
@@ -86,10 +90,14 @@ class SiteLoop:
     def can_adapt(self) -> bool:
         return self.folder is not None and self.origin is not None
 
-    def why_not(self) -> str:
+    def why_not(self) -> str | None:
+        """Why the page's Adapt is off, in a sentence; None when it is on."""
         if self.folder is None:
             return "this server keeps no labels: start it with --labels DIR"
-        return "the served model is not a run folder (adapt refits a run's head): serve a run with --labels DIR"
+        if self.origin is None:
+            return ("the served model is a file, not a run or a built-in model (adapt refits a run's head): serve a "
+                    "run folder or crackscan-base / crackscan-nano with --labels DIR")
+        return None
 
     def save(self, photo: Any, content: bytes, name: str, entries: list) -> dict[str, Any]:
         # A name is recorded, never used as a path: keep it printable.
@@ -113,18 +121,39 @@ class SiteLoop:
         return {"saved": len(entries), "labels": self.folder.name, "counts": labels.counts()}
 
     def adapt(self) -> dict[str, Any]:
-        if not self._lock.acquire(blocking=False):
+        if self._lock.locked():
+            raise LoopBusy("labels are being saved: press Adapt again when the save is done")
+        if not self._adapting.acquire(blocking=False):
             raise LoopBusy("an adaptation is already running: try again when it is done")
         try:
             made = adapt(self.origin, self.folder, self.next_run_folder(), keep_backbone_in_parent=False)
-            self.predictor = self.load_on(load_head_on_backbone, made.path)
-            self.made.append(made.path)
+            cv = made.metrics["site_cross_validated"]
+            before, after = cv["before"]["f1"], cv["after"]["f1"]
+            # Served only if the labels say it is not worse: F1 where both have one, else accuracy.
+            worse = (after < before) if before is not None and after is not None \
+                else cv["after"]["accuracy"] < cv["before"]["accuracy"]
+            if worse:
+                self.kept_aside[made.path.name] = made.path
+            else:
+                self.predictor = self.load_on(load_head_on_backbone, made.path)
+                self.made.append(made.path)
         finally:
-            self._lock.release()
+            self._adapting.release()
         m = made.metrics
-        return {"run": made.path.name, "model": self.predictor.path.name, "site_tiles": m["site_tiles"],
-                "site_cross_validated": m["site_cross_validated"], "parent_test": m["parent_test"],
+        return {"run": made.path.name, "swapped": not worse, "model": self.predictor.path.name,
+                "site_tiles": m["site_tiles"], "site_cross_validated": cv, "parent_test": m["parent_test"],
                 "seconds": m["seconds"]}
+
+    def use(self, name: str) -> dict[str, Any]:
+        """Serves an adapted run that was kept aside (the user's choice over the labels')."""
+        path = self.kept_aside.get(name)
+        if path is None:
+            raise CrackscanError(f"no adapted run named {name!r:.80} is waiting to be used")
+        with self._adapting:
+            self.predictor = self.load_on(load_head_on_backbone, path)
+            self.made.append(path)
+            del self.kept_aside[name]
+        return {"run": name, "swapped": True, "model": self.predictor.path.name}
 
     def next_run_folder(self) -> Path:
         """Where the next adapted run goes: beside the labels folder, never inside it (a run
