@@ -406,6 +406,8 @@ def _model_for_inference(model: Path, engine: str = "local") -> Any:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
+    if args.out.exists() and not args.out.is_dir():  # said before a model is loaded (or its backbone converted)
+        raise CrackscanError(f"--out {args.out} is a file: name a folder for the survey")
     outcome = scan_many(_model_for_inference(args.model, options["engine"]), args.photos, args.out, **options,
                         force=args.force,
                         progress=_progress())
