@@ -547,4 +547,4 @@ def test_a_built_in_served_with_labels_can_adapt_and_a_bare_file_says_why(tiny_m
         assert health["can_adapt"] and health["why_not_adapt"] is None
     with TestClient(create_app(tiny_model, labels=tmp_path / "b"), base_url=LOCAL) as site:
         health = site.get("/health").json()
-        assert not health["can_adapt"] and "a file, not a run or a built-in" in health["why_not_adapt"]
+        assert not health["can_adapt"] and "a file, not a run folder or a built-in" in health["why_not_adapt"]

@@ -95,8 +95,8 @@ class SiteLoop:
         if self.folder is None:
             return "this server keeps no labels: start it with --labels DIR"
         if self.origin is None:
-            return ("the served model is a file, not a run or a built-in model (adapt refits a run's head): serve a "
-                    "run folder or crackscan-base / crackscan-nano with --labels DIR")
+            return ("the served model is a file, not a run folder or a built-in model (adapt refits a run's head): "
+                    "serve a run folder or crackscan-base / crackscan-nano with --labels DIR")
         return None
 
     def save(self, photo: Any, content: bytes, name: str, entries: list) -> dict[str, Any]:
