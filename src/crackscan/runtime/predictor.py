@@ -231,7 +231,10 @@ def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATC
     backbone = folder / runs.BACKBONE_FILE
     if not backbone.is_file() and not convert:
         raise CrackscanError(f"{folder} keeps no {runs.BACKBONE_FILE}: load its model.keras instead")
-    content = run_backbone(folder, keras_path, as_progress(progress).step).model_content
+    # The kept file as it is (HeadOnBackboneRunner checks its two outputs); converted only when missing,
+    # not opened twice.
+    content = backbone.read_bytes() if backbone.is_file() else \
+        run_backbone(folder, keras_path, as_progress(progress).step).model_content
     info = read_keras_metadata(keras_path)
     if (folder / runs.SITE_HEAD_FILE).is_file():
         head = SiteHead.load(folder / runs.SITE_HEAD_FILE).crack_probability
