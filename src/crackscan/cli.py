@@ -23,6 +23,7 @@ from .model.registry import resolve
 from .progress import Progress
 from .runtime.predictor import Failure, describe_model, images_per_second, load
 from .runtime.runners import cpu_name
+from .segment.train import train_segmenter
 from .serve.app import serve
 from .settings import TrainConfig
 from .site.adapt import adapt
@@ -36,14 +37,20 @@ EXIT_SOME_SKIPPED = 1
 
 
 def _config_from(args: argparse.Namespace) -> TrainConfig:
-    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    if args.config:
+        config = TrainConfig.load(args.config)
+    elif getattr(args, "task", "classify") == "segment":
+        config = TrainConfig(**{k: v for k, v in settings.SEGMENT_TRAIN.items() if k in TrainConfig.__dataclass_fields__})
+    else:
+        config = TrainConfig()
     return config.replace(**settings.given(args, settings.TRAIN_SETTINGS))
 
 
 EXAMPLES = {
     "train": ["crackscan train concrete/ --out runs/first",
               "crackscan train concrete/ --out runs/small --image-size 96 --alpha 0.35 --split 80:10:10",
-              "crackscan train concrete/ --out runs/origin --epochs 10 --learning-rate 1e-4 --batch-size 16 --patience 0"],
+              "crackscan train concrete/ --out runs/origin --epochs 10 --learning-rate 1e-4 --batch-size 16 --patience 0",
+              "crackscan train deepcrack/ roads/ --task segment --out runs/seg   # each: images/ + masks/"],
     "evaluate": ["crackscan evaluate runs/first concrete/ --split test",
                  "crackscan evaluate runs/first other-site/ --out runs/first   # -> runs/first/evaluations/other-site-all/",
                  "crackscan evaluate crackscan-base site/images --masks site/masks --out eval-site/"],
@@ -88,9 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crackscan {__version__}", help="print the version")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a crack classifier on a folder of class folders", epilog=_examples("train"),
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("data", type=Path, help="folder with one subfolder per class, e.g. Positive/ and Negative/")
+    train = commands.add_parser("train", help="train a crack classifier (class folders) or segmenter (mask sets)",
+                                epilog=_examples("train"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("data", type=Path, nargs="+", help="classify: one folder with one subfolder per class, e.g. "
+                       "Positive/ and Negative/; segment: one or more folders of images/ and masks/ (same names)")
+    train.add_argument("--task", default="classify", choices=("classify", "segment"),
+                       help="classify tiles (default) or segment crack pixels (defaults then: "
+                            "--image-size 256 windows at the photo's scale, --epochs 10, --learning-rate 2e-3, "
+                            "--batch-size 8, --split 70:10:20 by photo)")
     train.add_argument("--out", type=Path, help="run folder to write (default runs/YYYYmmdd-HHMMSS)")
     train.add_argument("--force", action="store_true", help="replace a finished run already in --out")
     group = train.add_argument_group("settings (defaults: the project's origin)")
@@ -235,9 +247,30 @@ def _progress(timed_steps: bool = False, log_lines: bool = False) -> Progress:
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from(args)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run = train(args.data, out, config, progress=_progress(log_lines=True), force=args.force)
+    if args.task == "segment":
+        run = train_segmenter(args.data, out, config, progress=_progress(log_lines=True), force=args.force)
+        _print_segment_run(run)
+        return 0
+    if len(args.data) != 1:
+        raise CrackscanError(f"a classifier trains on one folder of class folders, got {len(args.data)}: "
+                             "pass one (or --task segment for mask sets)")
+    run = train(args.data[0], out, config, progress=_progress(log_lines=True), force=args.force)
     _print_run(run)
     return 0
+
+
+def _print_segment_run(run: Any) -> None:
+    m = run.metrics
+    val = m["val"]
+    tolerant, exact = val["tolerance_2px"], val["exact"]
+    print(f"trained a segmenter on {m['windows']['train']} windows of {m['windows']['size_px']} px from "
+          f"{m['photos']['train']} photos for {m['epochs_run']} epochs, kept epoch {m['best_epoch']} (lowest "
+          f"validation loss); {len(m['skipped'])} files skipped")
+    print(f"validation pixel F1 at threshold 0.5: {tolerant['f1']:.3f} within 2 px (precision {tolerant['precision']:.3f}, "
+          f"recall {tolerant['recall']:.3f}), {exact['f1']:.3f} exact; ODS {val['ods']['f1']:.3f} at "
+          f"{val['ods']['threshold']:.2f}, OIS {val['ois_f1']:.3f}")
+    print(f"{m['photos']['test']} test photos held out (crackscan evaluate {run.path} PHOTOS --masks MASKS)")
+    print(f"took {m['timing']['total_s']:.1f} s; run folder: {run.path}  (model.keras, metrics.json, plots)")
 
 
 def _print_run(run: Any) -> None:

@@ -85,6 +85,10 @@ FLOAT_TOLERANCE = 1e-4  # largest allowed difference in crack probability, float
 INT8_MAX_ACCURACY_DROP = 0.5
 INT8_MAX_DISAGREEMENT = 0.01
 INT8_MIN_ALLOWANCE = 2
+# A segmenter's int8 export may lose this much pixel F1 (2 px tolerance) against the masks of
+# its run's validation photos, and must draw the float model's mask to this F1.
+SEGMENT_INT8_MAX_F1_DROP = 0.02
+SEGMENT_INT8_MIN_AGREEMENT_F1 = 0.9
 
 
 @dataclasses.dataclass
@@ -134,16 +138,24 @@ def export(
     if format == "onnx":
         _require_onnx_exporter()
     keras_model, info = load_keras_model(keras_path)
+    if info.task == "segment":
+        return _export_segmenter(keras_model, info, format, int8, run_dir, destination, calibration_images,
+                                 check_images, seed, step, started)
 
-    step(f"reading up to {check_images} labelled images to check the export on")
-    check_set = _check_images(run_dir, check, info, check_images, seed)
     # An adapted run answers its site's tiles with a head the parent's images never reach
-    # (the gate keeps them on the parent's): int8 must be calibrated and checked on both.
-    site = runs.site_labels(run_dir) if int8 and run_dir is not None and check is None and calibration is None else None
+    # (the gate keeps them on the parent's): int8 must be calibrated and checked on both. A
+    # run adapted from a built-in model has no parent images (the built-in ships features),
+    # so its site's tiles are all it is calibrated and checked on.
+    site = runs.site_labels(run_dir) if run_dir is not None and check is None and calibration is None else None
+    parent_images = run_dir is None or (run_dir / runs.SPLIT_FILE).is_file() or check is not None
+    if site is None or not (int8 or not parent_images):
+        site = None
     site_check = read_labelled(labelled_samples(site, info.class_names, info.positive_class),
                                info.input_size) if site is not None else None
-    batches = _calibration_batches(run_dir, calibration, site, site_check, info, calibration_images, seed, step) \
-        if int8 else None
+    step(f"reading up to {check_images} labelled images to check the export on")
+    check_set = _check_images(run_dir, check, info, check_images, seed) if parent_images else site_check
+    batches = _calibration_batches(run_dir if parent_images else None, calibration, site, site_check, info,
+                                   calibration_images, seed, step) if int8 else None
 
     with tempfile.TemporaryDirectory(prefix="crackscan-export-") as scratch:
         candidate, runner = _convert(keras_model, info, format, batches, Path(scratch), step)
@@ -170,17 +182,21 @@ def _calibration_batches(run_dir: Path | None, calibration: Any, site: Path | No
         calibration_files = list_image_files([calibration])
     elif run_dir is not None:
         calibration_files = [s.path for s in _run_split_images(run_dir, info, ("train",))]
+    elif site is not None:
+        calibration_files = []  # a run adapted from a built-in: its site's tiles only
     else:
         raise CrackscanError("int8 calibration needs real images: pass --calibration DATA")
-    parent_share = count if site is None else count - count // 2
-    calibration_files = _sample(calibration_files, parent_share, seed)
-    if not calibration_files:
+    site_share = 0 if site is None else count if not calibration_files else count // 2
+    calibration_files = _sample(calibration_files, count - site_share, seed)
+    if not calibration_files and site is None:
         raise CrackscanError("no calibration images found")
-    step(f"reading {len(calibration_files)} calibration images")
-    pixels, _ = read_labelled([Sample(path, -1) for path in calibration_files], info.input_size)
+    pixels = np.zeros((0, info.input_size, info.input_size, 3), np.uint8)
+    if calibration_files:
+        step(f"reading {len(calibration_files)} calibration images")
+        pixels, _ = read_labelled([Sample(path, -1) for path in calibration_files], info.input_size)
     if site is not None and site_check is not None:
         site_pixels = np.concatenate([site_check[0], unlabelled_site_tiles(site, info.input_size, count).pixels])
-        site_pixels = np.stack(_sample(list(site_pixels), count // 2, seed))
+        site_pixels = np.stack(_sample(list(site_pixels), site_share, seed))
         step(f"and {len(site_pixels)} tiles of the site it was adapted to ({site})")
         pixels = np.concatenate([pixels, site_pixels])
 
@@ -292,3 +308,59 @@ def _sample(items: list, limit: int, seed: int) -> list:
         return list(items)
     order = np.random.default_rng(seed).permutation(len(items))[:limit]
     return [items[i] for i in sorted(order)]
+
+
+def _export_segmenter(keras_model: Any, info: ModelInfo, format: str, int8: bool, run_dir: Path | None,
+                      destination: Path, calibration_images: int, check_images: int, seed: int,
+                      step: Callable[[str], None], started: float) -> ExportResult:
+    """A segmenter's export, checked on windows of its run's validation photos against their
+    masks and the Keras model's maps: pixel F1 (2 px tolerance) and probability error."""
+    from .segment.masksets import sample_windows
+    from .segment.pixels import pixel_counts, PixelCounts
+
+    if run_dir is None or not (run_dir / runs.SEGMENT_SPLIT_FILE).is_file():
+        raise CrackscanError("a segmenter is exported from its run folder (its validation photos check the export)")
+    step("reading windows of the run's validation photos to check the export on")
+    check_pixels, truth = sample_windows(run_dir, ("val",), info.input_size, min(check_images, 64), seed)
+    batches = None
+    if int8:
+        step("reading windows of the run's training photos to calibrate on")
+        calibration, _ = sample_windows(run_dir, ("train",), info.input_size, min(calibration_images, 128), seed)
+
+        def batches() -> Iterable[np.ndarray]:
+            for start in range(0, len(calibration), 8):
+                yield calibration[start:start + 8]
+
+    with tempfile.TemporaryDirectory(prefix="crackscan-export-") as scratch:
+        candidate, runner = _convert(keras_model, info, format, batches, Path(scratch), step)
+        step(f"checking the export against the Keras model on {len(check_pixels)} windows")
+        reference = np.concatenate([KerasRunner(keras_model)(check_pixels[i:i + 8]) for i in range(0, len(check_pixels), 8)])
+        exported = np.concatenate([runner(check_pixels[i:i + 8]) for i in range(0, len(check_pixels), 8)])
+        reference, exported = reference.reshape(truth.shape), exported.reshape(truth.shape)
+        keras_f1, export_f1, agreement = PixelCounts(), PixelCounts(), PixelCounts()
+        for r, e, t in zip(reference >= 0.5, exported >= 0.5, truth):
+            keras_f1 += pixel_counts(r, t)
+            export_f1 += pixel_counts(e, t)
+            agreement += pixel_counts(e, r)
+        difference = np.abs(reference - exported)
+        report = {"windows": int(len(truth)), "keras_pixel_f1": round(keras_f1.f1, 4),
+                  "export_pixel_f1": round(export_f1.f1, 4), "agreement_pixel_f1": round(agreement.f1, 4),
+                  "max_probability_difference": float(difference.max()),
+                  "mean_probability_difference": float(difference.mean())}
+        if int8:
+            report["passed"] = bool(keras_f1.f1 - export_f1.f1 <= SEGMENT_INT8_MAX_F1_DROP
+                                    and agreement.f1 >= SEGMENT_INT8_MIN_AGREEMENT_F1)
+            report["criterion"] = (f"pixel F1 drop <= {SEGMENT_INT8_MAX_F1_DROP} and the Keras mask drawn to F1 >= "
+                                   f"{SEGMENT_INT8_MIN_AGREEMENT_F1}")
+        else:
+            report["passed"] = bool(report["max_probability_difference"] <= 10 * FLOAT_TOLERANCE)
+            report["criterion"] = f"crack probability within {10 * FLOAT_TOLERANCE:g} of the Keras model's"
+        if not report["passed"]:
+            raise CrackscanError(f"the {'int8 ' if int8 else ''}export draws other masks than the Keras model (pixel F1 "
+                                 f"{report['keras_pixel_f1']:.3f} -> {report['export_pixel_f1']:.3f}, agreement "
+                                 f"{report['agreement_pixel_f1']:.3f}, probability off by up to "
+                                 f"{report['max_probability_difference']:.2g}; allowed: {report['criterion']}): "
+                                 "not written")
+        with atomic_path(destination) as temporary:
+            shutil.move(str(candidate), temporary)
+    return ExportResult(destination, format, int8, destination.stat().st_size, report, time.perf_counter() - started)

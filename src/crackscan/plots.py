@@ -110,3 +110,38 @@ def crack_probability_text(probability: float) -> str:
     if shown == "0.500" and probability != 0.5:
         return ("<" if probability < 0.5 else ">") + shown
     return shown
+
+
+def loss_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
+    """Training and validation loss by epoch (a segmenter's run has no accuracy)."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(epochs, [row["loss"] for row in history], "o-", label="Training loss")
+    axis.plot(epochs, [row["val_loss"] for row in history], "o-", label="Validation loss")
+    axis.set_xlabel("Epoch")
+    axis.set_ylabel("Cross-entropy + Dice")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: Path) -> Path:
+    """Rows of images side by side under column titles (photo, true mask, predicted mask)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(len(rows), len(titles), figsize=(3 * len(titles), 3 * len(rows)), squeeze=False)
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images):
+            axes[r][c].imshow(image, cmap=None if np.ndim(image) == 3 else "gray", vmin=0, vmax=255)
+            axes[r][c].axis("off")
+            if r == 0:
+                axes[r][c].set_title(titles[c])
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=80)
+    plt.close(figure)
+    return Path(path)

@@ -46,9 +46,14 @@ PREDICTION_GRID_PLOT = "prediction_grid.png"
 CONFUSION_MATRIX_PLOT = "confusion_matrix.png"
 SITE_CONFUSION_PLOT = "site_confusion_matrix.png"  # adapted runs: the site labels, cross-validated
 EVALUATIONS_FOLDER = "evaluations"
+# A segmenter's run (train --task segment): its photos by split, with their masks, and a grid
+# of validation windows (photo, true mask, predicted mask).
+SEGMENT_SPLIT_FILE = "split.json"
+SEGMENT_GRID_PLOT = "segment_grid.png"
 # Everything `train` writes, the manifest last.
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, HISTORY_FILE, SPLIT_FILE, SKIPPED_FILE, FEATURES_FILE,
-             TRAINING_CURVES_PLOT, PREDICTION_GRID_PLOT, CONFUSION_MATRIX_PLOT, MANIFEST)
+             TRAINING_CURVES_PLOT, PREDICTION_GRID_PLOT, CONFUSION_MATRIX_PLOT, SEGMENT_SPLIT_FILE,
+             SEGMENT_GRID_PLOT, MANIFEST)
 # A run's exports, fastest first, as measured by benchmarks/inference_speed.py (int8 ~5x
 # Keras, float ~2.7x); export writes them under these names.
 EXPORTS_BY_SPEED = ("model.int8.tflite", "model.int8.onnx", "model.tflite", "model.onnx")

@@ -158,3 +158,21 @@ def make_photo(rng: np.random.Generator, width: int = 2724, height: int = 2043, 
     for _ in range(cracks):
         image *= (1 - rng.uniform(0.6, 0.85) * crack_mask(rng, height, width, max_width=rng.uniform(6, 12)))[..., None]
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_mask_set(root: str | Path, photos: int = 24, size: int = 192, seed: int = 0) -> Path:
+    """A mask set (root/images, root/masks) of concrete photos, most with a drawn crack: the
+    masks mark its pixels 255 (the crack's darkening over half strength), the rest 0."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for index in range(photos):
+        image = concrete_texture(rng, size, size)
+        crack = crack_mask(rng, size, size, max_width=rng.uniform(2, 6)) if index % 4 else np.zeros((size, size))
+        image *= (1 - rng.uniform(0.6, 0.85) * crack)[..., None]
+        with atomic_path(root / "images" / f"{index:03d}.png") as temporary:
+            Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8)).save(temporary, format="PNG")
+        with atomic_path(root / "masks" / f"{index:03d}.png") as temporary:
+            Image.fromarray(((crack > 0.5) * 255).astype(np.uint8)).save(temporary, format="PNG")
+    return root

@@ -93,7 +93,7 @@ def build_backbone(config: TrainConfig) -> Any:
         with warnings.catch_warnings():
             # "Weights for input shape (224, 224) will be loaded" for sizes Keras has no file
             # of: the backbone is fully convolutional, so those weights are the right ones.
-            warnings.filterwarnings("ignore", message=".*input_shape is undefined or non-square.*")
+            warnings.filterwarnings("ignore", message=".*input_shape.* is undefined or non-square.*")
             return keras.applications.MobileNetV2(
                 input_shape=shape, alpha=config.alpha, include_top=False, weights=weights
             )

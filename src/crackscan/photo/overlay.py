@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -48,6 +49,24 @@ def draw_tile_map(pixels: np.ndarray, width: int, height: int, boxes: Sequence[B
     photo = Image.alpha_composite(base, shade).convert("RGB")
     lines = [*legend, f"shading: crack probability from {threshold:.2f} (light) to 1.00 (dark)"]
     return with_legend_strip(photo, lines, ramp_from=threshold)
+
+
+def draw_crack_pixels(pixels: np.ndarray, width: int, height: int, probability: np.ndarray, threshold: float,
+                      legend: Sequence[str], max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
+    """The photo with its crack pixels (``probability``, 0-255 at the photo's size, at or over
+    ``threshold``) painted red; a thin crack is thickened where the overlay is smaller than
+    the photo (the mask is reduced by its maximum, so no crack pixel vanishes)."""
+    factor = min(1.0, max_side / max(width, height))
+    photo = photo_at(pixels, width, height, factor)
+    said = (probability >= threshold * 255).astype(np.uint8)
+    size = photo.shape[1], photo.shape[0]
+    if size != (width, height):
+        step = max(1, int(np.ceil(1 / factor)))
+        said = cv2.dilate(said, np.ones((step, step), np.uint8))
+        said = cv2.resize(said, size, interpolation=cv2.INTER_NEAREST)
+    painted = photo.copy()
+    painted[said > 0] = (0.35 * painted[said > 0] + 0.65 * np.array(CRACK_RGB)).astype(np.uint8)
+    return with_legend_strip(Image.fromarray(painted), [*legend, f"red: crack probability {threshold:.2f} or more"])
 
 
 def draw_outcome_map(pixels: np.ndarray, width: int, height: int, boxes: Sequence[Box], outcomes: Sequence[str | None],

@@ -21,15 +21,20 @@ from PIL import Image
 
 from ..errors import CrackscanError
 from ..files import atomic_open, atomic_path, write_text
-from .overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_tile_map
+from .overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_crack_pixels, draw_tile_map
 
 TILES_FILE = "tiles.csv"
 # JPEG: a photo's crack map is a photo, and PNG would cost more than the scan itself with a
 # small model (0.25 s for a 1600 px map, 6x the bytes).
 OVERLAY_FILE = "overlay.jpg"
 SUMMARY_FILE = "summary.json"
+# A segmenter's scan: each pixel's crack probability x 255, at the photo's size (PNG: exact).
+MASK_FILE = "mask.png"
 RESULT_FILES = (TILES_FILE, OVERLAY_FILE, SUMMARY_FILE)  # in the order they are written
-TILE_FIELDS = ("row", "col", "x", "y", "width", "height", "crack_probability", "label", "verdict")
+# crack_pixel_share: a segmenter's share of the tile's pixels at or over the threshold (empty
+# for a classifier, which has no pixels to count).
+TILE_FIELDS = ("row", "col", "x", "y", "width", "height", "crack_probability", "label", "verdict",
+               "crack_pixel_share")
 VERDICTS = ("crack", "clear")  # the same words whatever the model's class names
 
 
@@ -44,6 +49,7 @@ class Tile:
     crack_probability: float
     label: str  # the model's class name
     verdict: str = ""  # crack or clear, beside the class name
+    crack_pixel_share: float | None = None
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -109,6 +115,9 @@ class PhotoSummary:
                 self.recorded[key] = value
 
     def legend(self) -> list[str]:
+        if "crack_pixels" in self.recorded:
+            return [f"crack pixels: {100 * self.cracked_area_fraction:.2f}% of the photo; tiles with cracks: "
+                    f"{self.cracked_tiles} of {self.tiles}; highest crack probability {self.max_crack_probability:.2f}"]
         return [f"cracked tiles: {self.cracked_tiles} of {self.tiles} ({100 * self.cracked_area_fraction:.1f}% of "
                 f"area); highest crack probability {self.max_crack_probability:.2f}"]
 
@@ -142,6 +151,9 @@ class PhotoResult:
     def overlay(self, max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
         if self.pixels is None:
             raise CrackscanError("the photo is no longer held: scan again with keep_image=True")
+        if self.mask is not None:
+            return draw_crack_pixels(self.pixels, self.width, self.height, self.mask, self.summary.threshold,
+                                     self.summary.legend(), max_side)
         return draw_tile_map(self.pixels, self.width, self.height, [t.box for t in self.tiles],
                              [t.crack_probability for t in self.tiles], self.summary.threshold,
                              self.summary.legend(), max_side)
@@ -155,7 +167,10 @@ class PhotoResult:
             writer.writerow(TILE_FIELDS)
             for t in self.tiles:
                 writer.writerow([t.row, t.col, t.x, t.y, t.width, t.height, f"{t.crack_probability:.6f}", t.label,
-                                 t.verdict])
+                                 t.verdict, "" if t.crack_pixel_share is None else f"{t.crack_pixel_share:.6f}"])
+        if self.mask is not None:
+            with atomic_path(folder / MASK_FILE) as temporary:
+                Image.fromarray(self.mask).save(temporary, format="PNG", compress_level=1)
         with atomic_path(folder / OVERLAY_FILE) as temporary:
             self.overlay().save(temporary, quality=OVERLAY_JPEG_QUALITY)
         write_text(folder / SUMMARY_FILE, json.dumps(self.summary.to_dict(), indent=2) + "\n")
@@ -166,4 +181,6 @@ def read_tiles(folder: Path) -> list[Tile]:
     """A photo folder's tiles.csv read back."""
     with open(folder / TILES_FILE, newline="") as handle:
         return [Tile(int(r["row"]), int(r["col"]), int(r["x"]), int(r["y"]), int(r["width"]), int(r["height"]),
-                     float(r["crack_probability"]), r["label"], r.get("verdict") or "") for r in csv.DictReader(handle)]
+                     float(r["crack_probability"]), r["label"], r.get("verdict") or "",
+                     float(r["crack_pixel_share"]) if r.get("crack_pixel_share") else None)
+                for r in csv.DictReader(handle)]

@@ -17,6 +17,7 @@ from ..images import ImageSource, read_for_shrinking, resize_pixels
 from ..runtime.predictor import as_predictor
 from ..settings import DEFAULT_MAX_PIXELS
 from .result import PhotoResult, PhotoSummary, Tile
+from .segment import scan_segmenter
 from .tiling import MAX_TILES, covered_fraction, crop, scan_geometry, tile_count, tile_grid
 
 
@@ -42,6 +43,9 @@ def scan(
     predictor = as_predictor(model)
     tile, stride = scan_geometry(predictor.info, tile, stride)
     settings.THRESHOLD.check(threshold)
+    if predictor.info.task == "segment":  # pixels at the photo's own scale, not tiles resized to the input
+        return scan_segmenter(predictor, photo, tile, stride, threshold, max_pixels, keep_image, max_tiles, should_stop,
+                              _name(photo))
     scale = predictor.input_size / tile
 
     def scaled(w: int, h: int) -> tuple[int, int]:

@@ -208,7 +208,8 @@ def load(model: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_thr
     fastest checked export, else its LiteRT backbone and NumPy head (model.keras's numbers,
     at LiteRT's speed; the backbone converted once and kept in the run if it has none)."""
     resolved = resolve(model, fastest)
-    if fastest and resolved.run is not None and resolved.file.suffix == ".keras":
+    if fastest and resolved.run is not None and resolved.file.suffix == ".keras" and \
+            read_keras_metadata(resolved.file).task == "classify":  # a segmenter has no head to run on its own
         return load_head_on_backbone(resolved.run, batch_size, convert=True, progress=progress)
     opened = open_model(resolved.file, batch_size, num_threads)
     return Predictor(opened.runner, opened.info, opened.path, opened.format)

@@ -1,0 +1,109 @@
+"""Scanning one photo with a segmenter: a crack probability for every pixel, then tiles from it.
+
+The segmenter learned at the photo's own scale (a 2 px crack is 2 px to it), so the photo is
+never resized: it is covered by overlapping windows of the model's input size, and each
+window's map is blended in with weights that fall towards its edges (where a window sees
+least context), so no seam shows where windows meet. Memory is the photo plus two float
+maps of its size: a 50 MP photo stays well under 1.5 GB.
+
+The tile grid the survey, the server and the page read is kept: each tile's crack
+probability is the level that at least SPECK_SHARE of its pixels reach (one bright speck is
+not a crack), its crack-pixel share is beside it, and the photo's crack area is its share of
+crack pixels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..errors import Cancelled, LimitExceeded
+from ..images import ImageSource, read_for_shrinking
+from ..runtime.predictor import DECODERS, Predictor
+from .result import PhotoResult, PhotoSummary, Tile
+from .tiling import MAX_TILES, tile_count, tile_grid, tile_origins
+
+WINDOW_OVERLAP = 0.25  # of a window's side, on each side it shares with the next
+SPECK_SHARE = 0.0025  # of a tile's pixels: ~130 px of a 227 px tile, a crack 1 px wide and 130 px long
+
+
+def blend_weights(size: int, margin: int) -> np.ndarray:
+    """A window's blending weights: 1 inside, falling linearly to near 0 over ``margin`` px at
+    its edges."""
+    ramp = np.minimum(1.0, (np.arange(size) + 0.5) / max(1, margin))
+    line = np.minimum(ramp, ramp[::-1]).astype(np.float32)
+    return np.outer(line, line)
+
+
+def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: int = 8,
+                          should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+    """Each pixel's crack probability (H x W float32) for a photo's pixels (H x W x 3)."""
+    size = predictor.input_size
+    height, width = pixels.shape[:2]
+    if height < size or width < size:  # a photo smaller than a window is mirrored out to one
+        padded = np.pad(pixels, ((0, max(0, size - height)), (0, max(0, size - width)), (0, 0)), mode="reflect")
+        return crack_probability_map(predictor, padded, batch_size, should_stop)[:height, :width]
+    margin = int(size * WINDOW_OVERLAP)
+    stride = size - margin
+    weights = blend_weights(size, margin)
+    total = np.zeros((height, width), np.float32)
+    weight_sum = np.zeros((height, width), np.float32)
+    corners = [(x, y) for y in tile_origins(height, size, stride) for x in tile_origins(width, size, stride)]
+    decoder = DECODERS[predictor.info.task]
+    for start in range(0, len(corners), batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"scan stopped after {start} of {len(corners)} windows")
+        chunk = corners[start:start + batch_size]
+        batch = np.stack([pixels[y:y + size, x:x + size] for x, y in chunk])
+        maps = decoder.crack_map(predictor.outputs(batch), predictor.info)
+        for (x, y), crack in zip(chunk, maps):
+            total[y:y + size, x:x + size] += crack * weights
+            weight_sum[y:y + size, x:x + size] += weights
+    np.divide(total, weight_sum, out=total)
+    return total
+
+
+def tile_levels(probability: np.ndarray, boxes: list[tuple[int, int, int, int]], threshold: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Each tile's crack level (the probability at least SPECK_SHARE of its pixels reach) and
+    its share of pixels at or over ``threshold``."""
+    levels = np.empty(len(boxes), np.float32)
+    shares = np.empty(len(boxes), np.float32)
+    for index, (x, y, w, h) in enumerate(boxes):
+        values = probability[y:y + h, x:x + w].ravel()
+        k = max(1, int(SPECK_SHARE * values.size))
+        levels[index] = np.partition(values, values.size - k)[values.size - k]
+        shares[index] = np.count_nonzero(values >= threshold) / values.size
+    return levels, shares
+
+
+def scan_segmenter(predictor: Predictor, photo: ImageSource, tile: int, stride: int, threshold: float,
+                   max_pixels: int | None, keep_image: bool, max_tiles: int | None,
+                   should_stop: Callable[[], bool] | None, name: str) -> PhotoResult:
+    """What ``photo.scan.scan`` returns, for a segmenter: the result carries the mask."""
+    started = time.perf_counter()
+    pixels, (width, height) = read_for_shrinking(photo, None, max_pixels)
+    count = tile_count(width, height, tile, stride)
+    limit = MAX_TILES if max_tiles is None else max_tiles
+    if count > limit:
+        raise LimitExceeded(f"{width}x{height} px at tile {tile} and stride {stride} makes {count:,} tiles, over "
+                            f"the limit of {limit:,} per photo: choose a larger stride or tile")
+    probability = crack_probability_map(predictor, pixels, should_stop=should_stop)
+    grid, boxes = tile_grid(width, height, tile, stride)
+    levels, shares = tile_levels(probability, boxes, threshold)
+    positive, negative = predictor.info.positive_class, predictor.info.negative_class
+    tiles = [Tile(row, col, x, y, w, h, float(p), *((positive, "crack") if p >= threshold else (negative, "clear")),
+                  crack_pixel_share=float(share))
+             for (row, col), (x, y, w, h), p, share in zip(grid, boxes, levels, shares)]
+    crack_pixels = int(np.count_nonzero(probability >= threshold))
+    summary = PhotoSummary(
+        photo=name, width=width, height=height, tile=tile, stride=stride, threshold=threshold, tiles=len(tiles),
+        rows=grid[-1][0] + 1, cols=grid[-1][1] + 1, cracked_tiles=int(np.sum(levels >= threshold)),
+        cracked_area_fraction=crack_pixels / (width * height), max_crack_probability=float(probability.max()),
+        model=str(predictor.path) if predictor.path else None, seconds=0.0)
+    summary.record({"task": "segment", "crack_pixels": crack_pixels})
+    mask = np.round(probability * 255).astype(np.uint8)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return PhotoResult(name, width, height, tiles, summary, pixels if keep_image else None, mask=mask)
