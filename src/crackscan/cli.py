@@ -335,6 +335,11 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
             print(f"{Path(row['photo']).name:<40} {row['tiles']:>5} {row['crack_tiles']:>5} {row['true_positives']:>4} "
                   f"{row['false_positives']:>4} {row['false_negatives']:>4}  {f1}")
         print(format_tile_metrics(m))
+        px = m["pixel"]
+        tolerant, exact = px["tolerance_2px"], px["exact"]
+        print(f"pixels ({px['from']}), threshold {m['threshold']:g}: within 2 px F1 {tolerant['f1']:.3f} (precision "
+              f"{tolerant['precision']:.3f}, recall {tolerant['recall']:.3f}); exact F1 {exact['f1']:.3f}; ODS "
+              f"{px['ods']['f1']:.3f} at {px['ods']['threshold']:.2f}; OIS {px['ois_f1']:.3f}")
     if result.out:
         print(f"wrote {result.out}/metrics.json, photos.csv and overlays/", file=sys.stderr)
     return EXIT_SOME_SKIPPED if result.skipped else 0

@@ -21,9 +21,10 @@ from .model.registry import resolve
 from .photo.overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_outcome_map
 from .photo.result import PhotoResult
 from .photo.scan import scan
-from .photo.tiling import scan_geometry
+from .photo.tiling import owned_boxes, scan_geometry
 from .progress import Progress, as_progress
 from .runtime.predictor import Predictor, as_predictor
+from .segment.pixels import PixelScorer
 from .site.masks import (CLEAR, CRACK, CRACK_MIN_FRACTION, UNSURE, ignore_value_of, pair_with_masks, read_mask_parts,
                          tile_truth)
 
@@ -158,6 +159,7 @@ def evaluate_photos(
         for name in PHOTO_EVALUATION_FILES:
             refuse_overwrite(out_dir / name, force)
     rows, truths, saids = [], [], []
+    pixels = PixelScorer(threshold)
     bar = as_progress(progress).bar(total=len(pairs), desc="evaluating photos", unit="photo")
     for pair in pairs:
         bar.update(1)
@@ -171,7 +173,9 @@ def evaluate_photos(
         said = np.array([t.crack_probability >= threshold for t in result.tiles], bool)
         truths.append(truth)
         saids.append(said)
-        rows.append({"photo": str(pair.photo), "mask": str(pair.mask), **tile_metrics(truth, said)})
+        photo_pixels = pixels.add(pixel_probability(result), crack_pixels, None if ignored is None else ~ignored)
+        rows.append({"photo": str(pair.photo), "mask": str(pair.mask), **tile_metrics(truth, said),
+                     "pixel_f1_2px": round(photo_pixels.f1, 4)})
         if out_dir is not None:
             with atomic_path(out_dir / "overlays" / pair.relative.with_suffix(".jpg")) as temporary:
                 outcome_overlay(result, truth, said).save(temporary, quality=OVERLAY_JPEG_QUALITY)
@@ -182,7 +186,9 @@ def evaluate_photos(
     metrics = {**tile_metrics(np.concatenate(truths), np.concatenate(saids)), "photos": len(rows),
                "skipped": len(skipped), "tile": tile, "stride": stride, "threshold": threshold,
                "crack_min_fraction": CRACK_MIN_FRACTION, "ignored_mask_value": ignore_value,
-               "model": str(predictor.path),
+               "model": str(predictor.path), "task": predictor.info.task,
+               "pixel": {**pixels.result().to_dict(), "from": "the model's crack mask" if predictor.info.task == "segment"
+                         else "the tile map (each pixel has its tile's crack probability)"},
                "photos_folder": str(photos), "masks_folder": str(masks)}
     if out_dir is not None:
         write_skipped_csv(out_dir / runs.SKIPPED_FILE, [Skipped(p, r) for p, r in skipped])
@@ -193,6 +199,17 @@ def evaluate_photos(
         write_text(out_dir / runs.METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return PhotoEvaluation(metrics, rows, skipped, out_dir)
 
+
+
+def pixel_probability(result: PhotoResult) -> np.ndarray:
+    """Each pixel's crack probability: a segmenter's mask, or for a classifier the tile map
+    (each pixel has the probability of the tile that owns it), so both kinds are graded alike."""
+    if result.mask is not None:
+        return result.mask.astype(np.float32) / 255
+    probability = np.zeros((result.height, result.width), np.float32)
+    for (x, y, w, h), tile in zip(owned_boxes([t.box for t in result.tiles]), result.tiles):
+        probability[y:y + h, x:x + w] = tile.crack_probability
+    return probability
 
 
 def outcome_overlay(result: PhotoResult, truth: np.ndarray, said: np.ndarray, max_side: int = OVERLAY_MAX_SIDE

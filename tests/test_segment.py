@@ -1,0 +1,139 @@
+"""Pixel crack segmentation: training on mask sets, whole-photo masks, exports, pixel figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import crackscan
+from crackscan import synth
+from crackscan.errors import CrackscanError
+from crackscan.model.info import ModelInfo
+from crackscan.photo.result import MASK_FILE, read_tiles
+from crackscan.photo.scan import scan
+from crackscan.photo.segment import crack_probability_map
+from crackscan.runtime.predictor import Predictor
+from crackscan.segment.pixels import PixelScorer, pixel_counts
+from crackscan.segment.train import train_segmenter
+from crackscan.settings import TrainConfig
+
+TINY_SEGMENT = dict(image_size=96, alpha=0.35, epochs=8, learning_rate=5e-3, batch_size=8, patience=0, split="70:15:15")
+
+
+@pytest.fixture(scope="session")
+def mask_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synth.make_mask_set(tmp_path_factory.mktemp("mask-set"), photos=24, size=192, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(mask_set: Path, tmp_path_factory: pytest.TempPathFactory, weights: str) -> Path:
+    out = tmp_path_factory.mktemp("segmenter") / "run"
+    train_segmenter([mask_set], out, TrainConfig(weights=weights, **TINY_SEGMENT))
+    return out
+
+
+def test_the_mask_of_a_new_photo_overlaps_its_drawn_crack(tiny_segmenter: Path, tmp_path: Path) -> None:
+    photos = synth.make_mask_set(tmp_path / "new", photos=4, size=260, seed=7)  # windows overlap: 260 > 96
+    scorer = PixelScorer()
+    for stem in ("001", "002", "003"):
+        result = scan(tiny_segmenter, photos / "images" / f"{stem}.png")
+        assert result.mask is not None and result.mask.shape == (260, 260)
+        truth = np.asarray(Image.open(photos / "masks" / f"{stem}.png")) > 0
+        scorer.add(result.mask / 255, truth)
+    assert scorer.result().at_threshold["f1"] >= 0.6  # an untrained decoder scores ~0
+    clear = scan(tiny_segmenter, photos / "images" / "000.png")  # index 0 of every 4 has no crack
+    assert clear.summary.cracked_area_fraction < 0.002
+
+
+def test_scan_writes_the_mask_at_the_photo_size_and_tiles_with_crack_shares(tiny_segmenter: Path, mask_set: Path,
+                                                                           tmp_path: Path) -> None:
+    out = tmp_path / "survey"
+    done = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_segmenter),
+                           str(mask_set / "images" / "001.png"), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    folder = next(p.parent for p in out.rglob(MASK_FILE))
+    mask = np.asarray(Image.open(folder / MASK_FILE))
+    assert mask.shape == (192, 192) and mask.dtype == np.uint8 and mask.max() > 128
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["task"] == "segment"
+    assert summary["crack_pixels"] == int(np.count_nonzero(mask >= 128)) or abs(
+        summary["crack_pixels"] - np.count_nonzero(mask >= 128)) <= 0.01 * mask.size
+    tiles = read_tiles(folder)
+    assert all(t.crack_pixel_share is not None for t in tiles)
+    assert tiles[0].verdict == "crack"
+
+
+def test_windows_blend_without_seams() -> None:
+    """A model that says 0.7 everywhere gives 0.7 at every pixel, where one window or four meet."""
+
+    class Constant:
+        batch_size = 4
+
+        def __call__(self, batch: np.ndarray) -> np.ndarray:
+            return np.full((len(batch), 96, 96, 1), 0.7, np.float32)
+
+    info = ModelInfo(("background", "crack"), "crack", 96, 227, task="segment")
+    for shape in ((300, 410), (50, 70)):  # many windows; smaller than one window
+        probability = crack_probability_map(Predictor(Constant(), info), np.zeros((*shape, 3), np.uint8))
+        assert probability.shape == shape
+        np.testing.assert_allclose(probability, 0.7, atol=1e-5)
+
+
+def test_every_format_draws_the_same_mask(tiny_segmenter: Path, mask_set: Path) -> None:
+    photo = mask_set / "images" / "002.png"
+    keras_mask = scan(tiny_segmenter / "model.keras", photo).mask >= 128
+    float_export = crackscan.export(tiny_segmenter, "litert", force=True)
+    assert float_export.check["passed"] and float_export.check["max_probability_difference"] < 1e-3
+    assert np.array_equal(scan(float_export.path, photo).mask >= 128, keras_mask) or \
+        np.mean((scan(float_export.path, photo).mask >= 128) != keras_mask) < 1e-4
+    int8_export = crackscan.export(tiny_segmenter, "litert", int8=True, force=True)
+    int8_mask = scan(int8_export.path, photo).mask >= 128
+    assert pixel_counts(int8_mask, keras_mask).f1 >= 0.9
+    assert crackscan.load(int8_export.path).info.task == "segment"
+
+
+def test_pixel_figures_count_within_the_tolerance() -> None:
+    truth = np.zeros((40, 40), bool)
+    truth[20, 5:35] = True  # a 1 px line, 30 px long
+    shifted = np.roll(truth, 2, axis=0)
+    assert pixel_counts(shifted, truth, tolerance=2).f1 == 1.0
+    assert pixel_counts(shifted, truth, tolerance=0).f1 == 0.0
+    assert pixel_counts(np.roll(truth, 3, axis=0), truth, tolerance=2).f1 == 0.0
+    half = truth.copy()
+    half[20, 20:35] = False
+    counts = pixel_counts(half, truth, tolerance=0)
+    assert (counts.precision, round(counts.recall, 3)) == (1.0, 0.5)
+    ignored = np.ones((40, 40), bool)
+    ignored[:, 20:] = False
+    assert pixel_counts(half, truth, tolerance=0, counted=ignored).f1 == 1.0
+
+
+def test_a_set_without_masks_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "photos" / "images").mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(tmp_path / "photos" / "images" / "a.png")
+    done = subprocess.run([sys.executable, "-m", "crackscan.cli", "train", str(tmp_path / "photos"), "--task", "segment",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0 and "images/ and masks/" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mask_of_another_size_is_reported_and_skipped(mask_set: Path, tmp_path: Path, weights: str) -> None:
+    broken = tmp_path / "set"
+    (broken / "images").mkdir(parents=True)
+    (broken / "masks").mkdir()
+    for path in sorted((mask_set / "images").iterdir())[:12]:
+        (broken / "images" / path.name).symlink_to(path)
+        (broken / "masks" / path.name).symlink_to(mask_set / "masks" / path.name)
+    (broken / "masks" / "000.png").unlink()
+    Image.new("L", (50, 40)).save(broken / "masks" / "000.png")
+    run = train_segmenter([broken], tmp_path / "run", TrainConfig(weights=weights, **{**TINY_SEGMENT, "epochs": 1}))
+    assert any("000.png" in row["file"] and "50x40" in row["reason"] for row in run.metrics["skipped"])
+    with pytest.raises(CrackscanError, match="not a mask set"):
+        train_segmenter([tmp_path / "nothing"], tmp_path / "run2", TrainConfig(weights=weights, **TINY_SEGMENT))
