@@ -26,6 +26,7 @@ from crackscan.testing import shared_dir, use_offline_keras_home
 SHARED = shared_dir(Path(__file__))
 REAL_DATA = SHARED / "data" / "ozgenel-12k" if SHARED else None
 TINY_SETTINGS = dict(image_size=96, alpha=0.35, epochs=4, batch_size=16)
+TINY_SEGMENT = dict(image_size=96, alpha=0.35, epochs=8, learning_rate=5e-3, batch_size=8, patience=0, split="70:15:15")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -178,3 +179,20 @@ def running_server(model, **limits):
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def mask_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic photos of 192 px with their crack masks (images/, masks/)."""
+    return synth.make_mask_set(tmp_path_factory.mktemp("mask-set"), photos=24, size=192, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(mask_set: Path, tmp_path_factory: pytest.TempPathFactory, weights: str) -> Path:
+    """A segmenter run trained on mask_set (alpha 0.35, 96 px windows): ~30 s once."""
+    from crackscan.segment.train import train_segmenter
+    from crackscan.settings import TrainConfig
+
+    out = tmp_path_factory.mktemp("segmenter") / "run"
+    train_segmenter([mask_set], out, TrainConfig(weights=weights, **TINY_SEGMENT))
+    return out

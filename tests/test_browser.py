@@ -81,6 +81,40 @@ def test_keyboard_upload_slider_downloads_and_clear(server_url, tmp_path):
             browser.close()
 
 
+def test_a_segmenter_s_mask_is_drawn_and_re_thresholded(tiny_segmenter, mask_set, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("uvicorn")
+    photo = mask_set / "images" / "001.png"
+    truth = np.asarray(Image.open(mask_set / "masks" / "001.png")) > 0
+    with running_server(tiny_segmenter) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            with page.expect_response("**/v1/scan") as scanned:
+                page.set_input_files("#files", str(photo))
+            answer = scanned.value.json()
+            assert answer["mask_size"] == [192, 192]
+            card = page.locator("article.result").first
+            sync_api.expect(card.locator("dl")).to_contain_text("Crack pixels at scan")
+            crack_map = card.locator("canvas.overlay")
+            sync_api.expect(crack_map).to_be_visible()
+
+            def red_pixels() -> np.ndarray:  # where the page painted the mask's red
+                data = crack_map.evaluate("c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
+                rgba = np.array(data, np.uint8).reshape(192, 192, 4).astype(int)
+                return (rgba[..., 0] - rgba[..., 1] > 80) & (rgba[..., 0] > 120)
+
+            painted = red_pixels()
+            assert painted.sum() > 100
+            assert (painted & truth).sum() >= 0.5 * painted.sum()  # drawn on the crack, not elsewhere
+            page.locator("#threshold").fill("0.95")
+            page.wait_for_timeout(200)
+            assert red_pixels().sum() < painted.sum()  # the page re-thresholds the mask itself
+        finally:
+            browser.close()
+
+
 def test_touch_screens_are_not_asked_to_drop(server_url):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:

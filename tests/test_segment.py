@@ -23,20 +23,7 @@ from crackscan.segment.pixels import PixelScorer, pixel_counts
 from crackscan.segment.train import train_segmenter
 from crackscan.settings import TrainConfig
 
-TINY_SEGMENT = dict(image_size=96, alpha=0.35, epochs=8, learning_rate=5e-3, batch_size=8, patience=0, split="70:15:15")
-
-
-@pytest.fixture(scope="session")
-def mask_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synth.make_mask_set(tmp_path_factory.mktemp("mask-set"), photos=24, size=192, seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_segmenter(mask_set: Path, tmp_path_factory: pytest.TempPathFactory, weights: str) -> Path:
-    out = tmp_path_factory.mktemp("segmenter") / "run"
-    train_segmenter([mask_set], out, TrainConfig(weights=weights, **TINY_SEGMENT))
-    return out
-
+from .conftest import TINY_SEGMENT
 
 def test_the_mask_of_a_new_photo_overlaps_its_drawn_crack(tiny_segmenter: Path, tmp_path: Path) -> None:
     photos = synth.make_mask_set(tmp_path / "new", photos=4, size=260, seed=7)  # windows overlap: 260 > 96

@@ -547,11 +547,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("name", "trained on", "input", "size", "test accuracy (held out)", "images/s")
+    header = ("name", "task", "trained on", "input", "size", "held out", "images/s")
     table = [header] + [
-        (r["name"], r["trained_on"], f"{r['input_size']} px", f"{r['size_bytes'] / 1e6:.1f} MB",
-         f"{100 * r['test_accuracy']:.2f}% ({r['test_errors']} of {r['test_images']} wrong)",
-         f"{r['images_per_second']:.0f}") for r in rows]
+        (r["name"], r["task"], r["trained_on"], f"{r['input_size']} px", f"{r['size_bytes'] / 1e6:.1f} MB",
+         model.held_out_figure(), f"{r['images_per_second']:.0f}") for r, model in zip(rows, listed.values())]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())

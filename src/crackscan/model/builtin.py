@@ -36,17 +36,27 @@ class BuiltinModel:
     input_size: int
     size_bytes: int
     sha256: str
-    test_accuracy: float
-    test_images: int
-    test_errors: int
-    images_per_second: float
-    measured_on: str
-    built: str
-    command: str
+    # A classifier's figures on its held-out test images; a segmenter has pixel_test instead.
+    test_accuracy: float | None = None
+    test_images: int | None = None
+    test_errors: int | None = None
+    images_per_second: float = 0.0  # images of its input size (a segmenter: its windows)
+    measured_on: str = ""
+    built: str = ""
+    command: str = ""
+    task: str = "classify"
+    pixel_test: dict = dataclasses.field(default_factory=dict)
     settings: dict = dataclasses.field(default_factory=dict)
     test_split_sha256: str = ""
     # What adapt needs to start from it: file (head and feature sample), imagenet_weights_sha256.
     adaptation: dict = dataclasses.field(default_factory=dict)
+
+    def held_out_figure(self) -> str:
+        """Its held-out figure in words: test accuracy, or a segmenter's pixel F1."""
+        if self.task == "segment":
+            return (f"pixel F1 {self.pixel_test.get('photo_weighted_f1_2px', 0):.3f} within 2 px on "
+                    f"{sum(v['photos'] for v in self.pixel_test.get('by_set', {}).values())} held-out photos")
+        return f"{100 * (self.test_accuracy or 0):.2f}% ({self.test_errors} of {self.test_images} wrong)"
 
     @property
     def path(self) -> Path:

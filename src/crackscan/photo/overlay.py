@@ -51,6 +51,18 @@ def draw_tile_map(pixels: np.ndarray, width: int, height: int, boxes: Sequence[B
     return with_legend_strip(photo, lines, ramp_from=threshold)
 
 
+def reduced_mask(probability: np.ndarray, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+    """A probability mask (uint8, photo size) at the overlay's size, each pixel the highest
+    of the photo pixels it covers: a 1 px crack stays drawn at any reduction."""
+    height, width = probability.shape
+    factor = min(1.0, max_side / max(width, height))
+    if factor == 1.0:
+        return probability
+    step = max(1, int(np.ceil(1 / factor)))
+    size = max(1, round(width * factor)), max(1, round(height * factor))
+    return cv2.resize(cv2.dilate(probability, np.ones((step, step), np.uint8)), size, interpolation=cv2.INTER_NEAREST)
+
+
 def draw_crack_pixels(pixels: np.ndarray, width: int, height: int, probability: np.ndarray, threshold: float,
                       legend: Sequence[str], max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
     """The photo with its crack pixels (``probability``, 0-255 at the photo's size, at or over
@@ -58,12 +70,7 @@ def draw_crack_pixels(pixels: np.ndarray, width: int, height: int, probability: 
     the photo (the mask is reduced by its maximum, so no crack pixel vanishes)."""
     factor = min(1.0, max_side / max(width, height))
     photo = photo_at(pixels, width, height, factor)
-    said = (probability >= threshold * 255).astype(np.uint8)
-    size = photo.shape[1], photo.shape[0]
-    if size != (width, height):
-        step = max(1, int(np.ceil(1 / factor)))
-        said = cv2.dilate(said, np.ones((step, step), np.uint8))
-        said = cv2.resize(said, size, interpolation=cv2.INTER_NEAREST)
+    said = reduced_mask(probability, max_side) >= threshold * 255
     painted = photo.copy()
     painted[said > 0] = (0.35 * painted[said > 0] + 0.65 * np.array(CRACK_RGB)).astype(np.uint8)
     return with_legend_strip(Image.fromarray(painted), [*legend, f"red: crack probability {threshold:.2f} or more"])

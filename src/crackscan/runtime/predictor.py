@@ -263,7 +263,7 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     if builtin is not None:
         described["built_in"] = {
             "name": builtin.name, "trained_on": builtin.trained_on,
-            "test_accuracy": f"{100 * builtin.test_accuracy:.2f}% of {builtin.test_images} held-out images",
+            "held_out": builtin.held_out_figure(),
             "images_per_second": f"{builtin.images_per_second:.0f} (when built, on {builtin.measured_on})",
             "built": builtin.built, "command": builtin.command}
     return described

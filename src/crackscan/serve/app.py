@@ -26,10 +26,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from .. import settings
 from ..errors import Cancelled, CrackscanError, LimitExceeded, MissingDependencyError, WriteError
 from ..images import ImageReadError, image_pixel_count, read_pixels
 from ..model.registry import resolve
+from ..photo.overlay import reduced_mask
 from ..photo.scan import scan
 from ..runtime.predictor import Predictor, as_predictor
 from ..version import __version__
@@ -206,6 +209,10 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
             "negative_class": info.negative_class}
         if overlay_png is not None:
             answer["overlay_png_base64"] = overlay_png
+        if result.mask is not None:  # a segmenter's: the page re-thresholds it as the slider moves
+            reduced = reduced_mask(result.mask)
+            answer["mask_png_base64"] = _png_base64(Image.fromarray(reduced))
+            answer["mask_size"] = [int(reduced.shape[1]), int(reduced.shape[0])]
         return answer
 
     @app.post("/v1/labels")

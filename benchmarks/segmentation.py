@@ -1,0 +1,124 @@
+"""Pixel crack masks: crackscan-seg against the truth and against the built-in classifiers.
+
+For each mask set in ../shared/data/real-photos, its held-out test photos (the fifth of each
+set that `train --task segment` and `make models` never train on: crackscan.segment.masksets
+splits by content) are graded with `crackscan evaluate --masks`:
+
+- pixel F1 within 2 px and exact, ODS and OIS of crackscan-seg (threshold 0.5);
+- tile F1 of crackscan-seg's mask and of crackscan-base's and crackscan-nano's tiles, zero-shot,
+  on the same tile grid (227 px; masonry-224's 224 px crops in 112 px tiles);
+- false alarms: tiles flagged on the photos-no-masks photos that hold no crack (noncrack,
+  like_crack), crackscan-seg against crackscan-base;
+- speed: one 4032x3024 photo scanned and written, crackscan-seg against crackscan-base, the
+  median of 3 in turns; the peak memory of `crackscan scan` on one 50 MP photo;
+- with --run (the segmenter's run folder): its float model.keras against the int8 file.
+
+    python benchmarks/segmentation.py [--model crackscan-seg] [--run runs/builtin/crackscan-seg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import DEFAULT_DATA, photo_of_patches, real_image_files
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = ROOT.parent / "shared" / "data" / "real-photos"
+SETS = {"deepcrack-train": 227, "crack500-train": 227, "road-asphalt": 227, "asphalt-512": 227, "masonry-224": 112}
+NOT_CRACKS = ("noncrack", "like_crack")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="crackscan-seg")
+    parser.add_argument("--run", type=Path, help="the segmenter's run, to compare its float model with --model")
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+
+    import crackscan
+    from crackscan.evaluate import evaluate_photos
+    from crackscan.runtime.runners import cpu_name
+    from crackscan.segment.masksets import find_mask_sets
+
+    print(f"CPU: {cpu_name()}; model {args.model}")
+    seg = crackscan.load(args.model)
+    classifiers = {name: crackscan.load(name) for name in ("crackscan-base", "crackscan-nano")}
+    float_model = crackscan.load(args.run / "model.keras") if args.run else None
+    items, _ = find_mask_sets([PHOTOS / name for name in SETS])
+    print("| set | test photos | pixel F1 2 px | precision | recall | exact F1 | ODS | OIS | tile F1 seg | base | nano |"
+          + (" float pixel F1 |" if float_model else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if float_model else ""))
+    for name, tile in SETS.items():
+        photos = [item.photo for item in items if item.dataset == name and item.split == "test"]
+        masks = PHOTOS / name / "masks"
+        graded = evaluate_photos(seg, photos, masks, tile=tile).metrics
+        px = graded["pixel"]
+        tiles = {label: evaluate_photos(model, photos, masks, tile=tile).metrics["f1"]
+                 for label, model in classifiers.items()}
+        row = (f"| {name} | {graded['photos']} | {px['tolerance_2px']['f1']:.3f} | {px['tolerance_2px']['precision']:.3f} "
+               f"| {px['tolerance_2px']['recall']:.3f} | {px['exact']['f1']:.3f} | {px['ods']['f1']:.3f} | "
+               f"{px['ois_f1']:.3f} | {graded['f1']:.3f} | {tiles['crackscan-base']:.3f} | {tiles['crackscan-nano']:.3f} |")
+        if float_model:
+            row += f" {evaluate_photos(float_model, photos, masks, tile=tile).metrics['pixel']['tolerance_2px']['f1']:.3f} |"
+        print(row, flush=True)
+
+    clear = sorted(p for p in (PHOTOS / "photos-no-masks").iterdir() if p.name.startswith(NOT_CRACKS))
+    flagged = {}
+    for label, model in (("crackscan-seg", seg), ("crackscan-base", classifiers["crackscan-base"])):
+        results = [crackscan.scan(model, photo, keep_image=False) for photo in clear]
+        flagged[label] = (sum(r.summary.cracked_tiles for r in results), sum(r.summary.tiles for r in results),
+                          sum(r.summary.cracked_tiles > 0 for r in results))
+    for label, (cracked, total, photos) in flagged.items():
+        print(f"no-crack photos ({len(clear)}: {', '.join(NOT_CRACKS)}): {label} flags {cracked} of {total} tiles, "
+              f"{photos} of {len(clear)} photos")
+    base_flags = flagged["crackscan-base"][0]
+    print(f"false alarms, seg / base: {flagged['crackscan-seg'][0] / max(1, base_flags):.2f} (target at most 0.33)")
+    if not args.skip_speed:
+        _speed(args.model)
+
+
+def _speed(model: str) -> None:
+    import crackscan
+
+    work = Path(tempfile.mkdtemp(prefix="crackscan-seg-speed-"))
+    rng = np.random.default_rng(0)
+    files = real_image_files(DEFAULT_DATA)
+    photo = work / "photo.jpg"
+    photo_of_patches(files, rng).save(photo, quality=92)
+    models = {"crackscan-base": crackscan.load("crackscan-base"), "crackscan-seg": crackscan.load(model)}
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for name, predictor in models.items():
+        crackscan.scan(predictor, photo).write(work / f"warm-{name}")
+    for turn in range(3):
+        for name, predictor in models.items():
+            started = time.perf_counter()
+            crackscan.scan(predictor, photo).write(work / f"{name}-{turn}")
+            seconds[name].append(time.perf_counter() - started)
+    base, seg = (statistics.median(seconds[n]) for n in models)
+    print(f"one 4032x3024 photo scanned and written: crackscan-base {base:.2f} s, crackscan-seg {seg:.2f} s: "
+          f"{seg / base:.2f}x base's time (target at most 2x)")
+
+    big = work / "big"
+    big.mkdir()
+    photo_of_patches(files, rng, width=8192, height=6144).save(big / "photo-50mp.jpg", quality=92)
+    reporter = ("import sys; from crackscan.cli import main; code = main(sys.argv[1:]); "
+                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr); "
+                "sys.exit(code)")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", reporter, "scan", model, str(big), "--out", str(work / "big-out")],
+                          check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_mb = int(done.stderr.split("VmHWM:")[1].split()[0]) / 1024
+    print(f"crackscan scan of one 8192x6144 (50 MP) photo with {model}: {time.perf_counter() - started:.1f} s, "
+          f"peak memory {peak_mb:.0f} MB (target under 1,536 MB)")
+
+
+if __name__ == "__main__":
+    main()
