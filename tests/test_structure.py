@@ -20,14 +20,14 @@ PACKAGE = Path(crackscan.__file__).parent
 # Lowest first. A module may import modules of its own layer or of layers below.
 LAYERS = [
     {"errors", "version", "_tf", "progress", "testing",
-     "model", "runtime", "photo", "site", "survey", "serve", "serve.web", "segment"},
+     "model", "runtime", "photo", "site", "survey", "serve", "serve.web", "segment", "measure"},
     {"files"},
     {"settings"},
     {"images", "synth", "plots"},
     {"datasets", "runs", "site.masks"},
-    {"model.info", "model.heads", "metrics", "segment.pixels"},
-    {"model.builtin", "model.keras_archive", "model.classifier"},
-    {"model.registry", "model.segmenter"},
+    {"model.info", "model.heads", "metrics", "segment.pixels", "measure.severity", "measure.scale"},
+    {"model.builtin", "model.keras_archive", "model.classifier", "measure.cracks"},
+    {"model.registry", "model.segmenter", "measure.options"},
     {"runtime.runners"},
     {"runtime.formats"},
     {"runtime.predictor"},

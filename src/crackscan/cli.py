@@ -16,6 +16,8 @@ from .errors import WRITE_ERRNOS, CrackscanError, write_error
 from .evaluate import evaluate, evaluate_photos
 from .export import export
 from .images import list_image_files
+from .measure.options import Measuring
+from .measure.severity import DEFAULT_CLASSES, EXPOSURE_LIMITS_MM, parse_limit, parse_width_classes
 from .metrics import format_metrics, format_tile_metrics
 from .model.builtin import MODELS_DIR, builtin_models
 from .model.classifier import build_backbone
@@ -149,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", type=Path, required=True, help="folder for the results (one subfolder per photo)")
     settings.add_arguments(scan, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
     scan.add_argument("--force", action="store_true", help="scan again photos whose results exist")
+    measuring = scan.add_argument_group("crack measurement (a segmenter, e.g. crackscan-seg): without a scale, "
+                                        "pixels only")
+    measuring.add_argument("--mm-per-pixel", type=float, help="the photos' scale, if you know it")
+    measuring.add_argument("--distance-m", type=float, help="camera to surface in metres: the scale from the lens in "
+                           "each photo's EXIF (focal length and its 35 mm equivalent)")
+    measuring.add_argument("--distance-from-drone", action="store_true", help="the camera's distance is the drone's "
+                           "height in each photo's XMP (photos taken facing the surface)")
+    measuring.add_argument("--width-classes", help="classes by max width in mm, e.g. hairline:0.1,fine:0.3,medium:1,"
+                           "wide (default: hairline <0.1, fine <0.3, medium <0.41, wide; ACI 224R-01 Table 4.1)")
+    measuring.add_argument("--limit-mm", help="flag cracks wider than this: mm, or an exposure: "
+                           + ", ".join(EXPOSURE_LIMITS_MM))
 
     serve = commands.add_parser("serve", help="HTTP API and web page for crack checks", epilog=_examples("serve"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -446,9 +459,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
     if args.out.exists() and not args.out.is_dir():  # said before a model is loaded (or its backbone converted)
         raise CrackscanError(f"--out {args.out} is a file: name a folder for the survey")
+    measuring = _measuring_from(args)  # a bad option is said before a model is loaded
     outcome = scan_many(_model_for_inference(args.model, options["engine"]), args.photos, args.out, **options,
-                        force=args.force,
-                        progress=_progress())
+                        force=args.force, measuring=measuring, progress=_progress())
     if outcome.resumed:
         count = len(outcome.resumed)
         print(f"{count} photo{'s' if count != 1 else ''} already scanned in {args.out} with these settings "
@@ -462,6 +475,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"crackscan: {count} photo{'s' if count != 1 else ''} could not be scanned", file=sys.stderr)
         return EXIT_SOME_SKIPPED
     return 0
+
+
+def _measuring_from(args: argparse.Namespace) -> Measuring:
+    if args.mm_per_pixel is not None and args.mm_per_pixel <= 0:
+        raise CrackscanError("--mm-per-pixel must be above 0")
+    if args.distance_m is not None and args.distance_m <= 0:
+        raise CrackscanError("--distance-m must be above 0")
+    parse_limit(args.limit_mm)  # a bad limit is said before any photo is scanned
+    classes = parse_width_classes(args.width_classes) if args.width_classes else DEFAULT_CLASSES
+    return Measuring(args.mm_per_pixel, args.distance_m, args.distance_from_drone, classes, args.limit_mm)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

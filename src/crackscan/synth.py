@@ -176,3 +176,26 @@ def make_mask_set(root: str | Path, photos: int = 24, size: int = 192, seed: int
         with atomic_path(root / "masks" / f"{index:03d}.png") as temporary:
             Image.fromarray(((crack > 0.5) * 255).astype(np.uint8)).save(temporary, format="PNG")
     return root
+
+
+def crack_of_known_geometry(size: tuple[int, int], centreline: np.ndarray, width: float | np.ndarray,
+                            supersample: int = 8) -> np.ndarray:
+    """A crack mask (H x W float coverage, 0-1) of a centreline polyline (N x 2, x y) with a
+    full width (one value, or one per point), drawn exactly: filled quads and round joints at
+    ``supersample`` times the size, then averaged down, so its width is the width asked for
+    (an anti-aliased rasteriser draws lines a pixel wider)."""
+    import cv2
+
+    height, width_px = size
+    big = np.zeros((height * supersample, width_px * supersample), np.uint8)
+    points = np.asarray(centreline, float) * supersample + (supersample - 1) / 2
+    widths = np.broadcast_to(np.asarray(width, float), (len(points),)) * supersample
+    for (a, b), (wa, wb) in zip(zip(points[:-1], points[1:]), zip(widths[:-1], widths[1:])):
+        direction = b - a
+        normal = np.array([-direction[1], direction[0]]) / max(1e-9, np.hypot(*direction))
+        quad = np.array([a + normal * wa / 2, b + normal * wb / 2, b - normal * wb / 2, a - normal * wa / 2])
+        cv2.fillPoly(big, [np.round(quad).astype(np.int32)], 255)
+    for point, w in zip(points[1:-1], widths[1:-1]):  # joints of a bending crack
+        cv2.circle(big, tuple(np.round(point).astype(int)), int(round(w / 2)), 255, -1)
+    small = cv2.resize(big, (width_px, height), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32) / 255

@@ -63,8 +63,13 @@ def reduced_mask(probability: np.ndarray, max_side: int = OVERLAY_MAX_SIDE) -> n
     return cv2.resize(cv2.dilate(probability, np.ones((step, step), np.uint8)), size, interpolation=cv2.INTER_NEAREST)
 
 
+# Measured cracks by width class, light to strong; "unscaled" (no mm) in the crack red.
+CLASS_RGB = {"hairline": (255, 215, 0), "fine": (255, 140, 0), "medium": (230, 30, 30), "wide": (200, 0, 200),
+             "unscaled": (230, 30, 30)}
+
+
 def draw_crack_pixels(pixels: np.ndarray, width: int, height: int, probability: np.ndarray, threshold: float,
-                      legend: Sequence[str], max_side: int = OVERLAY_MAX_SIDE) -> Image.Image:
+                      legend: Sequence[str], max_side: int = OVERLAY_MAX_SIDE, cracks: Sequence = ()) -> Image.Image:
     """The photo with its crack pixels (``probability``, 0-255 at the photo's size, at or over
     ``threshold``) painted red; a thin crack is thickened where the overlay is smaller than
     the photo (the mask is reduced by its maximum, so no crack pixel vanishes)."""
@@ -73,7 +78,17 @@ def draw_crack_pixels(pixels: np.ndarray, width: int, height: int, probability: 
     said = reduced_mask(probability, max_side) >= threshold * 255
     painted = photo.copy()
     painted[said > 0] = (0.35 * painted[said > 0] + 0.65 * np.array(CRACK_RGB)).astype(np.uint8)
-    return with_legend_strip(Image.fromarray(painted), [*legend, f"red: crack probability {threshold:.2f} or more"])
+    image = Image.fromarray(painted)
+    draw = ImageDraw.Draw(image)
+    for crack in cracks:  # each measured crack's centreline in its class's colour, with its id
+        colour = CLASS_RGB.get(crack.width_class, (0, 160, 255))
+        for line in crack.polylines:
+            if len(line) > 1:
+                draw.line([(x * factor, y * factor) for x, y in line], fill=colour, width=max(2, round(3 * factor)))
+        draw.text((crack.x * factor, max(0, crack.y * factor - 12)), f"#{crack.crack_id}", fill=colour)
+    classes = sorted({c.width_class for c in cracks})
+    key = f"; lines: cracks by width class ({', '.join(classes)})" if classes else ""
+    return with_legend_strip(image, [*legend, f"red: crack probability {threshold:.2f} or more{key}"])
 
 
 def draw_outcome_map(pixels: np.ndarray, width: int, height: int, boxes: Sequence[Box], outcomes: Sequence[str | None],

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..errors import CrackscanError
 from ..files import atomic_open, atomic_path, write_text
+from ..measure.cracks import CRACK_FIELDS
 from .overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_crack_pixels, draw_tile_map
 
 TILES_FILE = "tiles.csv"
@@ -30,6 +31,9 @@ OVERLAY_FILE = "overlay.jpg"
 SUMMARY_FILE = "summary.json"
 # A segmenter's scan: each pixel's crack probability x 255, at the photo's size (PNG: exact).
 MASK_FILE = "mask.png"
+# A segmenter's scan: each measured crack, a row of cracks.csv, and with its polylines in cracks.json.
+CRACKS_FILE = "cracks.csv"
+CRACK_POLYLINES_FILE = "cracks.json"
 RESULT_FILES = (TILES_FILE, OVERLAY_FILE, SUMMARY_FILE)  # in the order they are written
 # crack_pixel_share: a segmenter's share of the tile's pixels at or over the threshold (empty
 # for a classifier, which has no pixels to count).
@@ -116,8 +120,17 @@ class PhotoSummary:
 
     def legend(self) -> list[str]:
         if "crack_pixels" in self.recorded:
-            return [f"crack pixels: {100 * self.cracked_area_fraction:.2f}% of the photo; tiles with cracks: "
-                    f"{self.cracked_tiles} of {self.tiles}; highest crack probability {self.max_crack_probability:.2f}"]
+            lines = [f"crack pixels: {100 * self.cracked_area_fraction:.2f}% of the photo; tiles with cracks: "
+                     f"{self.cracked_tiles} of {self.tiles}; highest crack probability {self.max_crack_probability:.2f}"]
+            r = self.recorded
+            if "cracks" in r:
+                mm = r.get("mm_per_pixel")
+                length = f"{r['total_length_mm'] / 1000:.2f} m" if mm else f"{r['total_length_px']:.0f} px"
+                widest = (f"{r['max_width_mm']:.2f} mm" if mm else f"{r['max_width_px']:.1f} px") \
+                    if r.get("max_width_px") is not None else "-"
+                lines.append(f"{r['cracks']} cracks, {length} long in all, widest {widest}; scale: "
+                             + (f"{mm:.3g} mm/px" if mm else "none (pixels only)"))
+            return lines
         return [f"cracked tiles: {self.cracked_tiles} of {self.tiles} ({100 * self.cracked_area_fraction:.1f}% of "
                 f"area); highest crack probability {self.max_crack_probability:.2f}"]
 
@@ -153,7 +166,7 @@ class PhotoResult:
             raise CrackscanError("the photo is no longer held: scan again with keep_image=True")
         if self.mask is not None:
             return draw_crack_pixels(self.pixels, self.width, self.height, self.mask, self.summary.threshold,
-                                     self.summary.legend(), max_side)
+                                     self.summary.legend(), max_side, self.cracks or [])
         return draw_tile_map(self.pixels, self.width, self.height, [t.box for t in self.tiles],
                              [t.crack_probability for t in self.tiles], self.summary.threshold,
                              self.summary.legend(), max_side)
@@ -171,6 +184,16 @@ class PhotoResult:
         if self.mask is not None:
             with atomic_path(folder / MASK_FILE) as temporary:
                 Image.fromarray(self.mask).save(temporary, format="PNG", compress_level=1)
+        if self.cracks is not None:
+            with atomic_open(folder / CRACKS_FILE) as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(CRACK_FIELDS))
+                writer.writeheader()
+                writer.writerows(crack.row() for crack in self.cracks)
+            write_text(folder / CRACK_POLYLINES_FILE, json.dumps(
+                {"photo": self.source, "width": self.width, "height": self.height,
+                 "mm_per_pixel": self.summary.recorded.get("mm_per_pixel"),
+                 "scale_source": self.summary.recorded.get("scale_source"),
+                 "cracks": [crack.to_dict() for crack in self.cracks]}, indent=1) + "\n")
         with atomic_path(folder / OVERLAY_FILE) as temporary:
             self.overlay().save(temporary, quality=OVERLAY_JPEG_QUALITY)
         write_text(folder / SUMMARY_FILE, json.dumps(self.summary.to_dict(), indent=2) + "\n")

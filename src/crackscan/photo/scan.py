@@ -18,6 +18,7 @@ from ..runtime.predictor import as_predictor
 from ..settings import DEFAULT_MAX_PIXELS
 from .result import PhotoResult, PhotoSummary, Tile
 from .segment import scan_segmenter
+from ..measure.options import Measuring
 from .tiling import MAX_TILES, covered_fraction, crop, scan_geometry, tile_count, tile_grid
 
 
@@ -32,12 +33,14 @@ def scan(
     keep_image: bool = True,
     max_tiles: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    measuring: Measuring | None = None,
 ) -> PhotoResult:
     """Scans one photo with a model (a name, path or Predictor); returns the tile grid and summary.
 
     ``max_tiles`` refuses a photo and tiling that would make more tiles (LimitExceeded),
     before any tile is classified; ``should_stop`` is asked between batches, and a True
-    ends the scan with Cancelled (the server's client has gone).
+    ends the scan with Cancelled (the server's client has gone). A segmenter's scan also
+    measures the cracks in its mask, with ``measuring``'s scale, width classes and limit.
     """
     started = time.perf_counter()
     predictor = as_predictor(model)
@@ -45,7 +48,7 @@ def scan(
     settings.THRESHOLD.check(threshold)
     if predictor.info.task == "segment":  # pixels at the photo's own scale, not tiles resized to the input
         return scan_segmenter(predictor, photo, tile, stride, threshold, max_pixels, keep_image, max_tiles, should_stop,
-                              _name(photo))
+                              _name(photo), measuring)
     scale = predictor.input_size / tile
 
     def scaled(w: int, h: int) -> tuple[int, int]:

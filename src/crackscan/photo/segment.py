@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import Cancelled, LimitExceeded
 from ..images import ImageSource, read_for_shrinking
+from ..measure.options import Measuring
 from ..runtime.predictor import DECODERS, Predictor
 from .result import PhotoResult, PhotoSummary, Tile
 from .tiling import MAX_TILES, tile_count, tile_grid, tile_origins
@@ -81,8 +82,10 @@ def tile_levels(probability: np.ndarray, boxes: list[tuple[int, int, int, int]],
 
 def scan_segmenter(predictor: Predictor, photo: ImageSource, tile: int, stride: int, threshold: float,
                    max_pixels: int | None, keep_image: bool, max_tiles: int | None,
-                   should_stop: Callable[[], bool] | None, name: str) -> PhotoResult:
-    """What ``photo.scan.scan`` returns, for a segmenter: the result carries the mask."""
+                   should_stop: Callable[[], bool] | None, name: str, measuring: Measuring | None = None
+                   ) -> PhotoResult:
+    """What ``photo.scan.scan`` returns, for a segmenter: the result carries the mask and the
+    cracks measured on it (``measuring``: the scale, classes and limit; pixels only without)."""
     started = time.perf_counter()
     pixels, (width, height) = read_for_shrinking(photo, None, max_pixels)
     count = tile_count(width, height, tile, stride)
@@ -104,6 +107,8 @@ def scan_segmenter(predictor: Predictor, photo: ImageSource, tile: int, stride: 
         cracked_area_fraction=crack_pixels / (width * height), max_crack_probability=float(probability.max()),
         model=str(predictor.path) if predictor.path else None, seconds=0.0)
     summary.record({"task": "segment", "crack_pixels": crack_pixels})
+    cracks, figures = (measuring or Measuring()).cracks(probability, photo, threshold)
+    summary.record(figures)
     mask = np.round(probability * 255).astype(np.uint8)
     summary.seconds = round(time.perf_counter() - started, 3)
-    return PhotoResult(name, width, height, tiles, summary, pixels if keep_image else None, mask=mask)
+    return PhotoResult(name, width, height, tiles, summary, pixels if keep_image else None, mask=mask, cracks=cracks)

@@ -209,6 +209,8 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
             "negative_class": info.negative_class}
         if overlay_png is not None:
             answer["overlay_png_base64"] = overlay_png
+        if result.cracks is not None:
+            answer["cracks"] = [crack.to_dict() for crack in result.cracks]
         if result.mask is not None:  # a segmenter's: the page re-thresholds it as the slider moves
             reduced = reduced_mask(result.mask)
             answer["mask_png_base64"] = _png_base64(Image.fromarray(reduced))

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from .. import settings
 from ..errors import CrackscanError
 from ..files import file_sha256
+from ..measure.options import Measuring
 from ..photo.result import SUMMARY_FILE, PhotoSummary
 from ..photo.tiling import scan_geometry
 from ..progress import Progress, as_progress
@@ -49,6 +50,7 @@ def scan_many(
     engine: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    measuring: Measuring | None = None,
 ) -> SurveyOutcome:
     """Scans photos and folders of photos into ``out``; resumes an interrupted survey.
 
@@ -57,7 +59,8 @@ def scan_many(
     with a line through ``progress`` saying why (``force`` redoes all). An unreadable photo
     is reported through ``progress`` (skipped) and in summary.csv, and skipped; the rest go
     on. ``engine="ray"`` runs the survey on Ray Data: a local Ray on this machine, or the
-    cluster at ``address``, with ``workers`` actors (default: one per CPU).
+    cluster at ``address``, with ``workers`` actors (default: one per CPU). A segmenter's
+    survey measures each photo's cracks with ``measuring`` (scale, width classes, limit).
     """
     started = time.perf_counter()
     report = as_progress(progress)
@@ -79,11 +82,14 @@ def scan_many(
     made_with = {"model": str(predictor.path) if predictor.path else None,
                  "model_sha256": file_sha256(predictor.path) if predictor.path else None,
                  "tile": tile, "stride": stride, "threshold": threshold}
+    if predictor.info.task == "segment":  # a new scale or limit changes every photo's figures
+        made_with["measuring"] = repr(measuring or Measuring())
     manifest = survey.manifest()
     located, root = locate_photos(inputs, survey.path, manifest.get("root"))
     survey.write_manifest(manifest, {**made_with, "root": root, "engine": engine}, report.line)
     jobs, resumed = _plan(survey, located, root, made_with, force, engine == "ray", report)
-    scan_settings = {"tile": tile, "stride": stride, "threshold": threshold, "max_pixels": max_pixels}
+    scan_settings = {"tile": tile, "stride": stride, "threshold": threshold, "max_pixels": max_pixels,
+                     "measuring": measuring}
     if engine == "ray":
         log = scan_on_ray(ray_module, predictor, jobs, survey, scan_settings, address, workers, report)
     else:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import LimitExceeded
 from ..images import ImageReadError, max_file_bytes
+from ..measure.options import Measuring
 from ..photo.result import PhotoSummary
 from ..photo.scan import scan
 from ..progress import Progress
@@ -29,13 +30,13 @@ class SurveyJob:
 
 
 def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, threshold: float, max_pixels: int | None,
-             tiles_dataset: Path | None = None) -> dict[str, Any]:
+             tiles_dataset: Path | None = None, measuring: Measuring | None = None) -> dict[str, Any]:
     """Scans one photo of a survey and writes its results; the same for every engine.
     Returns {"photo", "summary": summary.json's values} or, for a photo that cannot be
     scanned, {"photo", "failed": reason}: plain values, which Ray ships between processes."""
     try:
         source: Any = read_uri(job.photo, max_file_bytes(max_pixels)) if is_uri(job.photo) else job.photo
-        result = scan(predictor, source, tile, stride, threshold, max_pixels)
+        result = scan(predictor, source, tile, stride, threshold, max_pixels, measuring=measuring)
     except (ImageReadError, LimitExceeded) as error:
         return {"photo": job.photo, "failed": error.reason if isinstance(error, ImageReadError) else str(error)}
     except OSError as error:  # a remote file that went away, a permission refused

@@ -18,10 +18,13 @@ SURVEY_MANIFEST = "survey.json"
 SUMMARY_CSV = "summary.csv"
 TILES_DATASET = "tiles.parquet"  # a folder of Parquet part files, one per photo (Ray engine)
 # What a photo's result must have been made with to be kept when a survey resumes.
-RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "photo_bytes", "photo_mtime_ns")
+RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "photo_bytes", "photo_mtime_ns",
+               "measuring")
 # The settings a whole survey is made with: a change means photos are scanned again.
 MANIFEST_KEYS = ("model_sha256", "tile", "stride", "threshold")
 SUMMARY_CSV_FIELDS = ["photo", "verdict", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",
+                      "cracks", "total_length_px", "total_length_mm", "max_width_px", "max_width_mm", "worst_class",
+                      "cracks_over_limit", "mm_per_pixel", "scale_source",
                       "width", "height", "seconds", "outputs", "problem"]
 
 

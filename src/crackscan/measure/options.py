@@ -1,0 +1,57 @@
+"""What a scan measures with: the scale's sources, the width classes and the limit."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .cracks import Crack, measure
+from .scale import Scale, photo_scale
+from .severity import DEFAULT_CLASSES, UNSCALED, WidthClasses, parse_limit
+
+
+@dataclasses.dataclass(frozen=True)
+class Measuring:
+    mm_per_pixel: float | None = None
+    distance_m: float | None = None
+    distance_from_drone: bool = False
+    classes: WidthClasses = DEFAULT_CLASSES
+    limit: str | float | None = None
+
+    def cracks(self, probability: np.ndarray, photo: Any, threshold: float) -> tuple[list[Crack], dict[str, Any]]:
+        """The photo's measured cracks and the figures its summary records."""
+        height, width = probability.shape
+        scale = photo_scale(photo, width, self.mm_per_pixel, self.distance_m, self.distance_from_drone)
+        limit_mm, limit_source = parse_limit(self.limit)
+        found = measure(probability, scale.mm_per_pixel, threshold, classes=self.classes, limit_mm=limit_mm)
+        return found, crack_figures(found, scale, self.classes, limit_mm, limit_source)
+
+
+def crack_figures(cracks: list[Crack], scale: Scale, classes: WidthClasses, limit_mm: float | None,
+                  limit_source: str | None) -> dict[str, Any]:
+    """A photo's crack figures: count, total length, widest, by class, over the limit."""
+    names = classes.names if scale.mm_per_pixel is not None else [UNSCALED]
+    widest = max(cracks, key=lambda c: c.max_width_px, default=None)
+    order = {name: i for i, name in enumerate(classes.names)}
+    worst = max((c.width_class for c in cracks if c.width_class in order), key=order.get, default=None)
+    mm = scale.mm_per_pixel
+    figures: dict[str, Any] = {
+        **scale.to_dict(),
+        "cracks": len(cracks),
+        "total_length_px": round(sum(c.length_px for c in cracks), 1),
+        "total_length_mm": None if mm is None else round(sum(c.length_px for c in cracks) * mm, 1),
+        "max_width_px": None if widest is None else round(widest.max_width_px, 2),
+        "max_width_mm": None if widest is None or mm is None else round(widest.max_width_px * mm, 3),
+        "widest_crack_id": None if widest is None else widest.crack_id,
+        "worst_class": worst if worst is not None else (UNSCALED if cracks and mm is None else None),
+        "width_classes": classes.describe(),
+        "cracks_by_class": {name: sum(c.width_class == name for c in cracks) for name in names},
+        "length_by_class_px": {name: round(sum(c.length_px for c in cracks if c.width_class == name), 1)
+                               for name in names},
+        "cracks_at_resolution_limit": sum(c.at_resolution_limit for c in cracks),
+        "limit_mm": limit_mm, "limit_source": limit_source,
+        "cracks_over_limit": None if limit_mm is None or mm is None else sum(bool(c.over_limit) for c in cracks),
+    }
+    return figures
