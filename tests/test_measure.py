@@ -1,0 +1,130 @@
+"""Crack measurement: geometry from masks of known cracks, scale, classes, and the scan's files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crackscan.errors import CrackscanError
+from crackscan.measure.cracks import measure
+from crackscan.measure.scale import photo_scale
+from crackscan.measure.severity import DEFAULT_CLASSES, parse_limit, parse_width_classes
+from crackscan.photo.result import CRACKS_FILE
+from crackscan.synth import crack_of_known_geometry
+
+
+def straight(width: float, angle_deg: float, length: float = 240, size: int = 400) -> np.ndarray:
+    a = math.radians(angle_deg)
+    half = np.array([math.cos(a), -math.sin(a)]) * length / 2
+    return crack_of_known_geometry((size, size), np.array([size / 2 - half, size / 2 + half]), width)
+
+
+@pytest.mark.parametrize("width", [3, 5, 8, 12, 20])
+def test_straight_cracks_at_every_angle_measure_true(width: float) -> None:
+    for angle in range(0, 180, 15):
+        [crack] = measure(straight(width, angle))
+        assert abs(crack.length_px - 240) <= 0.03 * 240, (angle, crack.length_px)
+        assert abs(crack.mean_width_px - width) <= max(0.5, 0.1 * width), (angle, crack.mean_width_px)
+        assert abs(crack.max_width_px - width) <= max(0.5, 0.1 * width) + 0.5, (angle, crack.max_width_px)
+        assert not crack.at_resolution_limit
+        off = min(abs(crack.orientation_deg - angle), 180 - abs(crack.orientation_deg - angle))
+        assert off < 2
+
+
+def test_a_curved_crack_is_measured_along_its_arc() -> None:
+    theta = np.linspace(0.2, 2.6, 200)
+    radius = 150
+    arc = np.stack([200 + radius * np.cos(theta), 220 - radius * np.sin(theta)], axis=1)
+    [crack] = measure(crack_of_known_geometry((400, 400), arc, 6))
+    assert abs(crack.length_px - radius * 2.4) <= 0.03 * radius * 2.4
+    assert abs(crack.mean_width_px - 6) <= 0.6
+
+
+def test_a_branching_crack_is_one_branched_crack_of_all_its_length() -> None:
+    mask = np.maximum(crack_of_known_geometry((400, 400), np.array([[50, 200], [350, 200]]), 5),
+                      crack_of_known_geometry((400, 400), np.array([[200, 200], [300, 60]]), 5))
+    [crack] = measure(mask)
+    assert crack.type == "branched"
+    expected = 300 + math.hypot(100, 140)
+    assert abs(crack.length_px - expected) <= 0.03 * expected
+
+
+def test_widths_of_one_or_two_pixels_are_at_the_resolution_limit() -> None:
+    for width in (1, 1.5):
+        [crack] = measure(straight(width, 30))
+        assert crack.at_resolution_limit
+        assert crack.max_width_px < 2.5
+
+
+def test_fragments_across_a_small_gap_are_one_crack_and_far_ones_two() -> None:
+    near = np.maximum(crack_of_known_geometry((200, 400), np.array([[20, 100], [190, 100]]), 4),
+                      crack_of_known_geometry((200, 400), np.array([[193, 100], [380, 100]]), 4))
+    assert len(measure(near)) == 1
+    far = np.maximum(crack_of_known_geometry((200, 400), np.array([[20, 100], [150, 100]]), 4),
+                     crack_of_known_geometry((200, 400), np.array([[200, 100], [380, 100]]), 4))
+    assert len(measure(far)) == 2
+    assert measure(np.zeros((50, 50), bool)) == []
+
+
+def test_millimetres_classes_and_limits_follow_the_scale() -> None:
+    [crack] = measure(straight(6, 10), mm_per_pixel=0.1, limit_mm=0.3)
+    assert crack.row()["max_width_mm"] == pytest.approx(crack.max_width_px * 0.1, abs=1e-3)
+    assert crack.width_class == "wide" and crack.over_limit  # 0.6 mm
+    [fine] = measure(straight(6, 10), mm_per_pixel=0.04, limit_mm=0.3)
+    assert fine.width_class == "fine" and fine.over_limit is False  # 0.24 mm
+    [unscaled] = measure(straight(6, 10))
+    assert unscaled.width_class == "unscaled" and unscaled.row()["length_mm"] is None
+    assert "ACI 224R" in DEFAULT_CLASSES.source
+    own = parse_width_classes("thin:0.2,thick")
+    [classed] = measure(straight(6, 10), mm_per_pixel=0.1, classes=own)
+    assert classed.width_class == "thick"
+    for bad in ("thin:0.2", "a:0.3,b:0.1,c", "a:x,b"):
+        with pytest.raises(CrackscanError, match="--width-classes"):
+            parse_width_classes(bad)
+    assert parse_limit("aci-seawater")[0] == 0.15
+    with pytest.raises(CrackscanError, match="--limit-mm"):
+        parse_limit("salty")
+
+
+def test_scale_from_the_distance_and_the_lens_in_exif(tmp_path: Path) -> None:
+    photo = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x8769] = {0x920A: 4.0, 0xA405: 24}  # a 4 mm lens, 24 mm in 35 mm terms: a 6 mm sensor width
+    Image.new("RGB", (4000, 3000)).save(photo, exif=exif)
+    scale = photo_scale(photo, 4000, distance_m=2.0)
+    assert scale.mm_per_pixel == pytest.approx(6.0 * 2000 / (4.0 * 4000))  # 0.75 mm a pixel
+    assert "35 mm-equivalent" in scale.source and "--distance-m 2" in scale.source
+    bare = tmp_path / "bare.png"
+    Image.new("RGB", (100, 100)).save(bare)
+    assert photo_scale(bare, 100, distance_m=2.0).mm_per_pixel is None
+    assert "no focal length" in photo_scale(bare, 100, distance_m=2.0).source
+    assert photo_scale(bare, 100).mm_per_pixel is None and photo_scale(bare, 100, mm_per_pixel=0.2).mm_per_pixel == 0.2
+
+
+def test_a_segmenter_s_scan_writes_measured_cracks(tiny_segmenter: Path, mask_set: Path, tmp_path: Path) -> None:
+    out = tmp_path / "survey"
+    done = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_segmenter),
+                           str(mask_set / "images" / "001.png"), "--out", str(out), "--mm-per-pixel", "0.1",
+                           "--limit-mm", "aci-humid"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    folder = next(p.parent for p in out.rglob(CRACKS_FILE))
+    rows = list(csv.DictReader(open(folder / CRACKS_FILE)))
+    assert rows and float(rows[0]["length_px"]) > 50
+    assert float(rows[0]["max_width_mm"]) == pytest.approx(float(rows[0]["max_width_px"]) * 0.1, abs=2e-3)
+    polylines = json.loads((folder / "cracks.json").read_text())
+    assert polylines["mm_per_pixel"] == 0.1 and polylines["cracks"][0]["polylines"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["cracks"] == len(rows) and summary["limit_source"].startswith("aci-humid")
+    survey = list(csv.DictReader(open(out / "summary.csv")))
+    assert survey[0]["cracks"] == str(len(rows)) and survey[0]["worst_class"]
+    bad = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_segmenter), str(mask_set / "images"),
+                          "--out", str(tmp_path / "x"), "--width-classes", "thin:0.2"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--width-classes" in bad.stderr and not (tmp_path / "x").exists()
