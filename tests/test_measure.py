@@ -58,10 +58,10 @@ def test_a_branching_crack_is_one_branched_crack_of_all_its_length() -> None:
 
 
 def test_widths_of_one_or_two_pixels_are_at_the_resolution_limit() -> None:
-    for width in (1, 1.5):
-        [crack] = measure(straight(width, 30))
-        assert crack.at_resolution_limit
-        assert crack.max_width_px < 2.5
+    for width in (1, 1.5, 2):
+        for angle in (0, 30, 45):
+            [crack] = measure(straight(width, angle))
+            assert crack.at_resolution_limit, (width, angle, crack.max_width_px)
 
 
 def test_fragments_across_a_small_gap_are_one_crack_and_far_ones_two() -> None:

@@ -195,7 +195,9 @@ def crack_of_known_geometry(size: tuple[int, int], centreline: np.ndarray, width
         normal = np.array([-direction[1], direction[0]]) / max(1e-9, np.hypot(*direction))
         quad = np.array([a + normal * wa / 2, b + normal * wb / 2, b - normal * wb / 2, a - normal * wa / 2])
         cv2.fillPoly(big, [np.round(quad).astype(np.int32)], 255)
-    for point, w in zip(points[1:-1], widths[1:-1]):  # joints of a bending crack
-        cv2.circle(big, tuple(np.round(point).astype(int)), int(round(w / 2)), 255, -1)
+    along = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(points, axis=0).T))])
+    for point, w, at in zip(points[1:-1], widths[1:-1], along[1:-1]):  # joints of a bending crack
+        if w / 2 <= at <= along[-1] - w / 2:  # flat ends: the crack ends where its centreline does
+            cv2.circle(big, tuple(np.round(point).astype(int)), int(round(w / 2)), 255, -1)
     small = cv2.resize(big, (width_px, height), interpolation=cv2.INTER_AREA)
     return small.astype(np.float32) / 255

@@ -17,7 +17,7 @@
   loops; else by orientation in the image: transverse (within 30 degrees of horizontal),
   longitudinal (within 30 degrees of vertical), diagonal.
 
-Widths under RESOLUTION_LIMIT_PX are marked at the resolution limit: a photo cannot tell
+Widths under RESOLUTION_LIMIT_PX (2.5) are marked at the resolution limit: a photo cannot tell
 0.1 mm from 0.3 mm across one or two pixels.
 """
 
@@ -30,7 +30,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-RESOLUTION_LIMIT_PX = 2.0
+# A crack measured under 2.5 px wide is 1-2 px wide give or take the half pixel a profile can be off:
+# the photo cannot tell its width in mm apart from its neighbours'.
+RESOLUTION_LIMIT_PX = 2.5
 PROFILE_STEP_PX = 0.25
 DIRECTION_RADIUS_PX = 4  # skeleton points within this distance give a point's direction
 
