@@ -9,7 +9,7 @@ STAMP := $(VENV)/.crackscan-installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,export,serve,ray]'
+	$(BIN)/python -m pip install -q -e '.[test,export,serve,ray,report]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -20,7 +20,7 @@ PACKAGE = Path(crackscan.__file__).parent
 # Lowest first. A module may import modules of its own layer or of layers below.
 LAYERS = [
     {"errors", "version", "_tf", "progress", "testing",
-     "model", "runtime", "photo", "site", "survey", "serve", "serve.web", "segment", "measure"},
+     "model", "runtime", "photo", "site", "survey", "serve", "serve.web", "segment", "measure", "report"},
     {"files"},
     {"settings"},
     {"images", "synth", "plots"},
@@ -31,7 +31,7 @@ LAYERS = [
     {"runtime.runners"},
     {"runtime.formats"},
     {"runtime.predictor"},
-    {"photo.tiling", "photo.overlay"},
+    {"photo.tiling", "photo.overlay", "photo.exif"},
     {"photo.result", "segment.masksets"},
     {"photo.segment"},
     {"photo.scan"},
@@ -39,7 +39,8 @@ LAYERS = [
     {"export", "train", "survey.plan", "survey.parquet", "segment.train"},
     {"site.adapt", "survey.job"},
     {"survey.local", "survey.layout", "survey.ray_engine"},
-    {"survey.driver", "serve.budgets", "serve.guard", "serve.site_loop"},
+    {"survey.driver", "serve.budgets", "serve.guard", "serve.site_loop", "report.survey_data"},
+    {"report.build"},
     {"serve.app"},
     {"cli"},
 ]

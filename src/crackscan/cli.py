@@ -23,6 +23,7 @@ from .model.builtin import MODELS_DIR, builtin_models
 from .model.classifier import build_backbone
 from .model.registry import resolve
 from .progress import Progress
+from .report.build import build_report
 from .runtime.predictor import Failure, describe_model, images_per_second, load
 from .runtime.runners import cpu_name
 from .segment.train import train_segmenter
@@ -70,6 +71,8 @@ EXAMPLES = {
               "crackscan serve runs/first --labels site-labels   # label tiles on the page, then Adapt",
               "crackscan serve runs/first --port 8080 --max-upload-mb 50",
               "crackscan serve runs/first --host 0.0.0.0 --allow-host crack.example.org   # needs its printed token"],
+    "report": ["crackscan scan crackscan-seg site/ --out scans/ --mm-per-pixel 0.2 --limit-mm aci-humid",
+               "crackscan report scans/ --out scans/report --pdf   # open scans/report/index.html"],
     "info": ["crackscan info runs/first", "crackscan info model.int8.tflite --format json",
              "crackscan info crackscan-nano"],
     "models": ["crackscan models", "crackscan models --benchmark   # measure images/s on this machine now",
@@ -151,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", type=Path, required=True, help="folder for the results (one subfolder per photo)")
     settings.add_arguments(scan, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
     scan.add_argument("--force", action="store_true", help="scan again photos whose results exist")
+    scan.add_argument("--report", action="store_true", help="then write the inspection report into OUT/report "
+                      "(as crackscan report OUT does)")
     measuring = scan.add_argument_group("crack measurement (a segmenter, e.g. crackscan-seg): without a scale, "
                                         "pixels only")
     measuring.add_argument("--mm-per-pixel", type=float, help="the photos' scale, if you know it")
@@ -169,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--labels", type=Path, help="turn on the page's labelling loop: flipped tiles are saved in "
                        "this folder, and Adapt refits the run on them (serves the new run at once)")
     settings.add_arguments(serve, settings.SERVE_SETTINGS)
+
+    report = commands.add_parser("report", help="the inspection report of a finished survey: HTML, PDF, GeoJSON",
+                                 epilog=_examples("report"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("survey", type=Path, help="a survey folder (crackscan scan --out)")
+    report.add_argument("--out", type=Path, help="folder for the report (default SURVEY/report)")
+    report.add_argument("--pdf", action="store_true", help="also report.pdf: the summary, then a page per photo with "
+                        "findings (needs crackscan[report])")
+    report.add_argument("--force", action="store_true", help="replace a report already in --out")
 
     info = commands.add_parser("info", help="what a model or run carries: format, classes, sizes, metrics", epilog=_examples("info"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,7 +458,10 @@ def _model_for_inference(model: Path, engine: str = "local") -> Any:
         return resolve(model, fastest=True).file
     predictor = load(model, fastest=True, progress=_progress(timed_steps=True))
     if model.is_dir():
-        if predictor.path.suffix == ".keras":
+        if predictor.path.suffix == ".keras" and predictor.info.task == "segment":
+            print(f"crackscan: using the run's model.keras (keras; crackscan export {model} --format litert --int8 "
+                  "makes a segmenter several times faster)", file=sys.stderr)
+        elif predictor.path.suffix == ".keras":
             print(f"crackscan: using the run's LiteRT backbone and NumPy head ({predictor.format}): model.keras's "
                   f"answers at LiteRT's speed, with no export (crackscan export {model} --format litert --int8 makes "
                   "it faster still)", file=sys.stderr)
@@ -470,6 +486,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"summary of all photos, most cracked first: {outcome.summary_csv}")
     if outcome.tiles_dataset:
         print(f"every tile of the survey, as one Parquet dataset: {outcome.tiles_dataset}")
+    if args.report and outcome.summary_csv:
+        _print_report(build_report(args.out, args.out / "report", force=True))
     if outcome.failed:
         count = len(outcome.failed)
         print(f"crackscan: {count} photo{'s' if count != 1 else ''} could not be scanned", file=sys.stderr)
@@ -485,6 +503,19 @@ def _measuring_from(args: argparse.Namespace) -> Measuring:
     parse_limit(args.limit_mm)  # a bad limit is said before any photo is scanned
     classes = parse_width_classes(args.width_classes) if args.width_classes else DEFAULT_CLASSES
     return Measuring(args.mm_per_pixel, args.distance_m, args.distance_from_drone, classes, args.limit_mm)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _print_report(build_report(args.survey, args.out or args.survey / "report", pdf=args.pdf, force=args.force))
+    return 0
+
+
+def _print_report(made: Any) -> None:
+    print(f"report of {made.photos} photos in {made.seconds:.1f} s: {made.index}")
+    if made.geojson:
+        print(f"photo positions for QGIS or ArcGIS: {made.geojson}")
+    if made.pdf:
+        print(f"PDF: {made.pdf}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -604,7 +635,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan, "serve": cmd_serve,
+COMMANDS = {"report": cmd_report, "info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan, "serve": cmd_serve,
             "label": cmd_label, "adapt": cmd_adapt, "models": cmd_models, "demo": cmd_demo}
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import LimitExceeded
 from ..images import ImageReadError, max_file_bytes
 from ..measure.options import Measuring
+from ..photo.exif import photo_facts
 from ..photo.result import PhotoSummary
 from ..photo.scan import scan
 from ..progress import Progress
@@ -41,7 +42,7 @@ def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, thres
         return {"photo": job.photo, "failed": error.reason if isinstance(error, ImageReadError) else str(error)}
     except OSError as error:  # a remote file that went away, a permission refused
         return {"photo": job.photo, "failed": f"cannot read it ({error.strerror or error})"}
-    result.summary.record({"photo": job.photo, "outputs": job.folder, **job.expected})
+    result.summary.record({"photo": job.photo, "outputs": job.folder, **job.expected, "exif": photo_facts(source)})
     if tiles_dataset is not None:  # before summary.json, which marks the result complete
         write_tiles_part(tiles_dataset, Path(job.folder), job.photo, result.tiles)
     result.write(job.folder)

@@ -1,0 +1,66 @@
+"""What a photo's EXIF says about where, when and with what it was taken: read once, at scan
+time, into its summary, so a report needs no second pass over thousands of photos."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+GPS_IFD, EXIF_IFD = 0x8825, 0x8769
+
+
+def photo_facts(source: Any) -> dict[str, Any]:
+    """Time taken, GPS position, camera and lens of a photo (a path or bytes); what the photo
+    does not carry is left out, and a photo without EXIF gives {}."""
+    from PIL import Image
+
+    try:
+        opened = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source))
+    except (OSError, ValueError, TypeError):
+        return {}
+    with opened as image:
+        try:
+            exif = image.getexif()
+            detail = exif.get_ifd(EXIF_IFD)
+            gps = exif.get_ifd(GPS_IFD)
+        except (OSError, ValueError, SyntaxError, KeyError):
+            return {}
+    facts: dict[str, Any] = {}
+    taken = detail.get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
+    if isinstance(taken, str) and len(taken) >= 19:
+        facts["taken_at"] = taken[:10].replace(":", "-") + "T" + taken[11:19]
+    camera = " ".join(str(exif.get(tag, "")).strip() for tag in (0x010F, 0x0110)).strip()  # make, model
+    if camera:
+        facts["camera"] = camera
+    lens = detail.get(0xA434)
+    if lens:
+        facts["lens"] = str(lens).strip()
+    if detail.get(0x920A):
+        facts["focal_length_mm"] = round(float(detail[0x920A]), 2)
+    position = _position(gps)
+    if position is not None:
+        facts.update(position)
+    return facts
+
+
+def _position(gps: dict) -> dict[str, float] | None:
+    try:
+        latitude = _degrees(gps[2]) * (-1 if str(gps.get(1, "N")).upper().startswith("S") else 1)
+        longitude = _degrees(gps[4]) * (-1 if str(gps.get(3, "E")).upper().startswith("W") else 1)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError):
+        return None
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180) or (latitude == 0 and longitude == 0):
+        return None
+    found = {"latitude": round(latitude, 7), "longitude": round(longitude, 7)}
+    if 6 in gps:
+        try:
+            found["altitude_m"] = round(float(gps[6]) * (-1 if gps.get(5) == 1 else 1), 2)
+        except (TypeError, ValueError, ZeroDivisionError):
+            pass
+    return found
+
+
+def _degrees(value: Any) -> float:
+    d, m, s = (float(part) for part in value)
+    return d + m / 60 + s / 3600

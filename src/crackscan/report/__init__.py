@@ -1,0 +1,1 @@
+"""The inspection report of a finished survey: HTML pages, a PDF, and the photos on a map (GeoJSON)."""

@@ -1,0 +1,223 @@
+"""`crackscan report SURVEY --out REPORT`: the survey as pages a client can read.
+
+REPORT/index.html holds the header (what was surveyed, with which model and scale), the
+summary, the findings table (worst first; sortable and filterable in the page) and the map;
+each photo's card (overlay, crack table, EXIF time, position and camera) is on a cards page
+of CARDS_PER_PAGE photos, so a survey of 10,000 photos is an index and 100 pages, not one
+file. Overlays are copied into REPORT/images/, so the folder stands on its own. With GPS in
+the photos, survey.geojson (one point per photo, findings as properties) sits beside it.
+``pdf`` adds report.pdf (WeasyPrint): the summary first, then a card per photo with findings,
+with page numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import CrackscanError, MissingDependencyError
+from ..files import atomic_path, refuse_overwrite, write_text
+from ..version import __version__
+from .survey_data import CLASS_ORDER, PhotoFinding, SurveyData, read_survey
+
+CARDS_PER_PAGE = 100
+INDEX_FILE = "index.html"
+GEOJSON_FILE = "survey.geojson"
+PDF_FILE = "report.pdf"
+IMAGES_FOLDER = "images"
+CLASS_COLOURS = {"hairline": "#e6b800", "fine": "#ff8c00", "medium": "#e61e1e", "wide": "#c800c8",
+                 "unscaled": "#e61e1e", "": "#2e7d32"}
+REPORT_FILES = (INDEX_FILE, GEOJSON_FILE, PDF_FILE)
+
+
+@dataclasses.dataclass
+class Report:
+    folder: Path
+    index: Path
+    geojson: Path | None
+    pdf: Path | None
+    photos: int
+    seconds: float
+
+
+def build_report(survey: str | Path, out: str | Path, pdf: bool = False, force: bool = False) -> Report:
+    started = time.perf_counter()
+    data = read_survey(survey)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CrackscanError(f"--out {out} is a file: name a folder for the report")
+    for name in REPORT_FILES:
+        refuse_overwrite(out / name, force, "report file")
+    if pdf:
+        _require_weasyprint()
+    environment = _templates()
+    figures = survey_figures(data)
+    pages = [data.photos[i:i + CARDS_PER_PAGE] for i in range(0, len(data.photos), CARDS_PER_PAGE)] or [[]]
+    images = _copy_overlays(data.photos, out / IMAGES_FOLDER)
+    page_of = {photo.number: index for index, group in enumerate(pages, start=1) for photo in group}
+    common = {"figures": figures, "data": data, "images": images, "page_of": page_of, "colours": CLASS_COLOURS,
+              "version": __version__, "built": time.strftime("%Y-%m-%d %H:%M")}
+    for index, group in enumerate(pages, start=1):
+        write_text(out / f"cards-{index:03d}.html", environment.get_template("cards.html").render(
+            **common, cards=group, page=index, page_count=len(pages)))
+    geojson = None
+    if figures["with_gps"]:
+        geojson = out / GEOJSON_FILE
+        write_text(geojson, json.dumps(geojson_of(data), indent=1) + "\n")
+    write_text(out / INDEX_FILE, environment.get_template("index.html").render(
+        **common, map=_map_points(data.photos), geojson=geojson is not None))
+    pdf_path = None
+    if pdf:
+        pdf_path = out / PDF_FILE
+        _write_pdf(environment.get_template("print.html").render(
+            **common, cards=[p for p in data.photos if p.has_findings]), out, pdf_path)
+    return Report(out, out / INDEX_FILE, geojson, pdf_path, len(data.photos), time.perf_counter() - started)
+
+
+def survey_figures(data: SurveyData) -> dict[str, Any]:
+    """The figures of the summary: one definition, which the pages, the PDF and tests read."""
+    photos = data.photos
+    scaled = [p for p in photos if p.summary.get("mm_per_pixel")]
+    classes_seen = [name for name in (*CLASS_ORDER, "unscaled") if any(
+        c.get("width_class") == name for p in photos for c in p.cracks)]
+    by_class = {}
+    for name in classes_seen:
+        cracks = [c for p in photos for c in p.cracks if c.get("width_class") == name]
+        lengths_mm = [float(c["length_mm"]) for c in cracks if c.get("length_mm")]
+        by_class[name] = {"cracks": len(cracks), "length_px": round(sum(float(c["length_px"]) for c in cracks), 1),
+                          "length_m": round(sum(lengths_mm) / 1000, 3) if lengths_mm else None}
+    widest = sorted(((float(c["max_width_px"]), p, c) for p in photos for c in p.cracks), key=lambda t: -t[0])[:5]
+    taken = sorted(p.exif["taken_at"] for p in photos if p.exif.get("taken_at"))
+    over = [p for p in photos if p.summary.get("cracks_over_limit")]
+    return {
+        "photos": len(photos) + len(data.unreadable),
+        "scanned": len(photos),
+        "with_findings": sum(p.has_findings for p in photos),
+        "cracks": sum(len(p.cracks) for p in photos),
+        "total_length_px": round(sum(float(c["length_px"]) for p in photos for c in p.cracks), 1),
+        "by_class": by_class,
+        "widest": [{"photo": p.name, "number": p.number, "crack_id": c["crack_id"], "width_px": w,
+                    "width_mm": c.get("max_width_mm") or None} for w, p, c in widest],
+        "over_limit_cracks": sum(int(p.summary["cracks_over_limit"]) for p in over),
+        "over_limit_photos": len(over),
+        "limit": next((f"{p.summary['limit_mm']} mm ({p.summary.get('limit_source')})" for p in photos
+                       if p.summary.get("limit_mm")), None),
+        "unreadable": len(data.unreadable),
+        "with_gps": sum(p.has_position for p in photos),
+        "folders": sorted({str(Path(p.photo).parent) for p in photos}),
+        "dates": (taken[0][:10], taken[-1][:10]) if taken else None,
+        "scales": sorted({f"{p.summary['mm_per_pixel']:g} mm/px: {p.summary.get('scale_source')}" for p in scaled}) or
+        sorted({str(p.summary.get("scale_source") or "none: pixels only") for p in photos}),
+        "width_classes": next((p.summary["width_classes"] for p in photos if p.summary.get("width_classes")), None),
+        "model": data.manifest.get("model") or next((p.summary.get("model") for p in photos), None),
+        "threshold": data.manifest.get("threshold"),
+        "model_figures": _model_figures(data.manifest.get("model")),
+        "measured": any(p.summary.get("task") == "segment" for p in photos),
+    }
+
+
+def geojson_of(data: SurveyData) -> dict[str, Any]:
+    """A FeatureCollection of the photos with GPS (RFC 7946: longitude, latitude, WGS 84)."""
+    features = []
+    for p in data.photos:
+        if not p.has_position:
+            continue
+        s = p.summary
+        point = [p.exif["longitude"], p.exif["latitude"]]
+        features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": point},
+                         "properties": {"photo": p.photo, "finding": p.number, "verdict": s.get("verdict"),
+                                        "cracks": s.get("cracks"), "total_length_px": s.get("total_length_px"),
+                                        "total_length_mm": s.get("total_length_mm"),
+                                        "max_width_mm": s.get("max_width_mm"), "max_width_px": s.get("max_width_px"),
+                                        "worst_class": s.get("worst_class"),
+                                        "cracks_over_limit": s.get("cracks_over_limit"),
+                                        "cracked_area_fraction": s.get("cracked_area_fraction"),
+                                        "taken_at": p.exif.get("taken_at")}})
+    return {"type": "FeatureCollection", "features": features,
+            "without_position": [p.photo for p in data.photos if not p.has_position]}
+
+
+def _model_figures(model: str | None) -> str | None:
+    if not model:
+        return None
+    from ..model.builtin import builtin_models
+
+    for builtin in builtin_models().values():
+        if Path(model).name == builtin.file:
+            return f"{builtin.name}: {builtin.held_out_figure()}"
+    folder = Path(model).parent
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if metrics.get("task") == "segment":
+        val = metrics.get("val", {}).get("tolerance_2px", {})
+        return f"validation pixel F1 {val.get('f1')} within 2 px" if val else None
+    test = metrics.get("test") or {}
+    return f"test accuracy {100 * test['accuracy']:.2f}% of {test.get('count')} images" if "accuracy" in test else None
+
+
+def _map_points(photos: list[PhotoFinding]) -> list[dict[str, Any]]:
+    """Photo positions on an equirectangular plot of the survey's extent (0-1000 x 0-600)."""
+    placed = [p for p in photos if p.has_position]
+    if not placed:
+        return []
+    lats = [p.exif["latitude"] for p in placed]
+    lons = [p.exif["longitude"] for p in placed]
+    span = max(max(lats) - min(lats), max(lons) - min(lons), 1e-5)
+    points = []
+    for p in placed:
+        x = 40 + 920 * (p.exif["longitude"] - min(lons)) / span
+        y = 560 - 520 * (p.exif["latitude"] - min(lats)) / span
+        points.append({"x": round(x, 1), "y": round(y, 1), "photo": p})
+    return points
+
+
+def _copy_overlays(photos: list[PhotoFinding], folder: Path) -> dict[int, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for photo in photos:
+        if photo.overlay is None:
+            continue
+        name = f"{photo.number:05d}.jpg"
+        with atomic_path(folder / name) as temporary:
+            try:
+                os.link(photo.overlay, temporary)
+            except OSError:
+                shutil.copyfile(photo.overlay, temporary)
+        names[photo.number] = f"{IMAGES_FOLDER}/{name}"
+    return names
+
+
+def _templates() -> Any:
+    try:
+        import jinja2
+    except ImportError:
+        raise MissingDependencyError("jinja2", "the report", extra="report") from None
+    return jinja2.Environment(loader=jinja2.PackageLoader("crackscan.report", "templates"),
+                              autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+
+
+def _require_weasyprint() -> None:
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError) as error:  # OSError: the package is there, its Pango library is not
+        if isinstance(error, OSError):
+            raise CrackscanError(f"--pdf needs WeasyPrint's system libraries (Pango): {error}") from None
+        raise MissingDependencyError("weasyprint", "the PDF report (--pdf)", extra="report") from None
+
+
+def _write_pdf(html: str, base: Path, path: Path) -> None:
+    import logging
+
+    import weasyprint
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    with atomic_path(path) as temporary:
+        weasyprint.HTML(string=html, base_url=str(base.resolve()) + "/").write_pdf(str(temporary))
