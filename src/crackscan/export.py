@@ -321,11 +321,11 @@ def _export_segmenter(keras_model: Any, info: ModelInfo, format: str, int8: bool
     if run_dir is None or not (run_dir / runs.SEGMENT_SPLIT_FILE).is_file():
         raise CrackscanError("a segmenter is exported from its run folder (its validation photos check the export)")
     step("reading windows of the run's validation photos to check the export on")
-    check_pixels, truth = sample_windows(run_dir, ("val",), info.input_size, min(check_images, 64), seed)
+    check_pixels, truth = sample_windows(run_dir, ("val",), info.input_size, min(check_images, 200), seed)
     batches = None
     if int8:
         step("reading windows of the run's training photos to calibrate on")
-        calibration, _ = sample_windows(run_dir, ("train",), info.input_size, min(calibration_images, 128), seed)
+        calibration, _ = sample_windows(run_dir, ("train",), info.input_size, min(calibration_images, 512), seed)
 
         def batches() -> Iterable[np.ndarray]:
             for start in range(0, len(calibration), 8):

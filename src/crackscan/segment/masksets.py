@@ -28,10 +28,32 @@ SPLIT = (0.7, 0.1, 0.2)  # train, val, test: the test fifth of every set is neve
 @dataclasses.dataclass(frozen=True)
 class MaskedImage:
     photo: Path
-    mask: Path
+    mask: Path | None  # None: a hard negative, a photo known to hold no crack (every pixel clear)
     dataset: str  # the set's folder name
     split: str
     sha256: str
+
+
+def find_negatives(sources: Sequence[str | Path], split: tuple[float, ...] = SPLIT, seed: int = SPLIT_SEED,
+                   limit: int | None = None) -> list[MaskedImage]:
+    """Hard negatives: photos (files, folders, glob patterns) known to hold no crack, split by
+    content as the mask sets are, so their test part can measure false alarms honestly; at
+    most ``limit`` of each source, taken in the order of their content hashes."""
+    from ..images import list_image_files
+
+    found: list[MaskedImage] = []
+    for source in sources:
+        files = list_image_files([source])
+        if not files:
+            raise CrackscanError(f"no photos in {source} to use as negatives")
+        hashes = [hashlib.sha256(path.read_bytes()).hexdigest() for path in files]
+        splits = split_by_content([0] * len(files), hashes, split, seed)
+        items = sorted((MaskedImage(path, None, Path(str(source)).name.split("*")[0] or "negatives", part, digest)
+                        for path, part, digest in zip(files, splits, hashes)), key=lambda item: item.sha256)
+        if limit is not None:
+            items = [i for part in ("train", "val", "test") for i in [i for i in items if i.split == part][:limit]]
+        found += items
+    return found
 
 
 def find_mask_sets(folders: Sequence[str | Path], split: tuple[float, ...] = SPLIT, seed: int = SPLIT_SEED
@@ -59,7 +81,10 @@ def read_masked(item: MaskedImage, min_side: int = 0) -> tuple[np.ndarray, np.nd
     photo's scale, or scaled up so its short side is ``min_side``."""
     pixels = read_pixels(item.photo)
     height, width = pixels.shape[:2]
-    crack, ignored = read_mask_parts(item.mask, width, height, ignore_value_of(item.mask.parent))
+    if item.mask is None:
+        crack, ignored = np.zeros((height, width), bool), None
+    else:
+        crack, ignored = read_mask_parts(item.mask, width, height, ignore_value_of(item.mask.parent))
     weights = np.ones((height, width), np.float32) if ignored is None else (~ignored).astype(np.float32)
     if min(width, height) < min_side:
         scale = min_side / min(width, height)
@@ -92,7 +117,8 @@ def training_windows(items: Sequence[MaskedImage], size: int, per_photo: int, em
         corners = windows(photo.shape[1], photo.shape[0], size)
         cracked = [c for c in corners if crack[c[1]:c[1] + size, c[0]:c[0] + size].any()]
         empty = [c for c in corners if c not in cracked]
-        kept_empty = [c for c in empty if rng.random() < empty_share] or empty[:1]
+        # A hard negative's windows are all kept: the clear pixels are the point of it.
+        kept_empty = empty if item.mask is None else [c for c in empty if rng.random() < empty_share] or empty[:1]
         chosen = cracked + kept_empty
         if len(chosen) > per_photo:
             chosen = [chosen[i] for i in sorted(rng.choice(len(chosen), per_photo, replace=False))]
@@ -114,10 +140,12 @@ def run_photos(run: Path, parts: tuple[str, ...]) -> list[MaskedImage]:
 
     try:
         rows = json.loads((Path(run) / runs.SEGMENT_SPLIT_FILE).read_text())
-        items = [MaskedImage(Path(r["photo"]), Path(r["mask"]), r["set"], r["split"], r["sha256"]) for r in rows]
+        items = [MaskedImage(Path(r["photo"]), Path(r["mask"]) if r["mask"] else None, r["set"], r["split"], r["sha256"])
+                 for r in rows]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CrackscanError(f"cannot read {Path(run) / runs.SEGMENT_SPLIT_FILE} ({error})") from None
-    return [item for item in items if item.split in parts and item.photo.is_file() and item.mask.is_file()]
+    return [item for item in items if item.split in parts and item.photo.is_file()
+            and (item.mask is None or item.mask.is_file())]
 
 
 def sample_windows(run: Path, parts: tuple[str, ...], size: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -27,12 +27,13 @@ from ..model.segmenter import TAPS, backbone_taps, build_decoder, end_to_end
 from ..progress import Progress, as_progress
 from ..settings import SEGMENT_TRAIN, TrainConfig
 from ..version import __version__
-from .masksets import MaskedImage, find_mask_sets, training_windows
+from .masksets import MaskedImage, find_mask_sets, find_negatives, training_windows
 from .pixels import PixelScorer
 
 SEGMENT_CLASSES = ("background", "crack")
 # The tile grid a segmenter's scan reports on: Özgenel's patch scale, as the classifiers'.
 SEGMENT_PATCH_SIZE = 227
+NEGATIVE_SPLIT = (0.5, 0.1, 0.4)
 
 
 @dataclasses.dataclass
@@ -44,12 +45,18 @@ class SegmentRun:
 
 def train_segmenter(data: Sequence[str | Path], out: str | Path, config: TrainConfig, force: bool = False,
                     progress: Progress | bool = False, windows_per_photo: int = SEGMENT_TRAIN["windows_per_photo"],
-                    empty_share: float = SEGMENT_TRAIN["empty_share"]) -> SegmentRun:
+                    empty_share: float = SEGMENT_TRAIN["empty_share"], negatives: Sequence[str | Path] = (),
+                    negatives_per_source: int | None = None) -> SegmentRun:
     """Trains a segmenter on the mask sets ``data`` (folders of images/ and masks/) into the
-    run folder ``out``: model.keras (task segment), metrics.json, history, plots."""
+    run folder ``out``: model.keras (task segment), metrics.json, history, plots. ``negatives``
+    are photos (files, folders, patterns) known to hold no crack: all-clear masks, split by
+    content like the sets (at most ``negatives_per_source`` of each source per split)."""
     report = as_progress(progress)
     started = time.perf_counter()
     items, skipped = find_mask_sets(data, config.split, config.seed)
+    # Negatives are split half for training: a false alarm is measured on photos never trained on,
+    # and small folders of look-alikes would otherwise hold out one or two.
+    items += find_negatives(negatives, NEGATIVE_SPLIT, config.seed, negatives_per_source)
     parts = {part: [item for item in items if item.split == part] for part in ("train", "val", "test")}
     if not parts["train"] or not parts["val"]:
         raise CrackscanError(f"{len(items)} photos with masks are too few to train and validate on: "
@@ -91,6 +98,7 @@ def train_segmenter(data: Sequence[str | Path], out: str | Path, config: TrainCo
         metrics = {
             "task": "segment",
             "data": [str(Path(d).resolve()) for d in data],
+            "negatives": [str(n) for n in negatives],
             "photos": {part: len(group) for part, group in parts.items()},
             "photos_by_set": _count_by_set(items),
             "windows": {"train": len(train[0]), "val": len(val[0]), "size_px": size,
@@ -210,7 +218,8 @@ def _count_by_set(items: list[MaskedImage]) -> dict[str, dict[str, int]]:
 
 
 def _write_split(folder: Path, items: list[MaskedImage]) -> None:
-    rows = [{"photo": str(i.photo.resolve()), "mask": str(i.mask.resolve()), "set": i.dataset, "split": i.split,
+    rows = [{"photo": str(i.photo.resolve()), "mask": str(i.mask.resolve()) if i.mask else "", "set": i.dataset,
+             "split": i.split,
              "sha256": i.sha256} for i in items]
     write_text(folder / runs.SEGMENT_SPLIT_FILE, json.dumps(rows, indent=1) + "\n")
 
