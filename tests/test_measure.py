@@ -128,3 +128,16 @@ def test_a_segmenter_s_scan_writes_measured_cracks(tiny_segmenter: Path, mask_se
     bad = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_segmenter), str(mask_set / "images"),
                           "--out", str(tmp_path / "x"), "--width-classes", "thin:0.2"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--width-classes" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_ray_surveys_keep_each_photo_s_cracks_as_parquet(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    from crackscan.survey.parquet import write_cracks_part
+
+    cracks = measure(straight(6, 10), mm_per_pixel=0.1)
+    path = write_cracks_part(tmp_path / "cracks.parquet", tmp_path / "wall.jpg", "site/wall.jpg", cracks)
+    table = pq.read_table(path).to_pylist()
+    assert len(table) == 1 and table[0]["photo"] == "site/wall.jpg"
+    assert table[0]["max_width_mm"] == pytest.approx(cracks[0].row()["max_width_mm"])
+    empty = write_cracks_part(tmp_path / "cracks.parquet", tmp_path / "clear.jpg", "site/clear.jpg", [])
+    assert pq.read_table(empty).num_rows == 0 and "length_px" in pq.read_table(empty).column_names

@@ -122,7 +122,8 @@ def test_survey_folder_resume_force_and_bad_files(capsys, tiny_model, tiny_datas
         assert summary["tiles"] == 12 and summary["width"] == 700
         with open(out / folder / "tiles.csv") as handle:
             assert list(csv.DictReader(handle))[0].keys() == {"row", "col", "x", "y", "width", "height",
-                                                              "crack_probability", "label", "verdict"}
+                                                              "crack_probability", "label", "verdict",
+                                                              "crack_pixel_share"}
     with open(out / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     # Scanned photos most cracked first, then the photo that could not be scanned, with why.

@@ -124,3 +124,19 @@ def test_a_mask_of_another_size_is_reported_and_skipped(mask_set: Path, tmp_path
     assert any("000.png" in row["file"] and "50x40" in row["reason"] for row in run.metrics["skipped"])
     with pytest.raises(CrackscanError, match="not a mask set"):
         train_segmenter([tmp_path / "nothing"], tmp_path / "run2", TrainConfig(weights=weights, **TINY_SEGMENT))
+
+
+def test_hard_negatives_are_all_clear_windows_split_by_content(mask_set: Path, tmp_path: Path) -> None:
+    from crackscan.segment.masksets import find_negatives, training_windows
+
+    clear = tmp_path / "clear"
+    clear.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(10):
+        Image.fromarray(synth.make_patch(rng, cracked=False, size=120)).save(clear / f"{index}.png")
+    negatives = find_negatives([clear], (0.5, 0.1, 0.4), 42)
+    assert len(negatives) == 10 and all(item.mask is None for item in negatives)
+    assert {item.split for item in negatives} == {"train", "val", "test"}
+    assert negatives == find_negatives([clear], (0.5, 0.1, 0.4), 42)  # by content: the same every time
+    pixels, masks, weights, _ = training_windows(negatives, 96, 4, 0.0, rng, [])
+    assert len(pixels) >= 10 and masks.sum() == 0 and weights.min() == 1  # every window kept, all clear

@@ -67,7 +67,8 @@ def test_scan_returns_grid_summary_and_overlay(client, photo_bytes):
     body = answer.json()
     summary = body["summary"]
     assert summary["photo"] == "wall.jpg" and summary["tiles"] == len(body["tiles"]) == 6
-    assert set(body["tiles"][0]) == {"row", "col", "x", "y", "width", "height", "crack_probability", "label", "verdict"}
+    assert set(body["tiles"][0]) == {"row", "col", "x", "y", "width", "height", "crack_probability", "label", "verdict",
+                                     "crack_pixel_share"}
     assert (body["tiles"][-1]["row"], body["tiles"][-1]["col"]) == (summary["rows"] - 1, summary["cols"] - 1)
     overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png_base64"])))
     assert overlay.format == "PNG" and overlay.width == 500 and overlay.height > 400  # legend strip below

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="classify tiles (default) or segment crack pixels (defaults then: "
                             "--image-size 256 windows at the photo's scale, --epochs 10, --learning-rate 2e-3, "
                             "--batch-size 8, --split 70:10:20 by photo)")
+    train.add_argument("--negatives", nargs="+", default=[], help="segment: photos (files, folders, patterns) known "
+                       "to hold no crack, trained on as all-clear masks (joints, cobbles, block walls...)")
     train.add_argument("--out", type=Path, help="run folder to write (default runs/YYYYmmdd-HHMMSS)")
     train.add_argument("--force", action="store_true", help="replace a finished run already in --out")
     group = train.add_argument_group("settings (defaults: the project's origin)")
@@ -274,9 +276,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from(args)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if args.task == "segment":
-        run = train_segmenter(args.data, out, config, progress=_progress(log_lines=True), force=args.force)
+        run = train_segmenter(args.data, out, config, progress=_progress(log_lines=True), force=args.force,
+                              negatives=args.negatives)
         _print_segment_run(run)
         return 0
+    if args.negatives:
+        raise CrackscanError("--negatives is for --task segment (a classifier takes clear tiles as a class folder)")
     if len(args.data) != 1:
         raise CrackscanError(f"a classifier trains on one folder of class folders, got {len(args.data)}: "
                              "pass one (or --task segment for mask sets)")

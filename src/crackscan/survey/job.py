@@ -16,7 +16,7 @@ from ..photo.result import PhotoSummary
 from ..photo.scan import scan
 from ..progress import Progress
 from ..runtime.predictor import Predictor
-from .parquet import write_tiles_part
+from .parquet import CRACKS_DATASET, write_cracks_part, write_tiles_part
 from .plan import is_uri, read_uri
 
 
@@ -45,6 +45,8 @@ def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, thres
     result.summary.record({"photo": job.photo, "outputs": job.folder, **job.expected, "exif": photo_facts(source)})
     if tiles_dataset is not None:  # before summary.json, which marks the result complete
         write_tiles_part(tiles_dataset, Path(job.folder), job.photo, result.tiles)
+        if result.cracks is not None:
+            write_cracks_part(tiles_dataset.with_name(CRACKS_DATASET), Path(job.folder), job.photo, result.cracks)
     result.write(job.folder)
     return {"photo": job.photo, "summary": result.summary.to_dict()}
 

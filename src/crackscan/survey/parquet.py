@@ -10,6 +10,7 @@ from typing import Sequence
 from ..files import atomic_path
 from ..photo.result import PhotoSummary, Tile, read_tiles
 
+CRACKS_DATASET = "cracks.parquet"  # a segmenter's survey on Ray: the measured cracks, beside tiles.parquet
 TILE_COLUMNS = ("photo", "x", "y", "width", "height", "probability", "label")
 
 
@@ -44,3 +45,21 @@ def ensure_tiles_part(dataset: Path, folder: Path, summary: PhotoSummary) -> Non
     its tiles.csv, so the dataset always holds every photo of the survey once."""
     if not tiles_part_path(dataset, folder).is_file():
         write_tiles_part(dataset, folder, summary.photo, read_tiles(folder))
+
+
+def write_cracks_part(dataset: Path, folder: Path, photo: str, cracks: Sequence) -> Path:
+    """A segmenter's survey on Ray: the photo's measured cracks (cracks.csv's columns) as a part
+    file of the cracks dataset beside the tiles' (same naming), for DuckDB or pandas."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..measure.cracks import CRACK_FIELDS
+
+    rows = [crack.row() for crack in cracks]
+    name = photo.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    table = pa.Table.from_pylist([{"photo": name, **row} for row in rows]) if rows else \
+        pa.table({"photo": pa.array([], pa.string()), **{field: pa.array([], pa.float64()) for field in CRACK_FIELDS}})
+    path = tiles_part_path(dataset, folder)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
+    return path
