@@ -100,6 +100,9 @@ def test_demo_makes_data_trains_and_says_where_outputs_are(capsys, tmp_path, wei
     for name in ("training_curves.png", "prediction_grid.png", "confusion_matrix.png", "metrics.json"):
         assert str(tmp_path / "demo" / "run" / name) in out
         assert (tmp_path / "demo" / "run" / name).is_file()
+    report = tmp_path / "demo" / "survey" / "report" / "index.html"
+    assert str(report) in out and report.is_file()  # the whole job: photos scanned, measured, reported
+    assert "Cracks measured" in report.read_text()
     code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--per-class", 40)
     assert code == 2 and "--force" in err
 

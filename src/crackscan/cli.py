@@ -633,11 +633,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run = train(data, args.out / "run", TrainConfig(weights=args.weights), progress=_progress(log_lines=True),
                 force=True)
     _print_run(run)
+    report = _demo_survey(args.out)
     print(f"\ndemo done in {time.perf_counter() - started:.0f} s. Look at:")
     for name in (runs.TRAINING_CURVES_PLOT, runs.PREDICTION_GRID_PLOT, runs.CONFUSION_MATRIX_PLOT, runs.METRICS_FILE):
         print(f"  {run.path / name}")
+    if report is not None:
+        print(f"  {report.index}  (the inspection report of a few synthetic photos, scanned with crackscan-seg)")
     print(f"next: crackscan predict {run.path} {data}/Positive/00000.jpg")
     return 0
+
+
+def _demo_survey(out: Path) -> Any:
+    """The whole job on a few synthetic photos: crackscan-seg's masks, measured cracks and the
+    report (None, said, when this install has no segmenter or no report templates)."""
+    if "crackscan-seg" not in builtin_models():
+        print("crackscan: note: no built-in segmenter in this install: the demo's survey and report are skipped",
+              file=sys.stderr)
+        return None
+    photos = out / "photos"
+    synth.make_mask_set(photos, photos=6, size=512, seed=1)
+    print(f"scanning {photos / 'images'} with crackscan-seg ...", file=sys.stderr)
+    scan_many("crackscan-seg", [photos / "images"], out / "survey", force=True,
+              measuring=Measuring(mm_per_pixel=0.1), progress=_progress())
+    try:
+        return build_report(out / "survey", out / "survey" / "report", force=True)
+    except CrackscanError as error:  # the report extra not installed
+        print(f"crackscan: note: {error}", file=sys.stderr)
+        return None
 
 
 COMMANDS = {"report": cmd_report, "info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export, "scan": cmd_scan, "serve": cmd_serve,
