@@ -164,3 +164,18 @@ def test_a_classifier_survey_reports_tiles_without_measurements(tiny_run, tmp_pa
     assert "the model measures no cracks" in index and "No photo carries a GPS position" in index
     assert not (out / "report" / "survey.geojson").exists()
     assert json.loads((out / "wall.jpg" / "summary.json").read_text())["exif"] == {}
+
+
+def test_a_ray_survey_s_positions_are_geoparquet_too(report: Path, tmp_path: Path) -> None:
+    import struct
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    from crackscan.report.build import write_geoparquet
+
+    collection = json.loads((report / "survey.geojson").read_text())
+    table = pq.read_table(write_geoparquet(collection, tmp_path / "survey.geoparquet"))
+    geo = json.loads(table.schema.metadata[b"geo"])
+    assert geo["primary_column"] == "geometry" and geo["columns"]["geometry"]["encoding"] == "WKB"
+    points = [struct.unpack("<BIdd", value) for value in table.column("geometry").to_pylist()]
+    assert [p[2:] for p in points] == [tuple(f["geometry"]["coordinates"]) for f in collection["features"]]
+    assert table.column("photo").to_pylist() == [f["properties"]["photo"] for f in collection["features"]]

@@ -23,11 +23,13 @@ from typing import Any
 from ..errors import CrackscanError, MissingDependencyError
 from ..files import atomic_path, refuse_overwrite, write_text
 from ..version import __version__
+from ..survey.layout import TILES_DATASET
 from .survey_data import CLASS_ORDER, PhotoFinding, SurveyData, read_survey
 
 CARDS_PER_PAGE = 100
 INDEX_FILE = "index.html"
 GEOJSON_FILE = "survey.geojson"
+GEOPARQUET_FILE = "survey.geoparquet"  # beside the GeoJSON when the survey ran on Ray (it wrote Parquet)
 PDF_FILE = "report.pdf"
 IMAGES_FOLDER = "images"
 CLASS_COLOURS = {"hairline": "#e6b800", "fine": "#ff8c00", "medium": "#e61e1e", "wide": "#c800c8",
@@ -69,6 +71,8 @@ def build_report(survey: str | Path, out: str | Path, pdf: bool = False, force: 
     if figures["with_gps"]:
         geojson = out / GEOJSON_FILE
         write_text(geojson, json.dumps(geojson_of(data), indent=1) + "\n")
+        if (data.folder / TILES_DATASET).is_dir():
+            write_geoparquet(geojson_of(data), out / GEOPARQUET_FILE)
     write_text(out / INDEX_FILE, environment.get_template("index.html").render(
         **common, map=_map_points(data.photos), geojson=geojson is not None))
     pdf_path = None
@@ -140,6 +144,27 @@ def geojson_of(data: SurveyData) -> dict[str, Any]:
                                         "taken_at": p.exif.get("taken_at")}})
     return {"type": "FeatureCollection", "features": features,
             "without_position": [p.photo for p in data.photos if not p.has_position]}
+
+
+def write_geoparquet(collection: dict[str, Any], path: Path) -> Path:
+    """The GeoJSON's points as GeoParquet 1.0 (WKB points, WGS 84), for a survey that ran on Ray."""
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = collection["features"]
+    columns: dict[str, list] = {key: [f["properties"].get(key) for f in features]
+                                for key in (features[0]["properties"] if features else {})}
+    geometry = [struct.pack("<BIdd", 1, 1, *f["geometry"]["coordinates"]) for f in features]  # little-endian Point
+    table = pa.table({**{key: pa.array(values) for key, values in columns.items()},
+                      "geometry": pa.array(geometry, pa.binary())})
+    geo = {"version": "1.0.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Point"]}}}  # no crs: OGC:CRS84
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"geo": json.dumps(geo).encode()})
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
+    return path
 
 
 def _model_figures(model: str | None) -> str | None:
