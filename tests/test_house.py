@@ -41,14 +41,15 @@ def test_a_model_carries_its_task_and_old_files_are_classifiers():
         ModelInfo.from_json(json.dumps({**old, "task": "detect"}))
 
 
-def test_built_in_models_are_classifiers_by_their_metadata():
+def test_built_in_models_carry_their_task_in_their_metadata():
     for model in builtin_models().values():
-        assert read_litert_metadata(model.path.read_bytes()).task == "classify"
-        assert load(model.name).decoder.__name__ == "ClassifyDecoder"
+        assert read_litert_metadata(model.path.read_bytes()).task == model.task
+        assert load(model.name).decoder.__name__ == {"classify": "ClassifyDecoder", "segment": "SegmentDecoder"}[model.task]
+    assert {m.task for m in builtin_models().values()} == {"classify", "segment"}
 
 
 class _Maps:
-    """A segmenter's runner: a crack map per tile, the tile's index as its brightest pixel."""
+    """A segmenter's runner: each pixel's crack probability is its red value, at the window's size."""
 
     batch_size = 4
 
@@ -56,9 +57,7 @@ class _Maps:
         self.channels = channels
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        maps = np.zeros((len(images), 8, 8), np.float32)
-        for i, image in enumerate(images):
-            maps[i, 2, 3] = float(image[0, 0, 0]) / 255
+        maps = np.asarray(images)[..., 0].astype(np.float32) / 255
         if self.channels is None:
             return maps
         if self.channels == 1:
@@ -75,7 +74,7 @@ def test_a_segment_model_is_decoded_by_its_task(channels: int | None):
     assert np.allclose(predictor.crack_probability(tiles), [0, 128 / 255, 1])
     probabilities = predictor.probabilities(tiles)
     assert probabilities.shape == (3, 2) and np.allclose(probabilities.sum(axis=1), 1)
-    # The same scan as for a classifier: each tile's crack probability is its map's maximum.
+    # A segmenter's scan: windows at the photo's own scale, each tile as cracked as its pixels.
     photo = np.zeros((227, 454, 3), np.uint8)
     photo[:, 227:] = 255
     result = crackscan.scan(predictor, photo, tile=227)

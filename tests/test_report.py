@@ -51,11 +51,9 @@ def report(survey: Path) -> Path:
 
 
 def _has_weasyprint() -> bool:
-    try:
-        import weasyprint  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("weasyprint") is not None
 
 
 def _survey_rows(survey: Path) -> list[dict[str, str]]:
@@ -88,6 +86,13 @@ def test_the_pdf_has_the_summary_first_and_a_page_per_photo_with_findings(report
     assert "page 1 of" in pages[0]
     cards = [text for text in pages[1:] if "Finding" in text and "Camera" in text]
     assert len(cards) == with_findings
+
+
+def test_making_a_pdf_leaves_truncated_photos_refused(report: Path, survey: Path, tmp_path: Path) -> None:
+    from PIL import ImageFile
+
+    build_report(survey, tmp_path / "again", pdf=_has_weasyprint())
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # WeasyPrint's import sets it; crackscan puts it back
 
 
 def test_the_report_refuses_a_folder_that_is_no_survey_and_keeps_what_is_there(tmp_path: Path, survey: Path) -> None:

@@ -34,6 +34,9 @@ def test_the_mask_of_a_new_photo_overlaps_its_drawn_crack(tiny_segmenter: Path, 
         truth = np.asarray(Image.open(photos / "masks" / f"{stem}.png")) > 0
         scorer.add(result.mask / 255, truth)
     assert scorer.result().at_threshold["f1"] >= 0.6  # an untrained decoder scores ~0
+    from crackscan.runs import SEGMENT_RUN_FILES
+
+    assert all((tiny_segmenter / name).is_file() for name in SEGMENT_RUN_FILES)
     clear = scan(tiny_segmenter, photos / "images" / "000.png")  # index 0 of every 4 has no crack
     assert clear.summary.cracked_area_fraction < 0.002
 

@@ -52,8 +52,10 @@ SEGMENT_SPLIT_FILE = "split.json"
 SEGMENT_GRID_PLOT = "segment_grid.png"
 # Everything `train` writes, the manifest last.
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, HISTORY_FILE, SPLIT_FILE, SKIPPED_FILE, FEATURES_FILE,
-             TRAINING_CURVES_PLOT, PREDICTION_GRID_PLOT, CONFUSION_MATRIX_PLOT, SEGMENT_SPLIT_FILE,
-             SEGMENT_GRID_PLOT, MANIFEST)
+             TRAINING_CURVES_PLOT, PREDICTION_GRID_PLOT, CONFUSION_MATRIX_PLOT, MANIFEST)
+# What `train --task segment` writes instead (its split lists photos with their masks).
+SEGMENT_RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, HISTORY_FILE, SEGMENT_SPLIT_FILE, TRAINING_CURVES_PLOT,
+                     SEGMENT_GRID_PLOT, MANIFEST)
 # A run's exports, fastest first, as measured by benchmarks/inference_speed.py (int8 ~5x
 # Keras, float ~2.7x); export writes them under these names.
 EXPORTS_BY_SPEED = ("model.int8.tflite", "model.int8.onnx", "model.tflite", "model.onnx")
@@ -123,7 +125,7 @@ def prepare(out: str | os.PathLike, force: bool) -> Path:
             if not force:
                 raise CrackscanError(f"{out} already holds a run: choose another --out or pass --force to replace it")
             clear(out)
-        elif any((out / name).exists() for name in RUN_FILES):
+        elif any((out / name).exists() for name in {*RUN_FILES, *SEGMENT_RUN_FILES}):
             clear(out)  # an interrupted run: its files were never a run
         remove_partials(out)
     try:
@@ -139,7 +141,7 @@ def prepare(out: str | os.PathLike, force: bool) -> Path:
 
 def clear(folder: Path) -> None:
     """Removes a run's files, the manifest first, so a half-cleared folder is no run."""
-    for name in RUN_FILES[::-1]:
+    for name in (MANIFEST, *RUN_FILES[::-1], *SEGMENT_RUN_FILES):
         with contextlib.suppress(FileNotFoundError):
             (folder / name).unlink()
     for pattern in _DERIVED_PATTERNS:

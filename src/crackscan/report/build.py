@@ -228,9 +228,22 @@ def _templates() -> Any:
                               autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 
 
+def _import_weasyprint() -> Any:
+    """WeasyPrint, imported without its side effect: it sets Pillow's global LOAD_TRUNCATED_IMAGES,
+    which would make every later decode in the process accept a truncated photo as whole."""
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        import weasyprint
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+    return weasyprint
+
+
 def _require_weasyprint() -> None:
     try:
-        import weasyprint  # noqa: F401
+        _import_weasyprint()
     except (ImportError, OSError) as error:  # OSError: the package is there, its Pango library is not
         if isinstance(error, OSError):
             raise CrackscanError(f"--pdf needs WeasyPrint's system libraries (Pango): {error}") from None
@@ -240,8 +253,7 @@ def _require_weasyprint() -> None:
 def _write_pdf(html: str, base: Path, path: Path) -> None:
     import logging
 
-    import weasyprint
-
+    weasyprint = _import_weasyprint()
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     with atomic_path(path) as temporary:
