@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ozgenel-12k"
@@ -99,3 +99,16 @@ def serving(model: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def folder_of_photos(data: Path, folder: Path, count: int, seed: int = 0) -> tuple[Path, list[Path], Any]:
+    """``count`` survey-size photos of real patches in ``folder``; the patch files and the
+    generator, for more photos from the same draw."""
+    import numpy as np
+
+    files = real_image_files(data)
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for i in range(count):
+        photo_of_patches(files, rng).save(folder / f"photo{i:02d}.jpg", quality=92)
+    return folder, files, rng

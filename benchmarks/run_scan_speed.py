@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-from common import DEFAULT_DATA, photo_of_patches, prepare_run, real_image_files
+from common import DEFAULT_DATA, folder_of_photos, prepare_run
 
 ROOT = Path(__file__).resolve().parent.parent
 ROAD = ROOT.parent / "shared" / "data" / "real-photos" / "road-asphalt"
@@ -52,12 +51,7 @@ def main() -> None:
     adapted = work / "adapted"
     _cli("adapt", "crackscan-base", labels, "--out", adapted)
 
-    files = real_image_files(args.data)
-    rng = np.random.default_rng(0)
-    folder = work / "photos"
-    folder.mkdir()
-    for i in range(args.photos):
-        photo_of_patches(files, rng).save(folder / f"photo{i:02d}.jpg", quality=92)
+    folder, files, rng = folder_of_photos(args.data, work / "photos", args.photos)
 
     models = {"crackscan-base": "crackscan-base", "trained run": trained, "adapted run": adapted}
     seconds: dict[str, list[float]] = {name: [] for name in models}

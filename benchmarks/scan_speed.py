@@ -18,9 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-from common import DEFAULT_DATA, int8_model, photo_of_patches, real_image_files
+from common import DEFAULT_DATA, folder_of_photos, int8_model, photo_of_patches
 
 
 def main() -> None:
@@ -35,12 +34,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="crackscan-scan-"))
     model = int8_model(args.run, args.data, work)
 
-    files = real_image_files(args.data)
-    rng = np.random.default_rng(0)
-    folder = work / "photos"
-    folder.mkdir()
-    for i in range(args.photos):
-        photo_of_patches(files, rng).save(folder / f"photo{i:02d}.jpg", quality=92)
+    folder, files, rng = folder_of_photos(args.data, work / "photos", args.photos)
 
     predictor = crackscan.load(model)
     photo = folder / "photo00.jpg"
