@@ -108,14 +108,11 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
         area = int(pixels.sum())
         if area < min_area_px:
             continue
-        bones = np.zeros(crack.shape, bool)
-        bones[found] = skeletonize(pixels)
-        if not bones[found].any():
+        bones = skeletonize(pixels)  # in the crack's box only
+        if not bones.any():
             continue
         box = (int(cols.start), int(rows.start), int(cols.stop - cols.start), int(rows.stop - rows.start))
         measured = _measure_one(bones, probability, distance, box, threshold)
-        if measured is None:
-            continue
         cracks.append(Crack(0, *measured, area_px=area, mm_per_pixel=mm_per_pixel))
     cracks.sort(key=lambda c: (-c.length_px, c.y, c.x))
     widths = classes or DEFAULT_CLASSES
@@ -136,13 +133,12 @@ def _as_probability(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.float32)
 
 
-def _measure_one(bones: np.ndarray, probability: np.ndarray, distance: np.ndarray, box: tuple[int, int, int, int],
-                 threshold: float) -> tuple | None:
+def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarray, box: tuple[int, int, int, int],
+                 threshold: float) -> tuple:
+    """One crack's figures from its skeleton ``local`` (the size of its ``box``, x y w h)."""
     x0, y0, w, h = box
-    pad = 2
-    window = (slice(max(0, y0 - pad), y0 + h + pad), slice(max(0, x0 - pad), x0 + w + pad))
-    offset = np.array([window[1].start, window[0].start], float)
-    local = bones[window]
+    window = (slice(y0, y0 + h), slice(x0, x0 + w))
+    offset = np.array([x0, y0], float)
     paths, junctions, loops, degree = _trace(local)
     local_distance = distance[window]
     paths = _without_spurs(paths, degree, local_distance)
@@ -161,7 +157,7 @@ def _measure_one(bones: np.ndarray, probability: np.ndarray, distance: np.ndarra
     along, normals = _path_points_and_normals(polylines)
     widths = _widths(along, normals, probability, distance, junction_points, threshold)
     if len(widths) == 0:
-        widths = np.array([2 * float(distance[bones].max()) - 1 if bones.any() else 1.0])
+        widths = np.array([2 * float(local_distance[local].max()) - 1])
     orientation = _orientation(points)
     # The largest width held over more than a point or two: one profile cut along a bend is no width.
     max_width = float(np.percentile(widths, 98))
