@@ -5,8 +5,9 @@
 process start included) over one folder of 12 MP photos with:
 
 - crackscan-base, the built-in (int8 LiteRT);
-- a trained run (default settings, the same architecture as crackscan-base, trained here on a
-  real subset unless --run is given);
+- a trained run (default settings, the same architecture as crackscan-base, trained here on
+  3,000 real images unless --run is given), which train wrote with a checked int8 backbone
+  where it passed its check;
 - an adapted run (`crackscan adapt crackscan-base` on 25 + 25 tiles labelled from
   road-asphalt's masks).
 
@@ -36,7 +37,8 @@ ROAD = ROOT.parent / "shared" / "data" / "real-photos" / "road-asphalt"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--run", type=Path, help="a trained run (default: train one on 600 real images)")
+    parser.add_argument("--run", type=Path, help="a trained run (default: train one on 3,000 real images)")
+    parser.add_argument("--per-class", type=int, default=1500, help="images of each class the run trains on")
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -45,13 +47,18 @@ def main() -> None:
 
     print(f"CPU: {cpu_name()}")
     work = Path(tempfile.mkdtemp(prefix="crackscan-run-scan-"))
-    trained = prepare_run(args.run, args.data, work, per_class=300)
+    trained = prepare_run(args.run, args.data, work, per_class=args.per_class)
     labels = work / "labels"
     _cli("label", ROAD / "images", "--masks", ROAD / "masks", "--out", labels, "--per-class", 25, "--seed", 0)
     adapted = work / "adapted"
     _cli("adapt", "crackscan-base", labels, "--out", adapted)
 
     folder, files, rng = folder_of_photos(args.data, work / "photos", args.photos)
+    import json
+
+    for name, run in (("trained run", trained), ("adapted run", adapted)):
+        int8 = json.loads((Path(run) / "metrics.json").read_text()).get("int8_backbone") or {}
+        print(f"{name}: int8 backbone {int8.get('file') or 'not kept: ' + str(int8.get('why_not'))}")
 
     models = {"crackscan-base": "crackscan-base", "trained run": trained, "adapted run": adapted}
     seconds: dict[str, list[float]] = {name: [] for name in models}

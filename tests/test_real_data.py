@@ -45,3 +45,14 @@ def test_the_readmes_small_recipe_exports_to_int8_with_default_settings(real_dat
     assert run.metrics["notes"] == [] and run.metrics["test"]["accuracy"] >= 0.97
     exported = crackscan.export(run.path, "litert", int8=True)
     assert exported.check["passed"] and exported.check["accuracy_change_points"] >= -1.0
+
+
+def test_a_run_trained_on_real_images_scans_through_its_checked_int8_backbone(real_run, real_subset):
+    int8 = real_run.metrics["int8_backbone"]
+    assert int8["file"] == "backbone.int8.tflite", int8["why_not"]
+    fast = crackscan.load(real_run.path, fastest=True)
+    assert fast.format == "int8 litert backbone + head"
+    # On every image, the int8 backbone's verdicts are model.keras's, all but a few.
+    keras = crackscan.evaluate(real_run.path, real_subset)
+    on_int8 = crackscan.evaluate(fast, real_subset)
+    assert on_int8.metrics["accuracy"] >= keras.metrics["accuracy"] - 0.005, (on_int8.metrics, keras.metrics)

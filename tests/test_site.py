@@ -151,7 +151,16 @@ def test_adapt_makes_a_run_every_command_takes(tiny_run, tiny_dataset, tmp_path,
     # and exports like any run's model.
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(labels.rglob("*.jpg"))])
     keras_answers = crackscan.load(result.path).probabilities(pixels)
-    assert np.abs(keras_answers - load_head_on_backbone(result.path).probabilities(pixels)).max() < 1e-4
+    assert np.abs(keras_answers - load_head_on_backbone(result.path, int8=False).probabilities(pixels)).max() < 1e-4
+    # The int8 backbone is kept only where it passed its check with the new head; scan takes it then.
+    int8 = m["int8_backbone"]
+    assert set(int8["checks"]) == {"labelled site tiles", "parent's validation and test images"}
+    assert (result.path / runs.INT8_BACKBONE_FILE).is_file() == (int8["file"] is not None) == (int8["why_not"] is None)
+    fastest = crackscan.load(result.path, fastest=True)
+    assert fastest.format == ("int8 litert backbone + head" if int8["file"] else "litert backbone + head")
+    if int8["file"]:
+        agree = np.mean(fastest.probabilities(pixels).argmax(1) == keras_answers.argmax(1))
+        assert agree >= 1 - 2 / len(pixels)  # the check's own allowance on this many tiles
     exported = export(result.path, "litert", out=tmp_path / "adapted.tflite")
     assert np.abs(crackscan.load(exported.path).probabilities(pixels) - keras_answers).max() < 1e-4
     with pytest.raises(CrackscanError, match="--force"):

@@ -166,3 +166,28 @@ def test_a_run_that_hits_its_epoch_cap_still_improving_says_so(capsys, tiny_data
     out, err = capsys.readouterr()
     assert code == 0 and "for 2 epochs (the --epochs cap)" in out
     assert "note: validation loss was still falling at the last epoch (2)" in err and "more --epochs" in err
+
+
+def test_a_run_is_written_with_a_checked_int8_backbone_or_says_why_not(tiny_run, tiny_dataset, tmp_path, weights,
+                                                                       monkeypatch, capsys):
+    from crackscan.cli import main
+    from crackscan.runtime import parity
+
+    int8 = tiny_run.metrics["int8_backbone"]
+    assert int8["outputs"] == "pooled features" and int8["checks"]["validation and test images"]["images"] > 0
+    assert (tiny_run.path / runs.INT8_BACKBONE_FILE).is_file() == (int8["file"] is not None)
+    # An int8 backbone that fails its check is not kept: the run scans on float and says why.
+    monkeypatch.setattr(parity, "INT8_MAX_ACCURACY_DROP", -1000.0)
+    monkeypatch.setattr(parity, "INT8_MIN_ALLOWANCE", -1000)
+    failed = crackscan.train(tiny_dataset, tmp_path / "float-only", weights=weights, **dict(TINY_SETTINGS, epochs=2))
+    assert failed.metrics["int8_backbone"]["file"] is None
+    assert "labels changed" in failed.metrics["int8_backbone"]["why_not"]
+    assert not (failed.path / runs.INT8_BACKBONE_FILE).exists() and (failed.path / runs.BACKBONE_FILE).is_file()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(next((tiny_dataset / "Positive").glob("*.jpg"))).save(photos / "a.png")
+    for run, runtime in ((failed.path, "float LiteRT backbone"), (tiny_run.path, "int8 LiteRT backbone")):
+        if runtime.startswith("int8") and int8["file"] is None:
+            continue
+        assert main(["scan", str(run), str(photos), "--out", str(tmp_path / f"scan-{run.name}")]) == 0
+        assert f"using the run's {runtime}" in capsys.readouterr().err

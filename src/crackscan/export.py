@@ -28,6 +28,8 @@ from .model.keras_archive import load_keras_model
 from .model.registry import resolve
 from .progress import Progress, as_progress
 from .runtime.formats import attach_litert_metadata, attach_onnx_metadata, keras_to_litert, quiet_stdout
+from .runtime.int8_backbone import sample_rows
+from .runtime.parity import FLOAT_TOLERANCE, failure_message, parity_report
 from .runtime.runners import KerasRunner, LiteRTRunner, OnnxRunner, Runner
 from .site.labels import labelled_samples, unlabelled_site_tiles
 
@@ -76,15 +78,6 @@ def quantize_onnx_int8(float_path: Path, int8_path: Path, batches: Callable[[], 
 
 FORMATS = ("litert", "onnx")
 SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
-FLOAT_TOLERANCE = 1e-4  # largest allowed difference in crack probability, float exports
-# int8 changes probabilities by a few hundredths, so images the model is unsure of can flip
-# either way: what matters is that int8 is not worse on labelled images. It may lose at most
-# INT8_MAX_ACCURACY_DROP points of accuracy, and disagree with Keras on at most
-# INT8_MAX_DISAGREEMENT of the check images; on a small check set, on at most
-# INT8_MIN_ALLOWANCE images for each (one image of 119 is 0.84 points).
-INT8_MAX_ACCURACY_DROP = 0.5
-INT8_MAX_DISAGREEMENT = 0.01
-INT8_MIN_ALLOWANCE = 2
 # A segmenter's int8 export may lose this much pixel F1 (2 px tolerance) against the masks of
 # its run's validation photos, and must draw the float model's mask to this F1.
 SEGMENT_INT8_MAX_F1_DROP = 0.02
@@ -118,7 +111,7 @@ def export(
 
     The export is compared with the Keras model on real labelled images (the run's held-out
     val/test split, or ``check``) before it is written: a float export must agree within
-    1e-4 in crack probability; an int8 export may lose at most INT8_MAX_ACCURACY_DROP points
+    1e-4 in crack probability; an int8 export may lose at most runtime.parity.INT8_MAX_ACCURACY_DROP points
     of accuracy and change at most INT8_MAX_DISAGREEMENT of the labels. An existing
     file is replaced only with ``force``. ``progress`` hears a step as each stage starts.
     """
@@ -160,14 +153,14 @@ def export(
     with tempfile.TemporaryDirectory(prefix="crackscan-export-") as scratch:
         candidate, runner = _convert(keras_model, info, format, batches, Path(scratch), step)
         step(f"checking the export against the Keras model on {len(check_set[1])} images")
-        report = compare_with_keras(KerasRunner(keras_model), runner, check_set, info, int8)
+        report = parity_report(KerasRunner(keras_model), runner, check_set, info, int8)
         if not report["passed"]:
-            raise CrackscanError(_failure_message(report, int8, run_dir is not None and runs.recorded_underfit(run_dir)))
+            raise CrackscanError(failure_message(report, int8, run_dir is not None and runs.recorded_underfit(run_dir)))
         if site_check is not None:
             step(f"and on the {len(site_check[1])} labelled tiles of the site")
-            report["site"] = compare_with_keras(KerasRunner(keras_model), runner, site_check, info, int8)
+            report["site"] = parity_report(KerasRunner(keras_model), runner, site_check, info, int8)
             if not report["site"]["passed"]:
-                raise CrackscanError("on the site's labelled tiles: " + _failure_message(report["site"], int8))
+                raise CrackscanError("on the site's labelled tiles: " + failure_message(report["site"], int8))
         with atomic_path(destination) as temporary:
             shutil.move(str(candidate), temporary)
     return ExportResult(destination, format, int8, destination.stat().st_size, report, time.perf_counter() - started)
@@ -231,55 +224,6 @@ def _require_onnx_exporter() -> None:
             raise MissingDependencyError(package, "ONNX export", extra="export") from None
 
 
-def compare_with_keras(
-    keras_runner: Any, runner: Any, labelled: tuple[np.ndarray, np.ndarray], info: ModelInfo, int8: bool
-) -> dict[str, Any]:
-    pixels, labels = labelled
-    reference = keras_runner(pixels)
-    exported = runner(pixels)
-    positive = info.positive_index
-    difference = float(np.max(np.abs(reference[:, positive] - exported[:, positive])))
-    agreement = float(np.mean(reference.argmax(1) == exported.argmax(1)))
-    keras_accuracy = float(np.mean(reference.argmax(1) == labels))
-    export_accuracy = float(np.mean(exported.argmax(1) == labels))
-    count = len(labels)
-    disagreements = int(np.sum(reference.argmax(1) != exported.argmax(1)))
-    allowed_drop = max(INT8_MAX_ACCURACY_DROP, 100 * INT8_MIN_ALLOWANCE / count)
-    allowed_disagreements = max(INT8_MIN_ALLOWANCE, int(INT8_MAX_DISAGREEMENT * count))
-    change = 100 * (export_accuracy - keras_accuracy)
-    if int8:
-        passed = change >= -allowed_drop - 1e-9 and disagreements <= allowed_disagreements
-        criterion = (f"accuracy drop <= {allowed_drop:.2f} points and <= {allowed_disagreements} of {count} labels "
-                     "changed")
-    else:
-        passed, criterion = difference <= FLOAT_TOLERANCE, f"crack probability within {FLOAT_TOLERANCE:g}"
-    return {
-        "images": int(count),
-        "max_crack_probability_difference": difference,
-        "label_agreement": agreement,
-        "disagreements": disagreements,
-        "keras_accuracy": keras_accuracy,
-        "export_accuracy": export_accuracy,
-        "accuracy_change_points": change,
-        "criterion": criterion,
-        "passed": bool(passed),
-    }
-
-
-def _failure_message(report: dict[str, Any], int8: bool, underfit: bool = False) -> str:
-    if int8:
-        cause = ("the head looks underfit (its best epoch was the last one, so many images sit near the "
-                 "threshold): train with more --epochs, then export again" if underfit else
-                 "the calibration images may not be typical of the check images: pass --calibration with "
-                 "images like the ones you will scan")
-        return (f"int8 export changes {report['disagreements']} of {report['images']} labels and accuracy "
-                f"{100 * report['keras_accuracy']:.2f}% -> {100 * report['export_accuracy']:.2f}% "
-                f"({report['accuracy_change_points']:+.2f} points; allowed: {report['criterion']}): not written. "
-                f"Likely cause: {cause}")
-    return (f"float export differs from the Keras model by up to {report['max_crack_probability_difference']:.2e} "
-            f"in crack probability (allowed {FLOAT_TOLERANCE:g}) on {report['images']} images: not written")
-
-
 def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if check is not None:
         labelled = find_dataset_for_model(check, info.class_names, info.positive_class)[1]
@@ -304,10 +248,7 @@ def _run_split_images(run_dir: Path, info: ModelInfo, parts: tuple[str, ...]) ->
 
 
 def _sample(items: list, limit: int, seed: int) -> list:
-    if len(items) <= limit:
-        return list(items)
-    order = np.random.default_rng(seed).permutation(len(items))[:limit]
-    return [items[i] for i in sorted(order)]
+    return [items[i] for i in sample_rows(len(items), limit, seed)]
 
 
 def _export_segmenter(keras_model: Any, info: ModelInfo, format: str, int8: bool, run_dir: Path | None,

@@ -36,6 +36,7 @@ FEATURES_FILE = "features.npz"
 # The frozen backbone as float LiteRT, kept when training converted it: site adaptation
 # embeds its tiles with it in a fraction of Keras' time, and without loading TensorFlow.
 BACKBONE_FILE = "backbone.tflite"
+INT8_BACKBONE_FILE = "backbone.int8.tflite"  # made and checked as a run is written (runtime.int8_backbone)
 SITE_HEAD_FILE = "site_head.npz"  # an adapted run's head in NumPy form (model.heads.SiteHead)
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -60,7 +61,7 @@ SEGMENT_RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, HISTORY_FILE, SEGMEN
 # Keras, float ~2.7x); export writes them under these names.
 EXPORTS_BY_SPEED = ("model.int8.tflite", "model.int8.onnx", "model.tflite", "model.onnx")
 # Files derived from a run's model (exports) belong to it: --force clears them with it.
-_DERIVED_PATTERNS = ("model*.tflite", "model*.onnx", BACKBONE_FILE, SITE_HEAD_FILE, SITE_CONFUSION_PLOT)
+_DERIVED_PATTERNS = ("model*.tflite", "model*.onnx", BACKBONE_FILE, INT8_BACKBONE_FILE, SITE_HEAD_FILE, SITE_CONFUSION_PLOT)
 SPLIT_FIELDS = ("path", "class", "split", "sha256")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

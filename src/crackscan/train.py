@@ -18,17 +18,20 @@ from typing import Any
 import numpy as np
 
 from . import _tf, plots, runs
-from .datasets import Dataset, Skipped, find_dataset, iter_labelled_batches, split_by_content, write_skipped_csv
+from .datasets import (Dataset, Skipped, find_dataset, iter_labelled_batches, read_labelled, split_by_content,
+                       write_skipped_csv)
 from .errors import CrackscanError
 from .files import write_bytes
 from .images import FileFacts, read_pixels
 from .metrics import classification_metrics
 from .model.classifier import Classifier, build_classifier, feature_extractor
 from .model.info import ModelInfo
-from .model.keras_archive import save_keras_model
+from .model.heads import sigmoid
+from .model.keras_archive import read_crack_head, read_keras_metadata, save_keras_model
 from .progress import Progress, as_progress
 from .runs import Run
 from .runtime.formats import keras_to_litert
+from .runtime.int8_backbone import CALIBRATION_IMAGES, CHECK_IMAGES, make_int8_backbone, sample_rows
 from .runtime.runners import BackboneRunner, KerasRunner, Runner
 from .settings import TrainConfig
 from .version import __version__
@@ -93,11 +96,19 @@ def _train_into(out: Path, dataset: Dataset, config: TrainConfig, report: Progre
         for part in ("val", "test")
     }
     _write_run_files(out, classifier, config, dataset, embedded, labels, splits, fitted)
+    timing["save_s"] = time.perf_counter() - tick
+    int8 = None
+    if config.int8_backbone:
+        tick = time.perf_counter()
+        int8 = _int8_backbone(out, classifier, config, dataset, embedded, splits, report)
+        timing["int8_backbone_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
     _write_plots(out, dataset, embedded, labels, splits, probabilities, fitted.history, fitted.best_epoch,
                  results["test"])
-    timing["save_and_plots_s"] = time.perf_counter() - tick
+    timing["plots_s"] = time.perf_counter() - tick
     timing["total_s"] = time.perf_counter() - started
     metrics = _training_metrics(results, fitted, dataset, embedded, splits, timing)
+    metrics["int8_backbone"] = int8
     runs.write_metrics(out, metrics)
     runs.finish(out, dataset.root)
     return Run(out, config, metrics, fitted.history)
@@ -125,6 +136,30 @@ def _write_run_files(out: Path, classifier: Classifier, config: TrainConfig, dat
         for i, split, facts in zip(embedded.indices, splits, embedded.facts)
     ))
     write_skipped_csv(out / runs.SKIPPED_FILE, embedded.skipped)
+
+
+def _int8_backbone(out: Path, classifier: Classifier, config: TrainConfig, dataset: Dataset, embedded: "Embedded",
+                   splits: np.ndarray, report: Progress) -> dict[str, Any]:
+    """The run's int8 backbone, calibrated on its training images and checked with its head on
+    its validation and test images (runtime.int8_backbone)."""
+    extractor = feature_extractor(classifier.model)
+    if (out / runs.BACKBONE_FILE).is_file():
+        float_backbone = (out / runs.BACKBONE_FILE).read_bytes()
+    else:  # embedded with Keras (a small set): the float backbone scan would convert anyway, kept now
+        report.step("converting the backbone to float LiteRT (kept in the run)")
+        float_backbone = keras_to_litert(extractor)
+        write_bytes(out / runs.BACKBONE_FILE, float_backbone)
+    info = read_keras_metadata(out / runs.MODEL_FILE)
+    weights, offset = read_crack_head(out / runs.MODEL_FILE, info)
+    samples = [dataset.samples[i] for i in embedded.indices]
+    train_rows = np.flatnonzero(splits == "train")
+    check_rows = np.flatnonzero(splits != "train")
+    calibration = read_labelled([samples[i] for i in train_rows[sample_rows(len(train_rows), CALIBRATION_IMAGES,
+                                                                            config.seed)]], config.image_size)[0]
+    check = read_labelled([samples[i] for i in check_rows[sample_rows(len(check_rows), CHECK_IMAGES, config.seed)]],
+                          config.image_size)
+    return make_int8_backbone(out, extractor, float_backbone, lambda pooled, site_map: sigmoid(pooled @ weights + offset),
+                              info, calibration, {"validation and test images": check}, report.step, site_map=False)
 
 
 def _training_metrics(results: dict[str, Any], fitted: "HeadFit", dataset: Dataset, embedded: "Embedded",

@@ -222,15 +222,19 @@ def as_predictor(model: Any) -> Predictor:
 
 
 def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, convert: bool = False,
-                          progress: Progress | bool = False) -> Predictor:
-    """A run as a Predictor of its LiteRT backbone (training with LiteRT, or adapt, left it;
-    with ``convert``, made from model.keras once and kept) and its head in NumPy: the run's
-    model.keras to within float precision, at LiteRT's speed, with no export. For scanning
-    and serving a run as soon as it is made."""
+                          progress: Progress | bool = False, int8: bool = True) -> Predictor:
+    """A run as a Predictor of its LiteRT backbone and its head in NumPy, with no export: the
+    int8 backbone the run was written with, where it passed its check (model.keras's labels,
+    all but the few int8 may change, at int8 speed), else the float one (model.keras to float
+    precision; training or adapt left it, or with ``convert`` made from model.keras once and
+    kept; always with ``int8`` False). For scanning and serving a run as soon as it is made."""
     folder = Path(run)
     keras_path = resolve(folder).file
     backbone = folder / runs.BACKBONE_FILE
-    if not backbone.is_file() and not convert:
+    int8_file = folder / runs.INT8_BACKBONE_FILE
+    if int8 and int8_file.is_file() and int8_file.stat().st_mtime >= keras_path.stat().st_mtime:
+        backbone = int8_file  # checked with this run's head when the run was written
+    elif not backbone.is_file() and not convert:
         raise CrackscanError(f"{folder} keeps no {runs.BACKBONE_FILE}: load its model.keras instead")
     # The kept file as it is (HeadOnBackboneRunner checks its two outputs); converted only when missing,
     # not opened twice.
@@ -242,8 +246,11 @@ def load_head_on_backbone(run: str | os.PathLike, batch_size: int = DEFAULT_BATC
     else:
         weights, offset = read_crack_head(keras_path, info)
         head = lambda pooled, site_map: sigmoid(pooled @ weights + offset)  # noqa: E731
-    runner = HeadOnBackboneRunner(content, head, info.positive_index, batch_size)
-    return Predictor(runner, info, keras_path, "litert backbone + head")
+    # A trained run's int8 backbone gives pooled features alone; an adapted run's, and every float one, both outputs.
+    pooled_only = backbone == int8_file and not (folder / runs.SITE_HEAD_FILE).is_file()
+    runner = HeadOnBackboneRunner(content, head, info.positive_index, batch_size, site_map=not pooled_only)
+    return Predictor(runner, info, keras_path,
+                     "int8 litert backbone + head" if backbone == int8_file else "litert backbone + head")
 
 
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:

@@ -43,11 +43,12 @@ from ..metrics import tile_metrics
 from ..model.builtin import MODELS_DIR, builtin_models
 from ..model.classifier import SITE_LAYER, build_classifier, feature_extractor, imagenet_weights_path
 from ..model.heads import SiteHead, crack_logit, sigmoid
-from ..model.keras_archive import (read_crack_head, read_keras_metadata, save_keras_model,
+from ..model.keras_archive import (load_keras_model, read_crack_head, read_keras_metadata, save_keras_model,
                                    write_site_model)
 from ..model.registry import resolve
 from ..progress import Progress, as_progress
 from ..runtime.formats import keras_to_litert, read_model_info, run_backbone
+from ..runtime.int8_backbone import CALIBRATION_IMAGES, CHECK_IMAGES, make_int8_backbone, sample_rows
 from ..runtime.runners import BackboneRunner
 from ..settings import TrainConfig, cache_folder
 from .fit import L2, SITE_L2, at_crack_share, balanced_weights, dihedral, fit_logistic, fit_site_head, stratified_folds
@@ -83,6 +84,8 @@ class SiteTiles:
     other_pooled: np.ndarray
     other_maps: np.ndarray
     photos: int
+    pixels: np.ndarray  # the labelled tiles as read, and the unlabelled ones: the int8 backbone's calibration
+    other_pixels: np.ndarray
 
     @property
     def view_cells(self) -> np.ndarray:
@@ -109,6 +112,7 @@ def adapt(
     progress: Progress | bool = False,
     keep_backbone_in_parent: bool = True,
     max_parent_drop: float = MAX_PARENT_TEST_DROP,
+    int8_backbone: bool = True,
 ) -> Adaptation:
     """A new run that knows the site in ``labels`` (a labels folder or any class-folder
     dataset of tiles) as well as the parent run's data. Refuses, writing nothing, if the
@@ -116,8 +120,9 @@ def adapt(
     ``max_parent_drop`` points (MAX_PARENT_TEST_DROP). A parent
     without its two-output LiteRT backbone gets it converted once, and kept in the parent
     unless ``keep_backbone_in_parent`` is False (the server writes nowhere but its labels
-    and the runs it makes); the new run always keeps it. ``progress`` hears a step as each
-    stage starts."""
+    and the runs it makes); the new run always keeps it, and with ``int8_backbone`` an int8
+    one too, checked with the new head (runtime.int8_backbone). ``progress`` hears a step as
+    each stage starts."""
     report = as_progress(progress)
     started = time.perf_counter()
     parent, keras_path = _parent_run(run, report)
@@ -160,11 +165,36 @@ def adapt(
         _link_parent_records(parent, out)
         write_bytes(out / runs.BACKBONE_FILE, backbone.model_content)
         _site_confusion_plot(out, site.crack, cv_probability >= 0.5, info)
+        int8 = _int8_backbone(out, parent, keras_path, backbone, head, info, site, report) if int8_backbone else None
         metrics = _adaptation_metrics(parent, labels, site, info, crack_share, (site_before, site_after), parent_check,
                                       time.perf_counter() - started)
+        metrics["int8_backbone"] = int8
         runs.write_metrics(out, metrics)
         runs.finish(out, runs.data_root(parent), {"adapted_from": str(parent.resolve())})
     return Adaptation(out, metrics)
+
+
+def _int8_backbone(out: Path, parent: Path, keras_path: Path, backbone: BackboneRunner, head: SiteHead, info: Any,
+                   site: SiteTiles, report: Progress) -> dict[str, Any]:
+    """The adapted run's int8 backbone, calibrated on the site's tiles (what the run will
+    scan) and checked with the new head on the labelled site tiles and, where they are on
+    disk, the parent's validation and test images."""
+    checks = {"labelled site tiles": (site.pixels, site.labels)}
+    parent_rows = [r for r in runs.split_rows(parent) if r["split"] != "train"] \
+        if (parent / runs.SPLIT_FILE).is_file() else []
+    if parent_rows:
+        try:
+            root = runs.data_root(parent)
+            chosen = [parent_rows[i] for i in sample_rows(len(parent_rows), CHECK_IMAGES // 2)]
+            samples = [Sample(root / r["path"], info.class_names.index(r["class"])) for r in chosen]
+            checks["parent's validation and test images"] = read_labelled(samples, info.input_size)
+        except CrackscanError:
+            pass  # the parent's data is gone: the site's tiles are all there is to check on
+    tiles = np.concatenate([site.pixels, site.other_pixels])
+    calibration = tiles[sample_rows(len(tiles), CALIBRATION_IMAGES)]
+    extractor = feature_extractor(load_keras_model(keras_path)[0])
+    return make_int8_backbone(out, extractor, backbone.model_content, head.crack_probability, info, calibration,
+                              checks, report.step)
 
 
 def _check_parent(head: SiteHead, base: dict[str, np.ndarray], parent: Path, backbone: BackboneRunner, info: Any,
@@ -247,7 +277,8 @@ def _embed_site(labels: str | Path, info: Any, backbone: BackboneRunner, report:
                      "estimated")
     other_pooled, other_maps = backbone.features(sample.pixels) if len(sample.pixels) else (view_pooled[:0],
                                                                                              view_maps[:0])
-    return SiteTiles(crack, site_labels, view_pooled, view_maps, other_pooled, other_maps, sample.photos)
+    return SiteTiles(crack, site_labels, view_pooled, view_maps, other_pooled, other_maps, sample.photos, pixels,
+                     sample.pixels)
 
 
 def _fit_gate(base: dict[str, np.ndarray], site: SiteTiles) -> tuple[np.ndarray, float]:
