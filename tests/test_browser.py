@@ -109,6 +109,27 @@ def test_a_segmenter_s_mask_is_drawn_and_re_thresholded(tiny_segmenter, mask_set
             painted = red_pixels()
             assert painted.sum() > 100
             assert (painted & truth).sum() >= 0.5 * painted.sum()  # drawn on the crack, not elsewhere
+            # A click on a measured crack shows its figures; a click far from every crack, none.
+            cracks = answer["cracks"]
+            assert cracks, "the tiny segmenter measured no crack on its own training photo"
+            sync_api.expect(card.locator("dl").first).to_contain_text(f"Cracks measured{len(cracks)},")
+            crack = max(cracks, key=lambda c: c["length_px"])
+            line = max(crack["polylines"], key=len)
+            x, y = line[len(line) // 2]
+            factor = crack_map.evaluate("c => c.getBoundingClientRect().width") / 192
+            crack_map.click(position={"x": x * factor, "y": y * factor})
+            figures = card.locator("section.crack-figures")
+            sync_api.expect(figures.locator("h3")).to_contain_text(f"Crack {crack['crack_id']}: {crack['type']}")
+            sync_api.expect(figures).to_contain_text(f"Length{crack['length_px']:.0f} px")
+            sync_api.expect(figures).to_contain_text(f"Max width{crack['max_width_px']:.1f} px")
+            sync_api.expect(figures).to_contain_text("none given: pixels only")
+            away = [(px, py) for px in range(4, 192, 8) for py in range(4, 192, 8)
+                    if all(not (c["x"] - 20 <= px < c["x"] + c["width"] + 20 and c["y"] - 20 <= py < c["y"] + c["height"] + 20)
+                           for c in cracks)]
+            if away:
+                crack_map.click(position={"x": away[0][0] * factor, "y": away[0][1] * factor})
+                sync_api.expect(figures).to_be_hidden()
+
             page.locator("#threshold").fill("0.95")
             page.wait_for_timeout(200)
             assert red_pixels().sum() < painted.sum()  # the page re-thresholds the mask itself
