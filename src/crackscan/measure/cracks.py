@@ -1,8 +1,13 @@
 """Cracks as objects, measured from a crack mask: length, width profile, orientation, type.
 
-- **Cracks**: the mask's crack pixels, with fragments closer than ``join_gap_px`` joined into
-  one crack (a crack the mask breaks at a shadow is still one crack); specks smaller than
-  ``min_area_px`` are dropped.
+- **Cracks**: the mask's crack pixels, with fragments closer than ``join_gap_px`` (15) joined
+  into one crack (a crack the mask breaks at a shadow is still one crack); specks smaller than
+  ``min_area_px`` are dropped, and so are marks shorter than MIN_CRACK_LENGTH_PX (20) or than
+  MIN_CRACK_ASPECT (3) times their width: a crack is long and thin, a shorter mark is a
+  speck, a pore or a spall edge the mask saw. Chosen on the validation photos of the shared
+  mask sets (never their test fifths), crackscan-seg's masks against the true ones: crack
+  counts within one of the truth's in 58% of photos with a 5 px join and no length rule, 75%
+  with 9 px, 79% with 15 px, at the same median total-length error (15-16%).
 - **Length**: along the crack's skeleton traced into polylines (junction to junction and to
   the ends), each simplified to within 1 px (Douglas-Peucker) before its segments are summed:
   a count of skeleton pixels, or steps of 1 and 1.41, overstates a diagonal crack by up to 8%.
@@ -35,6 +40,8 @@ import numpy as np
 RESOLUTION_LIMIT_PX = 2.5
 PROFILE_STEP_PX = 0.25
 DIRECTION_RADIUS_PX = 4  # skeleton points within this distance give a point's direction
+MIN_CRACK_LENGTH_PX = 20
+MIN_CRACK_ASPECT = 3
 
 
 @dataclasses.dataclass
@@ -77,7 +84,7 @@ class Crack:
 CRACK_FIELDS = tuple(Crack(0, 0, 0, 0, 0, 0, "", 0, 0, 0, 0, [], False, 0).row())
 
 
-def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: float = 0.5, join_gap_px: int = 5,
+def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: float = 0.5, join_gap_px: int = 15,
             min_area_px: int = 30, classes: Any = None, limit_mm: float | None = None) -> list[Crack]:
     """The cracks of a mask: boolean, or a probability map (0-1 float, or 0-255 uint8) read
     at ``threshold``; lengths and widths in px, and in mm with ``mm_per_pixel``. ``classes``
@@ -112,8 +119,10 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
         if not bones.any():
             continue
         box = (int(cols.start), int(rows.start), int(cols.stop - cols.start), int(rows.stop - rows.start))
-        measured = _measure_one(bones, probability, distance, box, threshold)
-        cracks.append(Crack(0, *measured, area_px=area, mm_per_pixel=mm_per_pixel))
+        found_crack = Crack(0, *_measure_one(bones, probability, distance, box, threshold), area_px=area,
+                            mm_per_pixel=mm_per_pixel)
+        if found_crack.length_px >= max(MIN_CRACK_LENGTH_PX, MIN_CRACK_ASPECT * found_crack.max_width_px):
+            cracks.append(found_crack)
     cracks.sort(key=lambda c: (-c.length_px, c.y, c.x))
     widths = classes or DEFAULT_CLASSES
     for number, found in enumerate(cracks, start=1):
