@@ -112,7 +112,8 @@ def test_a_run_without_exports_scans_on_its_litert_backbone(tiny_run, tmp_path, 
     from crackscan import runs
 
     run = tmp_path / "run"
-    shutil.copytree(tiny_run.path, run, ignore=shutil.ignore_patterns(runs.BACKBONE_FILE, "model*.tflite"))
+    shutil.copytree(tiny_run.path, run, ignore=shutil.ignore_patterns(runs.BACKBONE_FILE, runs.INT8_BACKBONE_FILE,
+                                                                        "model*.tflite"))
     fast = crackscan.load(run, fastest=True)
     assert fast.format == "litert backbone + head" and (run / runs.BACKBONE_FILE).is_file()  # converted, kept
     photo = synth.make_photo(np.random.default_rng(2), 400, 300, cracks=1)
@@ -122,4 +123,4 @@ def test_a_run_without_exports_scans_on_its_litert_backbone(tiny_run, tmp_path, 
                   - np.array([t.crack_probability for t in fast_result.tiles])).max() < 1e-4
     write_image(tmp_path / "photos" / "p.jpg", photo)
     assert main(["scan", str(run), str(tmp_path / "photos"), "--out", str(tmp_path / "scans")]) == 0
-    assert "using the run's LiteRT backbone and NumPy head" in capsys.readouterr().err
+    assert "using the run's float LiteRT backbone and NumPy head" in capsys.readouterr().err

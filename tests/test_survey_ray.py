@@ -222,8 +222,11 @@ def test_ctrl_c_during_a_ray_survey_is_one_line(tiny_model, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     rng = np.random.default_rng(4)
-    for i in range(12):
-        Image.fromarray(synth.make_photo(rng, 900, 700)).save(folder / f"p{i:02d}.jpg", quality=90)
+    # Enough photos that the survey is still running when its first results land, on a busy
+    # machine too (with 12, a loaded CI machine saw the whole survey finish between two polls).
+    photo = synth.make_photo(rng, 900, 700)
+    for i in range(48):
+        Image.fromarray(np.roll(photo, 37 * i, axis=1)).save(folder / f"p{i:02d}.jpg", quality=90)
     out = tmp_path / "out"
     survey = subprocess.Popen([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_model), str(folder), "--out",
                                str(out), "--engine", "ray", "--tile", "48", "--stride", "24"],
@@ -231,6 +234,7 @@ def test_ctrl_c_during_a_ray_survey_is_one_line(tiny_model, tmp_path):
     deadline = time.monotonic() + 180
     while not list(out.glob("*/summary.json")) and time.monotonic() < deadline and survey.poll() is None:
         time.sleep(0.1)
+    assert survey.poll() is None, "the survey ended before it could be interrupted"
     survey.send_signal(signal.SIGINT)
     _, err = survey.communicate(timeout=120)
     assert survey.returncode == 130, err[-2000:]
