@@ -126,7 +126,9 @@ class SiteLoop:
         if not self._adapting.acquire(blocking=False):
             raise LoopBusy("an adaptation is already running: try again when it is done")
         try:
-            made = adapt(self.origin, self.folder, self.next_run_folder(), keep_backbone_in_parent=False)
+            # The page's user waits for the swap: no int8 step (~10-40 s); `crackscan adapt` makes it.
+            made = adapt(self.origin, self.folder, self.next_run_folder(), keep_backbone_in_parent=False,
+                         int8_backbone=False)
             cv = made.metrics["site_cross_validated"]
             before, after = cv["before"]["f1"], cv["after"]["f1"]
             # Served only if the labels say it is not worse: F1 where both have one, else accuracy.
