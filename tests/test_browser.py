@@ -37,6 +37,10 @@ def test_keyboard_upload_slider_downloads_and_clear(server_url, tmp_path):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(accept_downloads=True)
+            # A listener turns on Chromium's file-chooser interception, asynchronously: added only
+            # inside expect_file_chooser, a busy machine can deliver the key press first, the native
+            # picker (absent when headless) takes it and no event ever comes.
+            page.on("filechooser", lambda chooser: None)
             page.goto(server_url)
             sync_api.expect(page.locator("#model")).to_contain_text("classes Negative / Positive")
             page.keyboard.press("Tab")  # the picker is the first stop
