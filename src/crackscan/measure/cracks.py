@@ -150,7 +150,9 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
     offset = np.array([x0, y0], float)
     paths, junctions, loops, degree = _trace(local)
     local_distance = distance[window]
-    paths = _without_spurs(paths, degree, local_distance)
+    # Douglas-Peucker is most of a crack's measuring time: each path is simplified once.
+    lengths = {id(path): _polyline_length(path) for path in paths}
+    paths = _without_spurs(paths, degree, local_distance, lengths)
     counts: dict = {}
     for path in paths:
         for end in (path[0], path[-1]):
@@ -159,7 +161,7 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
     polylines = [[(float(x + offset[0]), float(y + offset[1])) for x, y in path] for path in paths]
     # The skeleton stops about half the crack's width short of each free end.
     ends = [end for path in paths for end in (path[0], path[-1]) if counts.get(end, 0) == 1 and len(path) > 1]
-    length = sum(_polyline_length(line) for line in polylines) + sum(float(local_distance[y, x]) for x, y in ends)
+    length = sum(lengths[id(path)] for path in paths) + sum(float(local_distance[y, x]) for x, y in ends)
     points = (np.argwhere(local)[:, ::-1] + offset).astype(float)  # x, y in the photo
     # Profiles near a junction cross two cracks, and near a free end run along the crack's end.
     junction_points = [(x + offset[0], y + offset[1]) for x, y in (*junctions, *ends)]
@@ -170,7 +172,7 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
     orientation = _orientation(points)
     # The largest width held over more than a point or two: one profile cut along a bend is no width.
     max_width = float(np.percentile(widths, 98))
-    branched = [p for p in paths if _polyline_length(p) > max(3.0, max_width)]
+    branched = [p for p in paths if lengths[id(p)] > max(3.0, max_width)]
     if loops > 0 and len(branched) >= 3:
         kind = "map"
     elif junctions and len(branched) >= 3:
@@ -231,7 +233,7 @@ def _trace(bones: np.ndarray) -> tuple[list[list[tuple[int, int]]], list[tuple[i
     return paths, junctions, loops, {p: len(near) for p, near in graph.items()}
 
 
-def _without_spurs(paths: list, degree: dict, distance: np.ndarray) -> list:
+def _without_spurs(paths: list, degree: dict, distance: np.ndarray, lengths: dict[int, float]) -> list:
     """Paths without the short whiskers a skeleton grows towards a wide crack's corners: a
     path from a free end to a junction no longer than the crack is wide there."""
     if len(paths) < 2:
@@ -241,7 +243,7 @@ def _without_spurs(paths: list, degree: dict, distance: np.ndarray) -> list:
         first, last = path[0], path[-1]
         free, joined = (first, last) if degree.get(first, 0) <= 1 else (last, first)
         is_spur = degree.get(free, 0) <= 1 and degree.get(joined, 0) >= 3 and \
-            _polyline_length(path) <= 1.5 * float(distance[joined[1], joined[0]]) + 1
+            lengths[id(path)] <= 1.5 * float(distance[joined[1], joined[0]]) + 1
         if not is_spur:
             kept.append(path)
     return kept or paths
@@ -311,27 +313,34 @@ def _widths(points: np.ndarray, normals: np.ndarray, probability: np.ndarray, di
     ys = points[:, 1:] + normals[:, 1:] * offsets
     profile = cv2.remap(probability, xs.astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return np.array([_crossing_width(values, threshold) for values in profile])
+    return crossing_widths(profile, threshold)
 
 
-def _crossing_width(values: np.ndarray, threshold: float) -> float:
-    """The width of a profile's central run at or over ``threshold``, its two edges placed
-    between samples by linear interpolation (sub-pixel)."""
-    centre = len(values) // 2
-    if values[centre] < threshold:  # a skeleton point off its own pixels' centre: start at the peak nearby
-        centre = int(np.argmax(values[centre - 4:centre + 5])) + centre - 4
-        if values[centre] < threshold:
-            return PROFILE_STEP_PX
-    low = centre
-    while low > 0 and values[low - 1] >= threshold:
-        low -= 1
-    high = centre
-    while high < len(values) - 1 and values[high + 1] >= threshold:
-        high += 1
-    left = low - (values[low] - threshold) / max(1e-6, values[low] - values[low - 1]) if low > 0 else low
-    right = high + (values[high] - threshold) / max(1e-6, values[high] - values[high + 1]) \
-        if high < len(values) - 1 else high
-    return float((right - left) * PROFILE_STEP_PX)
+def crossing_widths(profiles: np.ndarray, threshold: float) -> np.ndarray:
+    """The width of each profile's central run at or over ``threshold`` (profiles: one per
+    row, sampled every PROFILE_STEP_PX), its two edges placed between samples by linear
+    interpolation (sub-pixel). A profile whose centre and its neighbourhood are under the
+    threshold is one sample wide."""
+    profiles = np.asarray(profiles, np.float32)
+    count, size = profiles.shape
+    rows = np.arange(count)
+    centre = np.full(count, size // 2)
+    # A skeleton point off its own pixels' centre: start at the peak nearby.
+    off = profiles[:, size // 2] < threshold
+    nearby = profiles[:, size // 2 - 4:size // 2 + 5]
+    centre[off] = np.argmax(nearby[off], axis=1) + size // 2 - 4
+    missed = profiles[rows, centre] < threshold
+    index = np.arange(size)
+    under = profiles < threshold
+    low = np.where(under & (index < centre[:, None]), index, -1).max(axis=1) + 1
+    high = np.where(under & (index > centre[:, None]), index, size).min(axis=1) - 1
+    before = profiles[rows, np.maximum(low - 1, 0)]
+    after = profiles[rows, np.minimum(high + 1, size - 1)]
+    left = np.where(low > 0, low - (profiles[rows, low] - threshold) / np.maximum(1e-6, profiles[rows, low] - before),
+                    low)
+    right = np.where(high < size - 1,
+                     high + (profiles[rows, high] - threshold) / np.maximum(1e-6, profiles[rows, high] - after), high)
+    return np.where(missed, PROFILE_STEP_PX, (right - left) * PROFILE_STEP_PX).astype(float)
 
 
 def _orientation(points: np.ndarray) -> float:
