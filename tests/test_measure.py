@@ -141,3 +141,15 @@ def test_ray_surveys_keep_each_photo_s_cracks_as_parquet(tmp_path: Path) -> None
     assert table[0]["max_width_mm"] == pytest.approx(cracks[0].row()["max_width_mm"])
     empty = write_cracks_part(tmp_path / "cracks.parquet", tmp_path / "clear.jpg", "site/clear.jpg", [])
     assert pq.read_table(empty).num_rows == 0 and "length_px" in pq.read_table(empty).column_names
+
+
+def test_profile_widths_place_each_edge_between_samples():
+    from crackscan.measure.cracks import PROFILE_STEP_PX, crossing_widths
+
+    centred = [0, 0, 0, 0.25, 0.75, 1, 1, 0.75, 0.25, 0, 0]  # over 0.5 from 3.5 to 7.5 samples
+    off_centre = [0, 0, 0, 0, 0, 0.2, 0, 0.75, 1, 0.75, 0]  # centre 5 under: the peak at 8 starts the run
+    missed = [0.9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.9]
+    widths = crossing_widths(np.array([centred, off_centre, missed]), 0.5)
+    assert widths[0] == pytest.approx(4 * PROFILE_STEP_PX)
+    assert widths[1] == pytest.approx((9 + 0.25 / 0.75 - (7 - 0.25 / 0.75)) * PROFILE_STEP_PX)
+    assert widths[2] == PROFILE_STEP_PX
