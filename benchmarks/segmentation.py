@@ -15,6 +15,7 @@ splits by content) are graded with `crackscan evaluate --masks`:
 - with --run (the segmenter's run folder): its float model.keras against the int8 file.
 
     python benchmarks/segmentation.py [--model crackscan-seg] [--run runs/builtin/crackscan-seg]
+        [--window-overlap 0.25] [--skip-classifiers] [--skip-speed]
 """
 
 from __future__ import annotations
@@ -42,14 +43,21 @@ def main() -> None:
     parser.add_argument("--model", default="crackscan-seg")
     parser.add_argument("--run", type=Path, help="the segmenter's run, to compare its float model with --model")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-classifiers", action="store_true", help="leave out the classifiers' tile F1")
+    parser.add_argument("--window-overlap", type=float,
+                        help="a segmenter's window overlap, a share of its side (default: the product's)")
     args = parser.parse_args()
 
     import crackscan
+    from crackscan.photo import segment
+
+    if args.window_overlap is not None:
+        segment.WINDOW_OVERLAP = args.window_overlap
     from crackscan.evaluate import evaluate_photos
     from crackscan.runtime.runners import cpu_name
     from crackscan.segment.masksets import find_mask_sets
 
-    print(f"CPU: {cpu_name()}; model {args.model}")
+    print(f"CPU: {cpu_name()}; model {args.model}; windows overlapping by {segment.WINDOW_OVERLAP:g} of a side")
     seg = crackscan.load(args.model)
     classifiers = {name: crackscan.load(name) for name in ("crackscan-base", "crackscan-nano")}
     float_model = crackscan.load(args.run / "model.keras") if args.run else None
@@ -62,7 +70,7 @@ def main() -> None:
         masks = PHOTOS / name / "masks"
         graded = evaluate_photos(seg, photos, masks, tile=tile).metrics
         px = graded["pixel"]
-        tiles = {label: evaluate_photos(model, photos, masks, tile=tile).metrics["f1"]
+        tiles = {label: np.nan if args.skip_classifiers else evaluate_photos(model, photos, masks, tile=tile).metrics["f1"]
                  for label, model in classifiers.items()}
         row = (f"| {name} | {graded['photos']} | {px['tolerance_2px']['f1']:.3f} | {px['tolerance_2px']['precision']:.3f} "
                f"| {px['tolerance_2px']['recall']:.3f} | {px['exact']['f1']:.3f} | {px['ods']['f1']:.3f} | "
