@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from . import runs
 from .errors import CrackscanError
 from .files import atomic_open
 from .images import FileFacts, files_under, iter_batches, load_file_for_model
@@ -29,6 +30,13 @@ SPLIT_NAMES = ("train", "val", "test")
 class Sample:
     path: Path
     label: int
+
+
+def split_samples(run_dir: Path, class_names: Sequence[str], rows: Iterable[dict]) -> list[Sample]:
+    """A run's split.csv ``rows`` as Samples at the run's data root (CrackscanError where the
+    data root is gone)."""
+    root = runs.data_root(run_dir)
+    return [Sample(root / row["path"], list(class_names).index(row["class"])) for row in rows]
 
 
 @dataclasses.dataclass(frozen=True)

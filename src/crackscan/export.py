@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import _tf, runs
-from .datasets import Sample, find_dataset_for_model, read_labelled
+from .datasets import Sample, find_dataset_for_model, read_labelled, split_samples
 from .errors import CrackscanError, MissingDependencyError
 from .files import atomic_path, refuse_overwrite, write_bytes
 from .images import list_image_files
@@ -238,12 +238,11 @@ def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int,
 
 
 def _run_split_images(run_dir: Path, info: ModelInfo, parts: tuple[str, ...]) -> list[Sample]:
-    data_root = runs.data_root(run_dir)
     rows = [r for r in runs.split_rows(run_dir) if r["split"] in parts]
-    found = [Sample(data_root / r["path"], info.class_names.index(r["class"])) for r in rows]
-    found = [s for s in found if s.path.is_file()]
+    found = [s for s in split_samples(run_dir, info.class_names, rows) if s.path.is_file()]
     if not found:
-        raise CrackscanError(f"the images of {run_dir}'s split are not at {data_root}: pass --check/--calibration DATA")
+        raise CrackscanError(f"the images of {run_dir}'s split are not at {runs.data_root(run_dir)}: pass "
+                             "--check/--calibration DATA")
     return found
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import plots, runs
-from ..datasets import Sample, read_labelled
+from ..datasets import read_labelled, split_samples
 from ..errors import CrackscanError
 from ..files import atomic_path, file_sha256, write_bytes
 from ..metrics import tile_metrics
@@ -184,9 +184,8 @@ def _int8_backbone(out: Path, parent: Path, keras_path: Path, backbone: Backbone
         if (parent / runs.SPLIT_FILE).is_file() else []
     if parent_rows:
         try:
-            root = runs.data_root(parent)
             chosen = [parent_rows[i] for i in sample_rows(len(parent_rows), CHECK_IMAGES // 2)]
-            samples = [Sample(root / r["path"], info.class_names.index(r["class"])) for r in chosen]
+            samples = split_samples(parent, info.class_names, chosen)
             checks["parent's validation and test images"] = read_labelled(samples, info.input_size)
         except CrackscanError:
             pass  # the parent's data is gone: the site's tiles are all there is to check on
@@ -412,8 +411,7 @@ def _parent_pixels(parent: Path, rows: np.ndarray, info: Any) -> np.ndarray | No
         return None
     listed = runs.split_rows(parent)
     try:
-        root = runs.data_root(parent)
-        samples = [Sample(root / listed[i]["path"], 0) for i in rows]
+        samples = split_samples(parent, info.class_names, (listed[i] for i in rows))
         pixels, read = read_labelled(samples, info.input_size)
     except CrackscanError:
         return None
@@ -421,12 +419,12 @@ def _parent_pixels(parent: Path, rows: np.ndarray, info: Any) -> np.ndarray | No
 
 
 def _embed_parent(parent: Path, backbone: BackboneRunner, info: Any) -> dict[str, np.ndarray]:
-    root = runs.data_root(parent)
     rows = runs.split_rows(parent)
-    samples = [Sample(root / r["path"], info.class_names.index(r["class"])) for r in rows]
+    samples = split_samples(parent, info.class_names, rows)
     pixels, labels = read_labelled(samples, info.input_size)
     if len(labels) != len(rows):
-        raise CrackscanError(f"some of {parent}'s training images are gone from {root}: train the run again")
+        raise CrackscanError(f"some of {parent}'s training images are gone from {runs.data_root(parent)}: train the "
+                             "run again")
     features = backbone(pixels)
     splits = np.array([r["split"] for r in rows])
     runs.save_features(parent, features, labels, splits)
