@@ -36,7 +36,8 @@ def split_samples(run_dir: Path, class_names: Sequence[str], rows: Iterable[dict
     """A run's split.csv ``rows`` as Samples at the run's data root (CrackscanError where the
     data root is gone)."""
     root = runs.data_root(run_dir)
-    return [Sample(root / row["path"], list(class_names).index(row["class"])) for row in rows]
+    index = {name: number for number, name in enumerate(class_names)}
+    return [Sample(root / row["path"], index[row["class"]]) for row in rows]
 
 
 @dataclasses.dataclass(frozen=True)
