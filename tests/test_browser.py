@@ -117,6 +117,10 @@ def test_a_segmenter_s_mask_is_drawn_and_re_thresholded(tiny_segmenter, mask_set
             cracks = answer["cracks"]
             assert cracks, "the tiny segmenter measured no crack on its own training photo"
             sync_api.expect(card.locator("dl").first).to_contain_text(f"Cracks measured{len(cracks)},")
+            # The verdict is the server's one rule (its measured cracks), not a count of tiles.
+            assert answer["summary"]["verdict"] == "crack"
+            sync_api.expect(card.locator(".verdict")).to_have_text(
+                f"Cracks found: {len(cracks)} crack{'' if len(cracks) == 1 else 's'} measured at threshold 0.50")
             crack = max(cracks, key=lambda c: c["length_px"])
             line = max(crack["polylines"], key=len)
             x, y = line[len(line) // 2]

@@ -32,6 +32,7 @@ from .settings import TrainConfig
 from .site.adapt import adapt
 from .site.labels import LABELS_FILE, labels_from_masks
 from .survey.driver import scan_many
+from .survey.layout import SurveyFolder
 from .train import train
 from .version import __version__
 
@@ -352,7 +353,10 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
     if args.split != "all":
         raise CrackscanError("--split applies to patch folders, not to photos with --masks")
     options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.IGNORE_VALUE))
-    result = evaluate_photos(_model_for_inference(args.model), args.data, args.masks, **options, out=args.out,
+    out = args.out
+    if out is not None and SurveyFolder(out).is_survey():  # the survey's own figure, which its report shows first
+        out = SurveyFolder(out).evaluation_folder(args.data)
+    result = evaluate_photos(_model_for_inference(args.model), args.data, args.masks, **options, out=out,
                              force=args.force, progress=_progress())
     for path, reason in result.skipped:
         _report_skipped(path, reason)
@@ -373,6 +377,9 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
               f"{px['ods']['f1']:.3f} at {px['ods']['threshold']:.2f}; OIS {px['ois_f1']:.3f}")
     if result.out:
         print(f"wrote {result.out}/metrics.json, photos.csv and overlays/", file=sys.stderr)
+        if out != args.out:
+            print(f"the report of the survey in {args.out} now shows this figure as measured on {m['photos']} of its "
+                  f"photos (crackscan report {args.out})", file=sys.stderr)
     return EXIT_SOME_SKIPPED if result.skipped else 0
 
 

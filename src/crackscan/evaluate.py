@@ -14,7 +14,7 @@ from PIL import Image
 from . import plots, runs
 from .datasets import Skipped, find_dataset_for_model, iter_labelled_batches, write_skipped_csv
 from .errors import CrackscanError
-from .files import atomic_open, atomic_path, refuse_overwrite, write_text
+from .files import atomic_open, atomic_path, file_sha256, refuse_overwrite, write_text
 from .images import ImageReadError
 from .metrics import classification_metrics, tile_metrics
 from .model.registry import resolve
@@ -187,6 +187,7 @@ def evaluate_photos(
                "skipped": len(skipped), "tile": tile, "stride": stride, "threshold": threshold,
                "crack_min_fraction": CRACK_MIN_FRACTION, "ignored_mask_value": ignore_value,
                "model": str(predictor.path), "task": predictor.info.task,
+               "model_sha256": file_sha256(predictor.path) if predictor.path else None,
                "pixel": {**pixels.result().to_dict(), "from": "the model's crack mask" if predictor.info.task == "segment"
                          else "the tile map (each pixel has its tile's crack probability)"},
                "photos_folder": str(photos), "masks_folder": str(masks)}

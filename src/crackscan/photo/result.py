@@ -60,6 +60,35 @@ class Tile:
         return self.x, self.y, self.width, self.height
 
 
+def photo_verdict(values: dict[str, Any]) -> str:
+    """The one rule for whether a photo has a crack, which summary.csv, the report, the GeoJSON,
+    the page, the CLI's line and /v1/scan all read: where cracks were measured (a segmenter's
+    scan), a photo has a crack when at least one crack was measured, since a speck of crack
+    pixels over the threshold is no crack; a classifier's photo when a tile reaches the threshold."""
+    cracks = _count(values.get("cracks"))
+    if cracks is not None:
+        return VERDICTS[0] if cracks > 0 else VERDICTS[1]
+    return VERDICTS[0] if (_count(values.get("cracked_tiles")) or 0) > 0 else VERDICTS[1]
+
+
+def _count(value: Any) -> int | None:
+    """A count as summary.json holds it; None when it is missing or not a count (a damaged file)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def plural(count: Any, noun: str) -> str:
+    """'1 crack', '3 cracks'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 @dataclasses.dataclass
 class PhotoSummary:
     """A scanned photo's figures: what summary.json, summary.csv, the server's answer, the
@@ -79,40 +108,39 @@ class PhotoSummary:
     max_crack_probability: float
     model: str | None
     seconds: float
-    # In a survey: the photo's folder of results, and what the result was made from (the
-    # photo file's identity and the model's hash), which resuming compares.
+    # In a survey: the photo's folder of results, relative to the survey folder, and what the
+    # result was made from (the photo file's identity and the model's hash), which resuming compares.
     outputs: str | None = None
-    # crack (a tile at or over the threshold) or clear; summaries written before it had one
-    # are read with it filled in.
-    verdict: str = ""
     recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if not self.verdict:
-            self.verdict = VERDICTS[0] if self.cracked_tiles else VERDICTS[1]
+    @property
+    def verdict(self) -> str:
+        return photo_verdict({**self.recorded, "cracked_tiles": self.cracked_tiles})
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "recorded"}
         if self.outputs is None:
             del values["outputs"]
-        return {**values, **self.recorded}
+        return {**values, **self.recorded, "verdict": self.verdict}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PhotoSummary":
         """A summary.json read back; refused (ValueError) when it lacks a figure."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"recorded"}
-        optional = {"outputs", "verdict"}
-        missing = sorted(fields - optional - set(values))
+        missing = sorted(fields - {"outputs"} - set(values))
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
+        # The verdict is not read back but decided again, by the one rule (photo_verdict).
         return cls(**{k: v for k, v in values.items() if k in fields},
-                   recorded={k: v for k, v in values.items() if k not in fields})
+                   recorded={k: v for k, v in values.items() if k not in fields and k != "verdict"})
 
     def record(self, values: dict[str, Any]) -> None:
         """Sets figures by name, as a dict's update would; names that are no field are kept
         in ``recorded`` (and written to summary.json beside the figures)."""
         fields = {f.name for f in dataclasses.fields(self)} - {"recorded"}
         for key, value in values.items():
+            if key == "verdict":  # decided by photo_verdict, never set
+                continue
             if key in fields:
                 setattr(self, key, value)
             else:
@@ -128,17 +156,22 @@ class PhotoSummary:
                 length = f"{r['total_length_mm'] / 1000:.2f} m" if mm else f"{r['total_length_px']:.0f} px"
                 widest = (f"{r['max_width_mm']:.2f} mm" if mm else f"{r['max_width_px']:.1f} px") \
                     if r.get("max_width_px") is not None else "-"
-                lines.append(f"{r['cracks']} cracks, {length} long in all, widest {widest}; scale: "
+                lines.append(f"{plural(r['cracks'], 'crack')}, {length} long in all, widest {widest}; scale: "
                              + (f"{mm:.3g} mm/px" if mm else "none (pixels only)"))
             return lines
         return [f"cracked tiles: {self.cracked_tiles} of {self.tiles} ({100 * self.cracked_area_fraction:.1f}% of "
                 f"area); highest crack probability {self.max_crack_probability:.2f}"]
 
-    def line(self) -> str:
-        """The photo in one line, as a survey prints it."""
-        return (f"{self.photo}: {self.cracked_tiles} of {self.tiles} tiles cracked "
-                f"({100 * self.cracked_area_fraction:.1f}% of area, highest p {self.max_crack_probability:.2f}) "
-                f"in {self.seconds:.2f} s -> {self.outputs}")
+    def line(self, folder: str | os.PathLike | None = None) -> str:
+        """The photo in one line, as a survey prints it (``folder``: where its results are)."""
+        cracks = self.recorded.get("cracks")
+        if cracks is not None:  # a segmenter's: its verdict is its measured cracks
+            found = (f"{plural(cracks, 'crack')} measured, {100 * self.cracked_area_fraction:.2f}% crack pixels, "
+                     f"highest p {self.max_crack_probability:.2f}")
+        else:
+            found = (f"{self.cracked_tiles} of {self.tiles} tiles cracked ({100 * self.cracked_area_fraction:.1f}% "
+                     f"of area, highest p {self.max_crack_probability:.2f})")
+        return f"{self.photo}: {self.verdict}, {found} in {self.seconds:.2f} s -> {folder or self.outputs}"
 
 
 @dataclasses.dataclass

@@ -23,10 +23,11 @@ from typing import Any
 from ..errors import CrackscanError, MissingDependencyError
 from ..files import atomic_path, refuse_overwrite, write_text
 from ..version import __version__
+from ..photo.result import photo_verdict
 from ..survey.layout import TILES_DATASET
 from .survey_data import CLASS_ORDER, PhotoFinding, SurveyData, read_survey
 
-CARDS_PER_PAGE = 100
+CARDS_PER_PAGE = 25  # a few dozen photos a page: a page of 93 cards was 79,000 px long
 INDEX_FILE = "index.html"
 GEOJSON_FILE = "survey.geojson"
 GEOPARQUET_FILE = "survey.geoparquet"  # beside the GeoJSON when the survey ran on Ray (it wrote Parquet)
@@ -104,6 +105,7 @@ def survey_figures(data: SurveyData) -> dict[str, Any]:
         "with_findings": sum(p.has_findings for p in photos),
         "cracks": sum(len(p.cracks) for p in photos),
         "total_length_px": round(sum(float(c["length_px"]) for p in photos for c in p.cracks), 1),
+        "total_length_m": _total_length_m([c for p in photos for c in p.cracks]),
         "by_class": by_class,
         "widest": [{"photo": p.name, "number": p.number, "crack_id": c["crack_id"], "width_px": w,
                     "width_mm": c.get("max_width_mm") or None} for w, p, c in widest],
@@ -120,9 +122,18 @@ def survey_figures(data: SurveyData) -> dict[str, Any]:
         "width_classes": next((p.summary["width_classes"] for p in photos if p.summary.get("width_classes")), None),
         "model": data.manifest.get("model") or next((p.summary.get("model") for p in photos), None),
         "threshold": data.manifest.get("threshold"),
-        "model_figures": _model_figures(data.manifest.get("model")),
+        "model_reference": model_reference(data.manifest.get("model")),
+        "measure_here": MEASURE_HERE,
+        "site_figures": site_figures(data),
         "measured": any(p.summary.get("task") == "segment" for p in photos),
     }
+
+
+def _total_length_m(cracks: list[dict[str, Any]]) -> float | None:
+    """All cracks' length in metres: only when every crack has its length in mm (a scale)."""
+    if not cracks or any(not c.get("length_mm") for c in cracks):
+        return None
+    return round(sum(float(c["length_mm"]) for c in cracks) / 1000, 3)
 
 
 def geojson_of(data: SurveyData) -> dict[str, Any]:
@@ -134,7 +145,8 @@ def geojson_of(data: SurveyData) -> dict[str, Any]:
         s = p.summary
         point = [p.exif["longitude"], p.exif["latitude"]]
         features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": point},
-                         "properties": {"photo": p.photo, "finding": p.number, "verdict": s.get("verdict"),
+                         "properties": {"photo": p.photo, "finding": p.number,
+                                        "verdict": photo_verdict(s),
                                         "cracks": s.get("cracks"), "total_length_px": s.get("total_length_px"),
                                         "total_length_mm": s.get("total_length_mm"),
                                         "max_width_mm": s.get("max_width_mm"), "max_width_px": s.get("max_width_px"),
@@ -167,24 +179,66 @@ def write_geoparquet(collection: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _model_figures(model: str | None) -> str | None:
+MEASURE_HERE = ("not measured on these photos: mask a few of them (255 crack, 0 background) and run crackscan "
+                "evaluate MODEL PHOTOS --masks MASKS --out SURVEY, and the report shows that figure first")
+
+
+def model_reference(model: str | None) -> str | None:
+    """The model's own checked figure, labelled as measured on its own held-out photos: a figure
+    of the photos it was made with, which says little of photos from another site."""
     if not model:
         return None
     from ..model.builtin import builtin_models
 
     for builtin in builtin_models().values():
         if Path(model).name == builtin.file:
-            return f"{builtin.name}: {builtin.held_out_figure()}"
+            return f"{builtin.name}: {builtin.held_out_figure()} of the sets it was made with (its makers' test photos)"
     folder = Path(model).parent
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(metrics, dict):
+        return None
     if metrics.get("task") == "segment":
-        val = metrics.get("val", {}).get("tolerance_2px", {})
-        return f"validation pixel F1 {val.get('f1')} within 2 px" if val else None
+        val = (metrics.get("val") or {}).get("tolerance_2px") or {}
+        return f"pixel F1 {val.get('f1')} within 2 px on the run's own validation photos" if val else None
     test = metrics.get("test") or {}
-    return f"test accuracy {100 * test['accuracy']:.2f}% of {test.get('count')} images" if "accuracy" in test else None
+    if isinstance(test, dict) and "accuracy" in test:
+        return f"test accuracy {100 * test['accuracy']:.2f}% of {test.get('count')} images of the run's own test split"
+    return None
+
+
+def site_figures(data: SurveyData) -> list[str]:
+    """Figures measured on this survey's own photos, each with its photo count and how it was
+    measured: `crackscan evaluate --masks` on some of them (into the survey's evaluations/), and
+    the cross-validation of a model adapted on this site. Empty: no figure of these photos exists."""
+    from ..survey.layout import SurveyFolder
+
+    found = []
+    model_sha = data.manifest.get("model_sha256")
+    for folder, m in SurveyFolder(data.folder).evaluations():
+        if model_sha and m.get("model_sha256") and m["model_sha256"] != model_sha:
+            continue  # another model's figure: not this survey's
+        pixel = (m.get("pixel") or {}).get("tolerance_2px") or {}
+        figure = (f"pixel F1 {pixel['f1']:.3f} within 2 px" if m.get("task") == "segment" and
+                  isinstance(pixel.get("f1"), (int, float)) else
+                  f"tile F1 {m['f1']:.3f}" if isinstance(m.get("f1"), (int, float)) else None)
+        if figure:
+            found.append(f"{figure} on {m['photos']} of these photos, against their masks "
+                         f"(crackscan evaluate --masks, {folder.relative_to(data.folder).as_posix()})")
+    model = data.manifest.get("model")
+    if model:
+        try:
+            adapted = json.loads((Path(model).parent / "metrics.json").read_text())
+        except (OSError, ValueError):
+            adapted = None
+        after = ((adapted or {}).get("site_cross_validated") or {}).get("after") if isinstance(adapted, dict) else None
+        if isinstance(after, dict) and isinstance(after.get("f1"), (int, float)):
+            photos = (adapted.get("unlabelled_site_tiles") or {}).get("photos")
+            found.append(f"tile F1 {after['f1']:.3f}, cross-validated on {after.get('tiles')} labelled tiles of this "
+                         f"site{f' from {photos} photos' if photos else ''} (crackscan adapt)")
+    return found
 
 
 def _map_points(photos: list[PhotoFinding]) -> list[dict[str, Any]]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import CrackscanError
-from ..photo.result import CRACKS_FILE, OVERLAY_FILE, SUMMARY_FILE
-from ..survey.layout import SUMMARY_CSV, SURVEY_MANIFEST
+from ..photo.result import CRACKS_FILE, OVERLAY_FILE, SUMMARY_FILE, VERDICTS, photo_verdict
+from ..survey.layout import SUMMARY_CSV, SURVEY_MANIFEST, SurveyFolder
 
 CLASS_ORDER = ("hairline", "fine", "medium", "wide")
 
@@ -44,8 +45,7 @@ class PhotoFinding:
 
     @property
     def has_findings(self) -> bool:
-        return bool(self.summary.get("cracks")) or (self.summary.get("cracks") is None and
-                                                     self.summary.get("verdict") == "crack")
+        return photo_verdict(self.summary) == VERDICTS[0]
 
     def severity_key(self) -> tuple:
         """Worst first: by the measured cracks (class, over the limit, widest, length), and
@@ -64,39 +64,123 @@ class SurveyData:
     unreadable: list[tuple[str, str]]
 
 
+CRACK_NUMBERS = ("length_px", "max_width_px", "mean_width_px", "p90_width_px", "length_mm", "max_width_mm",
+                 "mean_width_mm", "p90_width_mm", "orientation_deg")
+SUMMARY_NUMBERS = ("cracked_area_fraction", "max_crack_probability", "cracked_tiles", "tiles", "width", "height")
+OPTIONAL_NUMBERS = ("cracks", "total_length_px", "total_length_mm", "max_width_px", "max_width_mm", "mm_per_pixel",
+                    "cracks_over_limit", "limit_mm")
+
+
 def read_survey(folder: str | Path) -> SurveyData:
-    """The survey in ``folder`` (what `crackscan scan --out` wrote), worst photo first."""
+    """The survey in ``folder`` (what `crackscan scan --out` wrote), worst photo first. Results
+    are found below ``folder`` wherever the survey was scanned from or moved to; a photo whose
+    result is missing or damaged is listed as unreadable with the reason, and the rest reported."""
     folder = Path(folder)
     listing = folder / SUMMARY_CSV
     if not listing.is_file():
         raise CrackscanError(f"{folder} holds no finished survey (no {SUMMARY_CSV}): run crackscan scan MODEL PHOTOS "
                              f"--out {folder} first")
     try:
-        manifest = json.loads((folder / SURVEY_MANIFEST).read_text()) if (folder / SURVEY_MANIFEST).is_file() else {}
-        with open(listing, newline="") as handle:
+        manifest = json.loads((folder / SURVEY_MANIFEST).read_text(errors="surrogateescape")) \
+            if (folder / SURVEY_MANIFEST).is_file() else {}
+        # summary.csv holds photo names as they are on disk, which need not be UTF-8.
+        with open(listing, newline="", errors="surrogateescape") as handle:
             rows = list(csv.DictReader(handle))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, csv.Error) as error:
         raise CrackscanError(f"cannot read the survey in {folder} ({error})") from None
+    if not isinstance(manifest, dict):
+        manifest = {}
+    survey = SurveyFolder(folder)
     photos, unreadable = [], []
     for row in rows:
+        name = row.get("photo") or "?"
         if row.get("problem"):
-            unreadable.append((row["photo"], row["problem"]))
+            unreadable.append((name, row["problem"]))
             continue
-        outputs = Path(row.get("outputs") or "")
-        if not outputs.is_absolute():
-            outputs = folder / outputs
+        outputs = survey.result_folder(row.get("outputs") or "")
         try:
-            summary = json.loads((outputs / SUMMARY_FILE).read_text())
+            summary = _checked_summary(json.loads((outputs / SUMMARY_FILE).read_text(errors="surrogateescape")))
         except (OSError, ValueError) as error:
-            unreadable.append((row["photo"], f"its result {outputs / SUMMARY_FILE} is unreadable ({error})"))
+            unreadable.append((name, f"its result {outputs / SUMMARY_FILE} is unreadable ({error})"))
             continue
-        cracks = []
-        if (outputs / CRACKS_FILE).is_file():
-            with open(outputs / CRACKS_FILE, newline="") as handle:
-                cracks = list(csv.DictReader(handle))
+        try:
+            cracks = _checked_cracks(outputs / CRACKS_FILE) if (outputs / CRACKS_FILE).is_file() else []
+        except (OSError, ValueError, csv.Error) as error:
+            unreadable.append((name, f"its {outputs / CRACKS_FILE} is damaged ({error})"))
+            continue
         overlay = outputs / OVERLAY_FILE
         photos.append(PhotoFinding(0, summary, cracks, overlay if overlay.is_file() else None))
     photos.sort(key=PhotoFinding.severity_key)
     for number, photo in enumerate(photos, start=1):
         photo.number = number
     return SurveyData(folder, manifest, photos, unreadable)
+
+
+def _number(value: Any, name: str, optional: bool = False) -> float | None:
+    """A figure as a finite number (ValueError naming it when it is not one)."""
+    if value is None or value == "":
+        if optional:
+            return None
+        raise ValueError(f"no {name}")
+    if isinstance(value, bool):
+        raise ValueError(f"{name} {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {str(value)[:40]!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} is {value!r}, not a finite number")
+    return number
+
+
+def _checked_summary(values: Any) -> dict[str, Any]:
+    """A summary.json as the report reads it: an object with its figures as numbers; its EXIF
+    position kept only when it is a position."""
+    if not isinstance(values, dict):
+        raise ValueError(f"not an object but {type(values).__name__}")
+    values = dict(values)
+    for name in (*SUMMARY_NUMBERS, *OPTIONAL_NUMBERS):
+        number = _number(values.get(name), name, optional=name in OPTIONAL_NUMBERS)
+        if not isinstance(values.get(name), (int, float)) or isinstance(values.get(name), bool):
+            values[name] = None if number is None else int(number) if number.is_integer() else number
+    for name in ("worst_class", "scale_source", "model"):
+        if values.get(name) is not None and not isinstance(values[name], str):
+            values[name] = str(values[name])
+    exif = values.get("exif")
+    if not isinstance(exif, dict):
+        exif = {}
+    exif = dict(exif)
+    try:
+        latitude, longitude = _number(exif.get("latitude"), "latitude"), _number(exif.get("longitude"), "longitude")
+        if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+            raise ValueError("out of range")
+    except ValueError:  # no position, or one that is none: the photo is reported without it
+        exif.pop("latitude", None)
+        exif.pop("longitude", None)
+    if "altitude_m" in exif and _safe_number(exif["altitude_m"]) is None:
+        del exif["altitude_m"]
+    values = {**values, "exif": exif}
+    if not isinstance(values.get("photo"), str):
+        values["photo"] = str(values.get("photo", ""))
+    return values
+
+
+def _safe_number(value: Any) -> float | None:
+    try:
+        return _number(value, "value")
+    except ValueError:
+        return None
+
+
+def _checked_cracks(path: Path) -> list[dict[str, Any]]:
+    """cracks.csv's rows, each figure checked to be a number (a text file of another encoding is
+    read with its odd bytes replaced, since only its numbers matter here)."""
+    with open(path, newline="", errors="replace") as handle:
+        rows = list(csv.DictReader(handle))
+    for index, row in enumerate(rows, start=1):
+        for name in CRACK_NUMBERS:
+            try:
+                _number(row.get(name), name, optional=name != "length_px" and name != "max_width_px")
+            except ValueError as error:
+                raise ValueError(f"crack row {index}: {error}") from None
+    return rows

@@ -93,7 +93,7 @@ def scan_many(
     if engine == "ray":
         log = scan_on_ray(ray_module, predictor, jobs, survey, scan_settings, address, workers, report)
     else:
-        log = scan_here(predictor, jobs, scan_settings, report)
+        log = scan_here(predictor, jobs, scan_settings, report, survey.path)
     _check_results_exist(survey, log.scanned + resumed)
     summary_csv = survey.write_summary(log.scanned + resumed, log.failed) if (log.scanned or resumed or log.failed) \
         else None
@@ -117,14 +117,14 @@ def _plan(survey: SurveyFolder, located: list[tuple[str, dict[str, Any]]], root:
             continue
         if why:
             report.line(f"scanning {photo} again: {why}")
-        jobs.append(SurveyJob(photo, str(folder), expected))
+        jobs.append(SurveyJob(photo, str(folder.absolute()), expected, survey.outputs_name(folder)))
     return jobs, resumed
 
 
 def _check_results_exist(survey: SurveyFolder, summaries: list[PhotoSummary]) -> None:
     """A survey whose folder (or photos' folders) went away while it ran fails: summary.csv
     must never list results that are not there."""
-    gone = [s for s in summaries if s.outputs is None or not (Path(s.outputs) / SUMMARY_FILE).is_file()]
+    gone = [s for s in summaries if s.outputs is None or not (survey.path / s.outputs / SUMMARY_FILE).is_file()]
     if gone:
         where = f"{survey.path} vanished" if not survey.path.is_dir() else f"{len(gone)} photos' result folders vanished"
         raise CrackscanError(f"{where} while the survey ran ({len(gone)} of {len(summaries)} results gone): scan again "

@@ -22,12 +22,15 @@ from .plan import is_uri, read_uri
 
 @dataclasses.dataclass(frozen=True)
 class SurveyJob:
-    """One photo to scan: where it is (a path or a URI), where its results go, and what its
-    result must record to be kept next time."""
+    """One photo to scan: where it is (a path or a URI), where its results go (``folder``, an
+    absolute path, so a Ray worker in another working directory writes the same place), what
+    summary.json records as that folder (``outputs``: relative to the survey folder, so a survey
+    moved or copied still finds its results) and what its result must record to be kept next time."""
 
     photo: str
     folder: str
     expected: dict[str, Any]
+    outputs: str
 
 
 def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, threshold: float, max_pixels: int | None,
@@ -42,7 +45,7 @@ def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, thres
         return {"photo": job.photo, "failed": error.reason if isinstance(error, ImageReadError) else str(error)}
     except OSError as error:  # a remote file that went away, a permission refused
         return {"photo": job.photo, "failed": f"cannot read it ({error.strerror or error})"}
-    result.summary.record({"photo": job.photo, "outputs": job.folder, **job.expected, "exif": photo_facts(source)})
+    result.summary.record({"photo": job.photo, "outputs": job.outputs, **job.expected, "exif": photo_facts(source)})
     if tiles_dataset is not None:  # before summary.json, which marks the result complete
         write_tiles_part(tiles_dataset, Path(job.folder), job.photo, result.tiles)
         if result.cracks is not None:
@@ -55,8 +58,9 @@ class OutcomeLog:
     """Outcomes as they arrive: collected, and a line each with photos done of total and the
     rate so far."""
 
-    def __init__(self, total: int, progress: Progress):
+    def __init__(self, total: int, progress: Progress, survey_path: Path | None = None):
         self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.survey_path = survey_path
         self.progress = progress
         self.scanned: list[PhotoSummary] = []
         self.failed: list[tuple[str, str]] = []
@@ -70,4 +74,5 @@ class OutcomeLog:
             return
         summary = PhotoSummary.from_dict(outcome["summary"])
         self.scanned.append(summary)
-        self.progress.line(f"[{self.done}/{self.total}, {rate:.2f} photos/s] {summary.line()}")
+        folder = self.survey_path / summary.outputs if self.survey_path and summary.outputs else None
+        self.progress.line(f"[{self.done}/{self.total}, {rate:.2f} photos/s] {summary.line(folder)}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable, Sequence
 
 from ..errors import CrackscanError, first_line
@@ -16,6 +16,9 @@ from ..version import __version__
 
 SURVEY_MANIFEST = "survey.json"
 SUMMARY_CSV = "summary.csv"
+# `crackscan evaluate MODEL PHOTOS --masks MASKS --out SURVEY`: figures measured on this survey's
+# own photos (a folder each), which its report shows before the model's reference figure.
+EVALUATIONS_FOLDER = "evaluations"
 TILES_DATASET = "tiles.parquet"  # a folder of Parquet part files, one per photo (Ray engine)
 # What a photo's result must have been made with to be kept when a survey resumes.
 RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "photo_bytes", "photo_mtime_ns",
@@ -80,8 +83,50 @@ class SurveyFolder:
             folders.append(folder)
         return folders
 
-    @staticmethod
-    def completed(folder: Path, expected: dict[str, Any]) -> tuple[PhotoSummary | None, str]:
+    def is_survey(self) -> bool:
+        return (self.path / SURVEY_MANIFEST).is_file()
+
+    def evaluation_folder(self, photos: str | Path) -> Path:
+        """Where `crackscan evaluate ... --out SURVEY` writes an evaluation of some of the survey's
+        photos: below the survey, beside its results, never over them."""
+        return self.path / EVALUATIONS_FOLDER / (Path(photos).resolve().name or "photos")
+
+    def evaluations(self) -> list[tuple[Path, dict[str, Any]]]:
+        """The evaluations of this survey's photos (their metrics.json), most photos first; a
+        damaged one is passed over, since the report then says no figure was measured here."""
+        found = []
+        for path in sorted((self.path / EVALUATIONS_FOLDER).glob("*/metrics.json")):
+            try:
+                metrics = json.loads(path.read_text(errors="replace"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(metrics, dict) and isinstance(metrics.get("photos"), int):
+                found.append((path.parent, metrics))
+        return sorted(found, key=lambda item: -item[1]["photos"])
+
+    def outputs_name(self, folder: Path) -> str:
+        """What summary.json and summary.csv record as a photo's result folder: its path below
+        the survey folder, so the survey reads the same whatever the working directory was at
+        scan time, and after it is moved or copied."""
+        return Path(folder).relative_to(self.path).as_posix()
+
+    def result_folder(self, outputs: str) -> Path:
+        """A photo's result folder in this survey, from its recorded ``outputs``: a path below
+        the survey folder, or, as crackscan wrote it before 0.2, the folder as given at scan
+        time (relative to that working directory, or absolute), found by its longest tail that
+        holds a result below this folder. So a moved or copied survey reads its own results,
+        never the original's. ``..`` never leads out of the survey."""
+        recorded = PurePath(outputs)
+        parts = [part for part in recorded.parts[1 if recorded.anchor else 0:] if part not in ("", ".")]
+        if ".." in parts:
+            parts = parts[len(parts) - parts[::-1].index(".."):]
+        for start in range(len(parts)):
+            candidate = self.path.joinpath(*parts[start:])
+            if (candidate / SUMMARY_FILE).is_file():
+                return candidate
+        return self.path.joinpath(*parts)
+
+    def completed(self, folder: Path, expected: dict[str, Any]) -> tuple[PhotoSummary | None, str]:
         """The earlier result in a photo's ``folder`` if it is complete and made as
         ``expected`` (RESUME_KEYS); else None and why not ("" when there is none at all)."""
         if not (folder / SUMMARY_FILE).exists():
@@ -105,9 +150,11 @@ class SurveyFolder:
                 f"{key} {values.get(key)!r} -> {expected.get(key)!r}" for key in changed if key != "model_sha256"
             ) + (", another model" if "model_sha256" in changed else "") + ")"
         try:
-            return PhotoSummary.from_dict(values), ""
+            kept = PhotoSummary.from_dict(values)
         except (ValueError, TypeError):
             return None, "its summary.json lacks figures"
+        kept.outputs = self.outputs_name(folder)  # an older survey's may name its folder as it was then
+        return kept, ""
 
     def write_summary(self, summaries: list[PhotoSummary], failed: Sequence[tuple[str, str]] = ()) -> Path:
         """summary.csv: a row per scanned photo, most cracked first, then a row per photo that

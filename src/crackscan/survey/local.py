@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..progress import Progress
@@ -9,9 +10,9 @@ from ..runtime.predictor import Predictor
 from .job import OutcomeLog, SurveyJob, scan_job
 
 
-def scan_here(predictor: Predictor, jobs: list[SurveyJob], scan_settings: dict[str, Any], progress: Progress
-              ) -> OutcomeLog:
-    log = OutcomeLog(len(jobs), progress)
+def scan_here(predictor: Predictor, jobs: list[SurveyJob], scan_settings: dict[str, Any], progress: Progress,
+              survey_path: Path | None = None) -> OutcomeLog:
+    log = OutcomeLog(len(jobs), progress, survey_path)
     bar = progress.bar(total=len(jobs), desc="photos", unit="photo")
     for job in jobs:
         outcome = scan_job(predictor, job, **scan_settings)

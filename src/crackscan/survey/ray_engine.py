@@ -70,8 +70,9 @@ class SurveyWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         outcomes = []
-        for photo, folder, expected in zip(batch["photo"], batch["folder"], batch["expected"]):
-            job = SurveyJob(_text(photo), _text(folder), json.loads(_text(expected)))
+        for photo, folder, expected, outputs in zip(batch["photo"], batch["folder"], batch["expected"],
+                                                    batch["outputs"]):
+            job = SurveyJob(_text(photo), _text(folder), json.loads(_text(expected)), _text(outputs))
             outcomes.append(json.dumps(scan_job(self.predictor, job, **self.scan_settings,
                                                 tiles_dataset=self.tiles_dataset)))
         return {"outcome": outcomes}
@@ -94,7 +95,7 @@ def scan_on_ray(ray: Any, predictor: Predictor, jobs: list[SurveyJob], survey: S
     if model is None or model.suffix.lower() not in (".tflite", ".onnx"):
         raise CrackscanError(f"--engine ray runs LiteRT or ONNX models (one light load per worker), not {model}: "
                              "export it first, e.g. crackscan export RUN --format litert --int8")
-    log = OutcomeLog(len(jobs), progress)
+    log = OutcomeLog(len(jobs), progress, survey.path)
     if not jobs:
         return log
     survey.tiles_dataset.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,8 @@ def scan_on_ray(ray: Any, predictor: Predictor, jobs: list[SurveyJob], survey: S
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         actors = min(len(jobs), workers or max(1, int(ray.cluster_resources().get("CPU", cpu_threads()))))
-        items = [{"photo": _bytes(job.photo), "folder": _bytes(job.folder), "expected": _bytes(json.dumps(job.expected))}
+        items = [{"photo": _bytes(job.photo), "folder": _bytes(job.folder), "expected": _bytes(json.dumps(job.expected)),
+                  "outputs": _bytes(job.outputs)}
                  for job in jobs]
         # Small blocks: the pool balances photos across actors, and a lost actor costs only
         # its block's photos again.
