@@ -15,6 +15,36 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ozgenel-12k"
 
 
+RESULTS = ROOT / "results"
+
+
+def write_results(name: str, figures: dict[str, Any]) -> Path:
+    """results/NAME.json: the figures with the command that made them, the CPU and the date,
+    which the docs cite instead of retyping them."""
+    import json
+    import platform
+    import shlex
+
+    from crackscan.files import write_text
+    from crackscan.runtime.runners import cpu_name
+
+    record = {"command": "python " + " ".join(shlex.quote(a) for a in [f"benchmarks/{Path(sys.argv[0]).name}",
+                                                                        *sys.argv[1:]]),
+              "cpu": cpu_name(), "cpu_flags_vnni": "avx512_vnni" in _cpu_flags(), "machine": platform.machine(),
+              "date": time.strftime("%Y-%m-%d"), **figures}
+    path = RESULTS / f"{name}.json"
+    write_text(path, json.dumps(record, indent=1) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+    return path
+
+
+def _cpu_flags() -> str:
+    try:
+        return next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
 def link_subset(source: Path, target: Path, per_class: int) -> Path:
     """The first ``per_class`` images of each class, as links (the data is never copied)."""
     for name in ("Positive", "Negative"):

@@ -15,7 +15,7 @@ splits by content) are graded with `crackscan evaluate --masks`:
 - with --run (the segmenter's run folder): its float model.keras against the int8 file.
 
     python benchmarks/segmentation.py [--model crackscan-seg] [--run runs/builtin/crackscan-seg]
-        [--window-overlap 0.25] [--skip-classifiers] [--skip-speed]
+        [--window-overlap 0.25] [--edge-pad 32] [--skip-classifiers] [--skip-speed]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DEFAULT_DATA, photo_of_patches, real_image_files
+from common import DEFAULT_DATA, photo_of_patches, real_image_files, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT.parent / "shared" / "data" / "real-photos"
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--skip-classifiers", action="store_true", help="leave out the classifiers' tile F1")
     parser.add_argument("--window-overlap", type=float,
                         help="a segmenter's window overlap, a share of its side (default: the product's)")
+    parser.add_argument("--label", default="crackscan-seg", help="names the results file: results/segmentation-LABEL.json")
+    parser.add_argument("--edge-pad", type=int,
+                        help="px a photo is mirrored out by before windowing (default: the product's; 0: none)")
     args = parser.parse_args()
 
     import crackscan
@@ -53,11 +56,16 @@ def main() -> None:
 
     if args.window_overlap is not None:
         segment.WINDOW_OVERLAP = args.window_overlap
+    if args.edge_pad is not None:
+        segment.EDGE_PAD = args.edge_pad
     from crackscan.evaluate import evaluate_photos
     from crackscan.runtime.runners import cpu_name
     from crackscan.segment.masksets import find_mask_sets
 
-    print(f"CPU: {cpu_name()}; model {args.model}; windows overlapping by {segment.WINDOW_OVERLAP:g} of a side")
+    print(f"CPU: {cpu_name()}; model {args.model}; windows overlapping by {segment.WINDOW_OVERLAP:g} of a side; "
+          f"photos mirrored out by {segment.EDGE_PAD} px")
+    recorded: dict = {"model": args.model, "window_overlap": segment.WINDOW_OVERLAP, "edge_pad_px": segment.EDGE_PAD,
+                      "sets": {}}
     seg = crackscan.load(args.model)
     classifiers = {name: crackscan.load(name) for name in ("crackscan-base", "crackscan-nano")}
     float_model = crackscan.load(args.run / "model.keras") if args.run else None
@@ -75,8 +83,16 @@ def main() -> None:
         row = (f"| {name} | {graded['photos']} | {px['tolerance_2px']['f1']:.3f} | {px['tolerance_2px']['precision']:.3f} "
                f"| {px['tolerance_2px']['recall']:.3f} | {px['exact']['f1']:.3f} | {px['ods']['f1']:.3f} | "
                f"{px['ois_f1']:.3f} | {graded['f1']:.3f} | {tiles['crackscan-base']:.3f} | {tiles['crackscan-nano']:.3f} |")
+        recorded["sets"][name] = {"test_photos": graded["photos"], "pixel_f1_2px": px["tolerance_2px"]["f1"],
+                                  "precision_2px": px["tolerance_2px"]["precision"],
+                                  "recall_2px": px["tolerance_2px"]["recall"], "exact_f1": px["exact"]["f1"],
+                                  "ods": px["ods"]["f1"], "ois": px["ois_f1"], "tile_f1": graded["f1"],
+                                  **({} if args.skip_classifiers else {"tile_f1_base": tiles["crackscan-base"],
+                                                                       "tile_f1_nano": tiles["crackscan-nano"]})}
         if float_model:
-            row += f" {evaluate_photos(float_model, photos, masks, tile=tile).metrics['pixel']['tolerance_2px']['f1']:.3f} |"
+            float_f1 = evaluate_photos(float_model, photos, masks, tile=tile).metrics['pixel']['tolerance_2px']['f1']
+            recorded["sets"][name]["float_pixel_f1_2px"] = float_f1
+            row += f" {float_f1:.3f} |"
         print(row, flush=True)
 
     from crackscan.segment.masksets import find_negatives
@@ -94,6 +110,9 @@ def main() -> None:
               f"{photos} of {len(clear)} photos")
     base_flags = flagged["crackscan-base"][0]
     print(f"false alarms, seg / base: {flagged['crackscan-seg'][0] / max(1, base_flags):.2f} (target at most 0.33)")
+    recorded["false_alarms"] = {label: {"tiles_flagged": c, "tiles": t, "photos_flagged": p, "photos": len(clear)}
+                                for label, (c, t, p) in flagged.items()}
+    write_results(f"segmentation-{args.label}", recorded)
     if not args.skip_speed:
         _speed(args.model)
 

@@ -103,10 +103,12 @@ def test_a_token_guards_every_request_when_given(tiny_model):
         assert site.get("/health").status_code == 401
         assert site.get("/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert site.get("/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        page = site.get("/?token=s3cret")  # the printed address: the page keeps the token in a cookie
-        assert page.status_code == 200 and "crackscan_token=s3cret" in page.headers["set-cookie"]
-        assert "samesite=strict" in page.headers["set-cookie"].lower()
-        assert site.get("/health").status_code == 200  # the cookie, from now on
+        # The printed address: the token goes into a cookie and out of the address bar.
+        page = site.get("/?token=s3cret", follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/"
+        assert "crackscan_token=s3cret" in page.headers["set-cookie"]
+        assert "samesite=strict" in page.headers["set-cookie"].lower() and "secure" not in page.headers["set-cookie"].lower()
+        assert site.get("/").status_code == 200 and site.get("/health").status_code == 200  # the cookie, from now on
 
 
 def test_binding_beyond_loopback_needs_a_token_and_prints_one(tiny_model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -28,11 +29,12 @@ from .runtime.predictor import Failure, describe_model, images_per_second, load
 from .runtime.runners import cpu_name
 from .segment.train import train_segmenter
 from .serve.app import serve
+from .serve.guard import hosts_answered
 from .settings import TrainConfig
 from .site.adapt import adapt
 from .site.labels import LABELS_FILE, labels_from_masks
 from .survey.driver import scan_many
-from .survey.layout import SurveyFolder
+from .survey.layout import REPORT_FOLDER, SurveyFolder
 from .train import train
 from .version import __version__
 
@@ -502,7 +504,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if outcome.tiles_dataset:
         print(f"every tile of the survey, as one Parquet dataset: {outcome.tiles_dataset}")
     if args.report and outcome.summary_csv:
-        _print_report(build_report(args.out, args.out / "report", force=True))
+        _print_report(build_report(args.out, args.out / REPORT_FOLDER, force=True))
     if outcome.failed:
         count = len(outcome.failed)
         print(f"crackscan: {count} photo{'s' if count != 1 else ''} could not be scanned", file=sys.stderr)
@@ -511,17 +513,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def _measuring_from(args: argparse.Namespace) -> Measuring:
-    if args.mm_per_pixel is not None and args.mm_per_pixel <= 0:
-        raise CrackscanError("--mm-per-pixel must be above 0")
-    if args.distance_m is not None and args.distance_m <= 0:
-        raise CrackscanError("--distance-m must be above 0")
+    if args.mm_per_pixel is not None and not (math.isfinite(args.mm_per_pixel) and args.mm_per_pixel > 0):
+        raise CrackscanError("--mm-per-pixel must be a number above 0")
+    if args.distance_m is not None and not (math.isfinite(args.distance_m) and args.distance_m > 0):
+        raise CrackscanError("--distance-m must be a number above 0")
     parse_limit(args.limit_mm)  # a bad limit is said before any photo is scanned
     classes = parse_width_classes(args.width_classes) if args.width_classes else DEFAULT_CLASSES
     return Measuring(args.mm_per_pixel, args.distance_m, args.distance_from_drone, classes, args.limit_mm)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _print_report(build_report(args.survey, args.out or args.survey / "report", pdf=args.pdf, force=args.force))
+    _print_report(build_report(args.survey, args.out or args.survey / REPORT_FOLDER, pdf=args.pdf, force=args.force))
     return 0
 
 
@@ -543,6 +545,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"crackscan: note: --host {options['host']} lets other machines reach this server: every request "
                   "needs the access token in that address (or Authorization: Bearer TOKEN). Across a network, put "
                   "it behind a TLS proxy (README, Web page)", file=sys.stderr)
+        allowed = [name.strip() for name in options["allow_host"].split(",")]
+        if "*" in allowed:
+            print("crackscan: warning: --allow-host '*' answers a request naming any host: only the token keeps "
+                  "other sites' pages out", file=sys.stderr)
+        elif options["host"] in ("0.0.0.0", "::"):
+            names = sorted(hosts_answered(options["host"], allowed) - {""})
+            print(f"crackscan: answers requests that name one of: {', '.join(names)} (add others with --allow-host)",
+                  file=sys.stderr)
 
     serve(_model_for_inference(args.model), announce=announce, labels=args.labels, **options)
     return 0
@@ -666,7 +676,7 @@ def _demo_survey(out: Path) -> Any:
     scan_many("crackscan-seg", [photos / "images"], out / "survey", force=True,
               measuring=Measuring(mm_per_pixel=0.1), progress=_progress())
     try:
-        return build_report(out / "survey", out / "survey" / "report", force=True)
+        return build_report(out / "survey", out / "survey" / REPORT_FOLDER, force=True)
     except CrackscanError as error:  # the report extra not installed
         print(f"crackscan: note: {error}", file=sys.stderr)
         return None

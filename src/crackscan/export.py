@@ -21,7 +21,7 @@ import numpy as np
 from . import _tf, runs
 from .datasets import Sample, find_dataset_for_model, read_labelled, split_samples
 from .errors import CrackscanError, MissingDependencyError
-from .files import atomic_path, refuse_overwrite, write_bytes
+from .files import atomic_path, check_writable, refuse_overwrite, write_bytes
 from .images import list_image_files
 from .model.info import ModelInfo
 from .model.keras_archive import load_keras_model
@@ -128,6 +128,7 @@ def export(
     destination = Path(out) if out else keras_path.with_name(
         f"{keras_path.stem}{'.int8' if int8 else ''}{SUFFIXES[format]}")
     refuse_overwrite(destination, force, "model file")
+    check_writable(destination.parent)  # a read-only folder is said now, not after the conversion
     if format == "onnx":
         _require_onnx_exporter()
     keras_model, info = load_keras_model(keras_path)

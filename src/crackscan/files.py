@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -85,12 +86,16 @@ def refuse_overwrite(path: Path, force: bool, what: str = "file") -> None:
         raise CrackscanError(f"{what} {path} already exists: pass --force to replace it, or choose another --out")
 
 
-def remove_partials(folder: Path) -> None:
-    """Clears temporary files an interrupted write left behind."""
+def remove_partials(folder: Path, older_than_s: float = 0.0) -> None:
+    """Clears temporary files an interrupted write left behind (only those older than
+    ``older_than_s``, where another writer may be at work in the folder: its temporary file
+    lives for the milliseconds of one write)."""
     if folder.is_dir():
+        now = time.time()
         for leftover in folder.glob(f".*{PARTIAL_MARK}*"):
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                if older_than_s <= 0 or now - leftover.stat().st_mtime > older_than_s:
+                    leftover.unlink()
 
 
 def _fsync(path: Path) -> None:
@@ -110,3 +115,17 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """``folder`` made if missing and written to once: a read-only or full folder is said
+    before minutes of work, not after."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(folder, error) from None
+    probe = folder / ".crackscan-write-check"
+    write_text(probe, "crackscan checks it can write here\n")
+    probe.unlink()
+    return folder

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import math
 import os
 import stat
 import warnings
@@ -101,6 +102,29 @@ def max_file_bytes(max_pixels: int | None) -> int | None:
     return None if max_pixels is None else 8 * max_pixels + (1 << 20)
 
 
+SNIFF_ABOVE_BYTES = 16 << 20  # over this, a file's first bytes must look like an image before it is read whole
+
+
+def _starts_like_an_image(head: bytes) -> bool:
+    return (head[:3] == b"\xff\xd8\xff" or head[:4] in (b"\x89PNG", b"II*\x00", b"MM\x00*") or head[:2] == b"BM"
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[:4] in (b"II+\x00", b"MM\x00+"))
+
+
+def exif_number(value: Any) -> float | None:
+    """An EXIF field as a finite number, or None: cameras and editors write text ("fifty"),
+    bytes, tuples and 0/0 rationals where a number belongs, and one odd photo must not stop a
+    survey nor put NaN into its figures."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (bytes, bytearray, str, bool, tuple, list, dict)) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def read_image_file(path: str | os.PathLike, max_bytes: int | None = max_file_bytes(DEFAULT_MAX_PIXELS)) -> bytes:
     """A regular file's bytes, or an ImageReadError that says why they cannot be had.
 
@@ -131,6 +155,14 @@ def read_image_file(path: str | os.PathLike, max_bytes: int | None = max_file_by
                                        f"({max_bytes:,}): not read", "too_large")
         os.set_blocking(descriptor, True)
         with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            if facts.st_size > SNIFF_ABOVE_BYTES:
+                # A large file is judged by its first bytes before the rest is read: a 1 GB
+                # video or archive in a folder of photos costs a read of 16 bytes, not its size.
+                head = handle.read(16)
+                if not _starts_like_an_image(head):
+                    raise ImageReadError(path, f"not an image (its first bytes are no image format's; "
+                                               f"{facts.st_size:,} bytes not read)", "not_image")
+                return head + handle.read()
             return handle.read()
     except OSError as error:
         raise ImageReadError(path, f"cannot read ({error.strerror or error})", "unreadable") from None

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .errors import CrackscanError, first_line, write_error
-from .files import TEXT_ENCODING, atomic_open, atomic_path, remove_partials, write_text
+from .files import TEXT_ENCODING, atomic_open, atomic_path, check_writable, remove_partials, write_text
 from .settings import TrainConfig
 from .version import __version__
 
@@ -79,14 +79,14 @@ LOCK_FILE = ".crackscan.lock"
 
 
 @contextlib.contextmanager
-def locked(out: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
+def locked(out: str | os.PathLike, wait: bool = False, what: str = "run") -> Iterator[Path]:
     """Holds the folder ``out`` for one writer: a second train or adapt into the same folder
     at the same time is refused (or, with ``wait``, waits its turn), so two writers cannot
     both report a run of which only one survives. The lock is the OS's (flock), so it dies
     with its process and never needs clearing."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise CrackscanError(f"run folder {out} exists and is a file")
+        raise CrackscanError(f"{what} folder {out} exists and is a file")
     try:
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / LOCK_FILE, "a+")
@@ -96,7 +96,7 @@ def locked(out: str | os.PathLike, wait: bool = False) -> Iterator[Path]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CrackscanError(f"another crackscan is writing a run into {out} right now: wait for it to finish, "
+            raise CrackscanError(f"another crackscan is writing a {what} into {out} right now: wait for it to finish, "
                                  "or choose another --out") from None
         handle.seek(0)
         handle.truncate()
@@ -129,15 +129,7 @@ def prepare(out: str | os.PathLike, force: bool) -> Path:
         elif any((out / name).exists() for name in {*RUN_FILES, *SEGMENT_RUN_FILES}):
             clear(out)  # an interrupted run: its files were never a run
         remove_partials(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise write_error(out, error) from None
-    # A read-only or full folder is said now, not after minutes of embedding.
-    probe = out / ".crackscan-write-check"
-    write_text(probe, "crackscan checks it can write here\n")
-    probe.unlink()
-    return out
+    return check_writable(out)  # a read-only or full folder is said now, not after minutes of embedding
 
 
 def clear(folder: Path) -> None:

@@ -16,11 +16,13 @@ Without a scale a photo is measured in pixels only, and says so.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import CrackscanError
+from ..images import exif_number
 
 FULL_FRAME_WIDTH_MM = 36.0
 
@@ -54,16 +56,16 @@ def lens_facts(photo: str | Path | None) -> dict[str, Any]:
             for key, tag in (("focal_length_mm", 0x920A), ("focal_length_35mm", 0xA405),
                              ("focal_plane_x_resolution", 0xA20E), ("focal_plane_unit", 0xA210),
                              ("exif_image_width", 0xA002)):
-                value = detail.get(tag)
-                if value is not None:
-                    facts[key] = float(value)
+                value = exif_number(detail.get(tag))
+                if value is not None and value > 0:  # "fifty", bytes, 0/0: as if the photo had none
+                    facts[key] = value
             xmp = image.info.get("xmp") or b""
             text = xmp.decode("utf-8", "ignore") if isinstance(xmp, bytes) else str(xmp)
             found = re.search(r'RelativeAltitude\s*=\s*"([+-]?[0-9.]+)"', text) or \
                 re.search(r"<drone-dji:RelativeAltitude>([+-]?[0-9.]+)<", text)
-            if found:
+            if found and exif_number(float(found.group(1))) is not None:
                 facts["drone_relative_altitude_m"] = float(found.group(1))
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, TypeError):
         return facts
     return facts
 
@@ -95,6 +97,8 @@ def photo_scale(photo: Any, width_px: int, mm_per_pixel: float | None = None, di
         return Scale(None, f"none: {source_distance} and a {focal:g} mm lens, but no 35 mm equivalent or focal-plane "
                            "resolution in the EXIF to know the sensor's size: pixels only")
     value = sensor * distance_m * 1000 / (focal * width_px)
+    if not math.isfinite(value) or value <= 0:
+        return Scale(None, f"none: {source_distance}, but the photo's lens figures give no usable scale: pixels only")
     return Scale(value, f"{source_distance}, {focal:g} mm lens and a {sensor:.2f} mm sensor width ({sensor_source}): "
                         "sensor width x distance / (focal length x image width), for a photo taken square to the "
                         "surface")

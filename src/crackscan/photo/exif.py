@@ -7,6 +7,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ..images import exif_number
+
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 
 
@@ -36,8 +38,9 @@ def photo_facts(source: Any) -> dict[str, Any]:
     lens = detail.get(0xA434)
     if lens:
         facts["lens"] = str(lens).strip()
-    if detail.get(0x920A):
-        facts["focal_length_mm"] = round(float(detail[0x920A]), 2)
+    focal = exif_number(detail.get(0x920A))
+    if focal is not None and focal > 0:
+        facts["focal_length_mm"] = round(focal, 2)
     position = _position(gps)
     if position is not None:
         facts.update(position)
@@ -53,14 +56,19 @@ def _position(gps: dict) -> dict[str, float] | None:
     if not (-90 <= latitude <= 90 and -180 <= longitude <= 180) or (latitude == 0 and longitude == 0):
         return None
     found = {"latitude": round(latitude, 7), "longitude": round(longitude, 7)}
-    if 6 in gps:
-        try:
-            found["altitude_m"] = round(float(gps[6]) * (-1 if gps.get(5) == 1 else 1), 2)
-        except (TypeError, ValueError, ZeroDivisionError):
-            pass
+    altitude = exif_number(gps.get(6))
+    if altitude is not None:
+        found["altitude_m"] = round(altitude * (-1 if gps.get(5) in (1, b"\x01") else 1), 2)
     return found
 
 
 def _degrees(value: Any) -> float:
-    d, m, s = (float(part) for part in value)
+    """Degrees, minutes and seconds as degrees; ValueError for anything else (minutes and
+    seconds each under 60, every part a finite number)."""
+    parts = [exif_number(part) for part in value]
+    if len(parts) != 3 or any(p is None or p < 0 for p in parts):
+        raise ValueError("not degrees, minutes and seconds")
+    d, m, s = parts
+    if m >= 60 or s >= 60:
+        raise ValueError("minutes or seconds of 60 or more")
     return d + m / 60 + s / 3600

@@ -81,7 +81,26 @@ def build_report(survey: str | Path, out: str | Path, pdf: bool = False, force: 
         pdf_path = out / PDF_FILE
         _write_pdf(environment.get_template("print.html").render(
             **common, cards=[p for p in data.photos if p.has_findings]), out, pdf_path)
+    _remove_stale(out, len(pages), set(images.values()), {INDEX_FILE} | {p.name for p in (geojson, pdf_path) if p}
+                  | ({GEOPARQUET_FILE} if geojson is not None and (out / GEOPARQUET_FILE).is_file() and
+                     (data.folder / TILES_DATASET).is_dir() else set()))
     return Report(out, out / INDEX_FILE, geojson, pdf_path, len(data.photos), time.perf_counter() - started)
+
+
+def _remove_stale(out: Path, pages: int, images: set[str], kept: set[str]) -> None:
+    """A report written again over an earlier one (--force) leaves none of the earlier one's
+    files behind: its later cards pages, its images, its PDF or GeoJSON of other photos. Only
+    names the report itself writes are removed; anything else in the folder is left alone."""
+    for path in out.glob("cards-*.html"):
+        number = path.stem[len("cards-"):]
+        if number.isdigit() and int(number) > pages:
+            path.unlink(missing_ok=True)
+    for path in (out / IMAGES_FOLDER).glob("*.jpg"):
+        if path.stem.isdigit() and f"{IMAGES_FOLDER}/{path.name}" not in images:
+            path.unlink(missing_ok=True)
+    for name in (GEOJSON_FILE, GEOPARQUET_FILE, PDF_FILE):
+        if name not in kept:
+            (out / name).unlink(missing_ok=True)
 
 
 def survey_figures(data: SurveyData) -> dict[str, Any]:

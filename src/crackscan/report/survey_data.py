@@ -93,7 +93,7 @@ def read_survey(folder: str | Path) -> SurveyData:
     survey = SurveyFolder(folder)
     photos, unreadable = [], []
     for row in rows:
-        name = row.get("photo") or "?"
+        name = readable(row.get("photo") or "?")
         if row.get("problem"):
             unreadable.append((name, row["problem"]))
             continue
@@ -160,9 +160,15 @@ def _checked_summary(values: Any) -> dict[str, Any]:
     if "altitude_m" in exif and _safe_number(exif["altitude_m"]) is None:
         del exif["altitude_m"]
     values = {**values, "exif": exif}
-    if not isinstance(values.get("photo"), str):
-        values["photo"] = str(values.get("photo", ""))
+    values["photo"] = readable(values.get("photo") if isinstance(values.get("photo"), str) else
+                               str(values.get("photo", "")))
     return values
+
+
+def readable(name: str) -> str:
+    """A file name as the report shows it: one that is not UTF-8 keeps its odd bytes as \\xNN,
+    so the HTML, the PDF and the GeoJSON stay valid text."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _safe_number(value: Any) -> float | None:

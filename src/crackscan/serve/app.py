@@ -38,7 +38,7 @@ from ..runtime.predictor import Predictor, as_predictor
 from ..version import __version__
 from .budgets import (HEAVY_PIXELS, BodyBudget, HeavyWork, NormalWork, PixelBudget, header_timeout_protocol,
                       return_freed_memory_to_the_system, serve_limits, stop_when_client_leaves, warm)
-from .guard import RequestGuard, hosts_answered, is_loopback, new_token
+from .guard import RequestGuard, hosts_answered, is_loopback, new_token, token_problem
 from .site_loop import LabelBudgetExceeded, LoopBusy, SiteLoop, parse_labels
 
 log = logging.getLogger("crackscan.server")
@@ -297,8 +297,15 @@ def build_server(model: str | os.PathLike | Any, host: str = "127.0.0.1", port: 
     if token is None and not is_loopback(host):
         raise CrackscanError(f"--host {host} lets other machines reach the server: it needs an access token (--token, "
                              "or let crackscan serve make one)")
+    problem = token_problem(token, not is_loopback(host))
+    if problem:
+        raise CrackscanError(problem)
+    allowed = [name.strip() for name in allow_host.split(",") if name.strip()]
+    if "*" in allowed and is_loopback(host):
+        raise CrackscanError("--allow-host '*' on a loopback server would let any web page reach it through DNS "
+                             "rebinding: name the host names it is reached by instead")
     limits = serve_limits(**limits)
-    hosts = hosts_answered(host, [name.strip() for name in allow_host.split(",") if name.strip()])
+    hosts = hosts_answered(host, allowed)
     app = create_app(model, labels, hosts=hosts, token=token, **limits)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             http=header_timeout_protocol(limits["header_timeout"]),

@@ -185,16 +185,42 @@ class BodyBudget:
 def header_timeout_protocol(seconds: float) -> type:
     """uvicorn's HTTP/1.1 protocol, closing connections that do not finish sending a request's
     headers within ``seconds`` (uvicorn itself waits forever: a slow-loris client could hold
-    every connection with a few bytes a minute)."""
+    every connection with a few bytes a minute). At the connection cap, a new connection
+    closes the longest-idle ones (no request under way: never sent one, or kept alive after
+    one) rather than being answered 503: idle sockets, however many, cannot shut others out."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderTimeoutProtocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _idle_since: float = 0.0
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self._idle_since = self.loop.time()
             self._arm()
+            self._make_room()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._idle_since = self.loop.time()
+
+        def _is_idle(self) -> bool:
+            return (self.conn.their_state == h11.IDLE and self.conn.our_state == h11.IDLE
+                    and self.transport is not None and not self.transport.is_closing())
+
+        def _make_room(self) -> None:
+            """Closes the longest-idle other connections until this one fits under the cap."""
+            if self.limit_concurrency is None:
+                return
+            excess = len(self.connections) - self.limit_concurrency + 1
+            if excess <= 0:
+                return
+            idle = sorted((c for c in self.connections if c is not self and isinstance(c, HeaderTimeoutProtocol)
+                           and c._is_idle()), key=lambda c: c._idle_since)
+            for victim in idle[:excess]:
+                self.connections.discard(victim)  # counted out now: its connection_lost comes later
+                victim.transport.close()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)

@@ -38,7 +38,7 @@ import numpy as np
 from .. import plots, runs
 from ..datasets import read_labelled, split_samples
 from ..errors import CrackscanError
-from ..files import atomic_path, file_sha256, write_bytes
+from ..files import atomic_path, check_writable, file_sha256, write_bytes
 from ..metrics import tile_metrics
 from ..model.builtin import MODELS_DIR, builtin_models
 from ..model.classifier import SITE_LAYER, build_classifier, feature_extractor, imagenet_weights_path
@@ -131,6 +131,7 @@ def adapt(
         raise CrackscanError(f"--out {out} is the parent run itself: name a new folder for the adapted run")
     if runs.is_run(out) and not force:
         raise CrackscanError(f"{out} already holds a run: pass --force to replace it")
+    check_writable(out)  # a read-only --out is said now, not after the site is embedded
     info = read_keras_metadata(keras_path)
     parent_head = read_crack_head(keras_path, info)
     backbone = run_backbone(parent, keras_path, report.step, keep_backbone_in_parent)

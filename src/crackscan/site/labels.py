@@ -25,7 +25,7 @@ from PIL import Image
 from ..images import IMAGE_SUFFIXES, ImageReadError, read_pixels, resize_pixels
 from ..datasets import Sample, find_dataset_for_model
 from ..errors import CrackscanError
-from ..files import TEXT_ENCODING, atomic_open, atomic_path, write_bytes
+from ..files import TEXT_ENCODING, atomic_open, atomic_path, remove_partials, write_bytes
 from .masks import CLEAR, CRACK, ignore_value_of, pair_with_masks, read_mask_parts, tile_truth
 from ..photo.tiling import tile_origins
 
@@ -62,6 +62,9 @@ class LabelSet:
         self.folder = Path(folder)
         self.clear_class, self.crack_class = classes
         self.labels: dict[tuple, Label] = {}
+        for folder in (self.folder, self.folder / self.clear_class, self.folder / self.crack_class,
+                       self.folder / PHOTOS_FOLDER):
+            remove_partials(folder, older_than_s=5.0)  # a crop whose writer was killed (kill -9) mid-write
         path = self.folder / LABELS_FILE
         if path.is_file():
             for label in self._read(path):

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from .. import settings
 from ..errors import CrackscanError
 from ..files import file_sha256
+from ..runs import locked
 from ..measure.options import Measuring
 from ..photo.result import SUMMARY_FILE, PhotoSummary
 from ..photo.tiling import scan_geometry
@@ -79,6 +80,15 @@ def scan_many(
         if address:
             send_ray_token()
         ray_module = import_ray()  # before any work: a missing extra is one line, not a traceback
+    with locked(survey.path, what="survey"):  # a second scan into the same --out is refused, not interleaved
+        return _survey(survey, predictor, inputs, tile, stride, threshold, max_pixels, force, engine, address, workers,
+                       measuring, report, ray_module if engine == "ray" else None, started)
+
+
+def _survey(survey: SurveyFolder, predictor: Any, inputs: Sequence[str | os.PathLike], tile: int, stride: int,
+            threshold: float, max_pixels: int | None, force: bool, engine: str, address: str | None,
+            workers: int | None, measuring: Measuring | None, report: Progress, ray_module: Any,
+            started: float) -> SurveyOutcome:
     made_with = {"model": str(predictor.path) if predictor.path else None,
                  "model_sha256": file_sha256(predictor.path) if predictor.path else None,
                  "tile": tile, "stride": stride, "threshold": threshold}

@@ -16,6 +16,7 @@ from ..version import __version__
 
 SURVEY_MANIFEST = "survey.json"
 SUMMARY_CSV = "summary.csv"
+REPORT_FOLDER = "report"  # crackscan scan --report, and crackscan report's default --out
 # `crackscan evaluate MODEL PHOTOS --masks MASKS --out SURVEY`: figures measured on this survey's
 # own photos (a folder each), which its report shows before the model's reference figure.
 EVALUATIONS_FOLDER = "evaluations"
@@ -29,6 +30,20 @@ SUMMARY_CSV_FIELDS = ["photo", "verdict", "cracked_area_fraction", "cracked_tile
                       "cracks", "total_length_px", "total_length_mm", "max_width_px", "max_width_mm", "worst_class",
                       "cracks_over_limit", "mm_per_pixel", "scale_source",
                       "width", "height", "seconds", "outputs", "problem"]
+
+
+# Names the survey itself uses at its top level; a photo folder of the same name gets a suffix.
+RESERVED_NAMES = frozenset({REPORT_FOLDER, EVALUATIONS_FOLDER, TILES_DATASET, "cracks.parquet", SUMMARY_CSV, SURVEY_MANIFEST,
+                            ".crackscan.lock"})
+NAME_MAX_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
+
+
+def _with_digest(name: str, key: str) -> str:
+    """``name`` with a short hash of ``key``, shortened so the result stays a legal file name."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    while name and len(f"{name}-{digest}".encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+        name = name[:-1]
+    return f"{name}-{digest}"
 
 
 class SurveyFolder:
@@ -75,10 +90,12 @@ class SurveyFolder:
         case), the later one gets a short hash of its path."""
         folders, taken = [], set()
         for parts in relative_parts:
+            parts = list(parts)
+            if parts and parts[0].casefold() in RESERVED_NAMES:  # a photo folder named report/ is not the report
+                parts[0] = _with_digest(parts[0], "/".join(parts))
             folder = self.path.joinpath(*parts)
             if str(folder).casefold() in taken:
-                digest = hashlib.sha256("/".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-                folder = folder.with_name(f"{folder.name}-{digest}")
+                folder = folder.with_name(_with_digest(folder.name, "/".join(parts)))
             taken.add(str(folder).casefold())
             folders.append(folder)
         return folders

@@ -1,0 +1,159 @@
+"""The survey folder against odd photos and odd users: EXIF fields that are no numbers, two
+scans into one folder, long and reserved names, dark photos, huge non-images (issue 29)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
+
+from crackscan import synth
+from crackscan.images import ImageReadError, exif_number, read_image_file
+from crackscan.measure.scale import photo_scale
+from crackscan.photo.exif import photo_facts
+from crackscan.photo.scan import scan
+from crackscan.survey.driver import scan_many
+from crackscan.survey.layout import SurveyFolder
+
+
+def _photo_with_exif(path: Path, detail: dict, gps: dict | None = None) -> Path:
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(np.clip(rng.normal(128, 20, (260, 300, 3)), 0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "DJI", "FC3170"
+    exif[0x8769] = detail
+    if gps is not None:
+        exif[0x8825] = gps
+    image.save(path, exif=exif, quality=90)
+    return path
+
+
+ODD_LENSES = {
+    "text": {0x920A: "fifty"},
+    "bytes": {0x920A: b"50"},
+    "tuple": {0x920A: (50, 1, 2)},
+    "35mm tuple": {0x920A: 4.5, 0xA405: (24, 2)},
+    "zero over zero": {0x920A: IFDRational(0, 0)},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ODD_LENSES))
+def test_odd_lens_fields_give_pixels_only_not_a_crash(kind, tmp_path):
+    photo = _photo_with_exif(tmp_path / "odd.jpg", ODD_LENSES[kind])
+    scale = photo_scale(photo, 300, distance_m=1.5)
+    assert scale.mm_per_pixel is None or (math.isfinite(scale.mm_per_pixel) and scale.mm_per_pixel > 0)
+    assert "none" in scale.source or scale.mm_per_pixel is not None
+    facts = photo_facts(photo)
+    assert all(not isinstance(v, float) or math.isfinite(v) for v in facts.values())
+
+
+def test_a_survey_with_odd_exif_scans_every_photo_and_writes_no_nan(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, (kind, detail) in enumerate(sorted(ODD_LENSES.items())):
+        _photo_with_exif(photos / f"{index}.jpg", detail,
+                         {1: "N", 2: (51, 5000, 1), 3: "W", 4: (0, 7, 1)} if index == 0 else
+                         {1: "N", 2: (51, 30, 1), 3: "W", 4: (0, 7, 1), 6: IFDRational(0, 0)})
+    done = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", "crackscan-seg", str(photos), "--out",
+                           str(tmp_path / "scans"), "--distance-m", "1.5", "--limit-mm", "0.3", "--report"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "scans" / "summary.csv", newline="")))
+    assert len(rows) == len(ODD_LENSES) and not any(r["problem"] for r in rows)
+    for row in rows:
+        text = (tmp_path / "scans" / row["outputs"] / "summary.json").read_text()
+        assert "NaN" not in text and "Infinity" not in text
+        exif = json.loads(text).get("exif", {})
+        assert "altitude_m" not in exif  # 0/0 is no altitude
+    first = json.loads((tmp_path / "scans" / "0.jpg" / "summary.json").read_text())
+    assert "latitude" not in first.get("exif", {})  # 5000 minutes is no position
+    geojson = tmp_path / "scans" / "report" / "survey.geojson"
+    if geojson.exists():
+        json.loads(geojson.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the GeoJSON"))
+
+
+def test_exif_numbers():
+    assert exif_number(IFDRational(45, 10)) == 4.5
+    assert exif_number(IFDRational(0, 0)) is None
+    assert exif_number("fifty") is None and exif_number(b"50") is None and exif_number((50, 1)) is None
+    assert exif_number((24,)) == 24.0 and exif_number(float("nan")) is None and exif_number(True) is None
+
+
+def test_two_scans_into_one_folder_cannot_both_succeed(tmp_path):
+    """While one scan writes a survey (here: this process, holding the folder as a scan does),
+    a second scan into it is refused in one line and the first one's results stay."""
+    from crackscan.runs import locked
+
+    synth.make_mask_set(tmp_path / "set", photos=2, size=256, seed=2)
+    out = tmp_path / "scans"
+    command = [sys.executable, "-m", "crackscan.cli", "scan", "crackscan-seg", str(tmp_path / "set" / "images"),
+               "--out", str(out)]
+    with locked(out, what="survey"):
+        second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode != 0 and "Traceback" not in second.stderr
+    assert "another crackscan is writing a survey into" in second.stderr
+    assert not (out / "summary.csv").exists()
+    assert subprocess.run(command, capture_output=True, text=True, timeout=600).returncode == 0  # free again
+
+
+def test_long_names_differing_in_case_and_reserved_folder_names_get_their_own_folders(tmp_path):
+    survey = SurveyFolder(tmp_path / "scans")
+    stem = "a" * 247
+    folders = survey.photo_folders([[f"{stem}.jpg"], [f"{stem.upper()}.jpg"], ["report", "images", "1.jpg"],
+                                    ["evaluations", "x.jpg"], ["summary.csv"]])
+    assert len({str(f).casefold() for f in folders}) == len(folders)
+    assert all(len(part.encode()) <= 255 for f in folders for part in f.relative_to(survey.path).parts)
+    assert folders[2].relative_to(survey.path).parts[0] != "report"
+    assert folders[3].relative_to(survey.path).parts[0] != "evaluations"
+    for folder in folders:  # each can be made on this file system
+        folder.mkdir(parents=True)
+
+
+def test_a_dark_photo_has_no_phantom_cracks_at_its_edges(tmp_path):
+    for size in ((2048, 1536), (1024, 768)):
+        path = tmp_path / f"black-{size[0]}.png"
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(path)
+        result = scan("crackscan-seg", path, keep_image=False)
+        assert result.cracks == [], [(c.x, c.y, c.width, c.height) for c in result.cracks]
+        assert result.summary.verdict == "clear"
+
+
+def test_a_huge_file_that_is_no_image_is_refused_after_its_first_bytes(tmp_path, monkeypatch):
+    import crackscan.images as images
+
+    path = tmp_path / "video.jpg"
+    with open(path, "wb") as handle:
+        handle.write(b"\x00\x00\x00\x18ftypmp42")
+        handle.truncate(300 << 20)  # sparse: 300 MB on paper, nothing on disk
+    read = []
+    real_fdopen = os.fdopen
+
+    class Counted:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def read(self, size=-1):
+            data = self.handle.read(size)
+            read.append(len(data))
+            return data
+
+    monkeypatch.setattr(images.os, "fdopen", lambda *a, **k: Counted(real_fdopen(*a, **k)))
+    with pytest.raises(ImageReadError, match="not an image") as refused:
+        read_image_file(path, max_bytes=None)
+    assert refused.value.kind == "not_image" and sum(read) <= 64
