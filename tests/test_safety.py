@@ -300,7 +300,8 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def test_a_full_or_read_only_disk_is_one_line(tiny_model, tiny_dataset, small_disk, tmp_path, capsys):
+def test_a_full_or_read_only_disk_is_one_line(tiny_model, tiny_dataset, tiny_run, labels_folder, small_disk, tmp_path,
+                                              capsys, monkeypatch):
     photos = tmp_path / "photos"
     for i in range(4):
         write_image(photos / f"p{i}.png", np.random.default_rng(i).integers(0, 256, (700, 900, 3), np.uint8))
@@ -315,6 +316,21 @@ def test_a_full_or_read_only_disk_is_one_line(tiny_model, tiny_dataset, small_di
     assert code == 2 and "Read-only file system" in err and "Traceback" not in err
     assert time.monotonic() - started < 20  # said before any embedding
     code = main(["label", str(photos), "--masks", str(photos), "--out", str(small_disk / "labels")])
+    assert code == 2 and "Read-only file system" in capsys.readouterr().err
+    # adapt and export say so before any work: the work itself is not reached.
+    import importlib
+
+    export_module = importlib.import_module("crackscan.export")  # crackscan.export is also the function's name
+    adapt_module = importlib.import_module("crackscan.site.adapt")
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the work started before the read-only folder was said")
+
+    monkeypatch.setattr(adapt_module, "run_backbone", reached)
+    monkeypatch.setattr(export_module, "load_keras_model", reached)
+    code = main(["adapt", str(tiny_run.path), str(labels_folder), "--out", str(small_disk / "adapted")])
+    assert code == 2 and "Read-only file system" in capsys.readouterr().err
+    code = main(["export", str(tiny_run.path), "--format", "litert", "--out", str(small_disk / "model.tflite")])
     assert code == 2 and "Read-only file system" in capsys.readouterr().err
 
 
@@ -358,10 +374,15 @@ def test_an_interrupted_label_leaves_nothing_a_rerun_counts(tmp_path, monkeypatc
         with pytest.raises(KeyboardInterrupt):
             labels_from_masks(tmp_path / "images", tmp_path / "masks", out, per_class=3, tile=100, seed=0)
     assert list(out.rglob("*.png")) and not (out / LABELS_FILE).exists()  # crops written, no labels.csv
+    # A crop a kill -9 left half-written, under its temporary name: the re-run clears it.
+    leftover = out / "Positive" / ".0-x0-y0-100x100-0123456789.1a2b3c4d.partial.png"
+    leftover.write_bytes(b"\x89PNG half")
+    os.utime(leftover, (time.time() - 60, time.time() - 60))
     made = labels_from_masks(tmp_path / "images", tmp_path / "masks", out, per_class=2, tile=100, seed=1)
     on_disk = [p for name in ("Positive", "Negative") for p in (out / name).iterdir()]
     assert len(on_disk) == len(made.labels) == 4
     assert len(labelled_samples(out, ("Negative", "Positive"), "Positive")) == 4
+    assert not leftover.exists()
 
 
 @pytest.mark.parametrize("damage", ["huge field", "wrong header", "random bytes"])
