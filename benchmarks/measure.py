@@ -4,7 +4,7 @@
    every 15 degrees, arcs and branching cracks, widths 1-20 px. Printed: the worst length error
    and the worst width error of each width, and whether 1-2 px widths are flagged at the limit.
 2. The held-out photos of each mask set in ../shared/data/real-photos (the test fifth that
-   crackscan-seg never trained on): `crackscan.measure` on crackscan-seg's mask against the same
+   crackscan-seg never trained on): `crackscan.measure_cracks` on crackscan-seg's mask against the same
    measurement on the true mask, photo by photo: median relative error of the total crack
    length, of the widest crack's width and of each matched crack's max width (each true crack
    matched to the found crack whose box overlaps its box most, IoU >= 0.1), the median

@@ -183,3 +183,15 @@ def test_a_planted_circle_is_caught(tree_copy: Path):
     _append(tree_copy / "datasets.py", "def _planted():\n    from .runs import Run\n")
     assert not upward_imports(module_graph(tree_copy))
     assert set(find_cycle(module_graph(tree_copy))) == {"runs", "datasets"}
+
+
+def test_no_public_name_hides_a_subpackage():
+    """`import crackscan.measure.scale as s` binds what crackscan.measure names: a function of that
+    name would hide the subpackage."""
+    import importlib
+    import pkgutil
+
+    subpackages = {info.name for info in pkgutil.iter_modules(crackscan.__path__) if info.ispkg}
+    assert not subpackages & set(crackscan.__all__), subpackages & set(crackscan.__all__)
+    scale = importlib.import_module("crackscan.measure.scale")
+    assert crackscan.measure.scale is scale and callable(crackscan.measure_cracks)
