@@ -34,14 +34,15 @@ def main() -> None:
 
     import crackscan
     from crackscan.images import load_for_model
-    from crackscan.export import SUFFIXES, export
+    from crackscan.export import export
+    from crackscan.model.formats import FORMAT_TABLE
 
     work = Path(tempfile.mkdtemp(prefix="crackscan-infer-"))
     run_dir = prepare_run(args.run, args.data, work)
     models = {"Keras": run_dir / "model.keras"}
     for fmt, int8, name in (("litert", False, "LiteRT float"), ("litert", True, "LiteRT int8"),
                             ("onnx", False, "ONNX float"), ("onnx", True, "ONNX int8")):
-        result = export(run_dir, fmt, int8=int8, out=work / f"model{'.int8' if int8 else ''}{SUFFIXES[fmt]}")
+        result = export(run_dir, fmt, int8=int8, out=work / f"model{'.int8' if int8 else ''}{FORMAT_TABLE[fmt].suffix}")
         models[name] = result.path
         print(f"exported {name}: label agreement {result.check['label_agreement']:.2%}, accuracy change "
               f"{result.check['accuracy_change_points']:+.2f} points on {result.check['images']} images", flush=True)

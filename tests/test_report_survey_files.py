@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
@@ -132,3 +131,23 @@ def test_cards_are_paged_a_few_dozen_a_page(clean_survey, tmp_path):
     from crackscan.report import build
 
     assert 10 <= build.CARDS_PER_PAGE <= 50
+
+
+def test_the_report_reads_the_width_classes_it_is_given(tmp_path):
+    """Custom --width-classes: every class in the by-class table, ordered narrowest first, and
+    the worst photo first by those classes."""
+    synth.make_mask_set(tmp_path / "set", photos=4, size=288, seed=13)
+    survey = tmp_path / "scans"
+    done = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", "crackscan-seg", str(tmp_path / "set" / "images"),
+                           "--out", str(survey), "--mm-per-pixel", "0.2", "--width-classes", "thin:0.5,thick"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    data = read_survey(survey)
+    figures = survey_figures(data)
+    measured = {c["width_class"] for p in data.photos for c in p.cracks}
+    assert measured and measured <= {"thin", "thick"}
+    assert set(figures["by_class"]) == measured
+    assert list(figures["by_class"]) == [name for name in ("thin", "thick") if name in measured]
+    assert sum(c["cracks"] for c in figures["by_class"].values()) == figures["cracks"]
+    worst = [p.summary.get("worst_class") for p in data.photos if p.summary.get("worst_class")]
+    assert worst == sorted(worst, key=lambda name: ("thin", "thick").index(name), reverse=True)

@@ -343,8 +343,8 @@ def test_a_survey_whose_folder_vanishes_fails(tiny_model, tmp_path, monkeypatch,
     out = tmp_path / "scans"
     real = local.scan_job
 
-    def and_then_the_folder_goes(predictor, job, **settings):
-        outcome = real(predictor, job, **settings)
+    def and_then_the_folder_goes(predictor, job, *options, **more):
+        outcome = real(predictor, job, *options, **more)
         shutil.rmtree(out, ignore_errors=True)
         return outcome
 

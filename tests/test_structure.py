@@ -19,7 +19,7 @@ PACKAGE = Path(crackscan.__file__).parent
 
 # Lowest first. A module may import modules of its own layer or of layers below.
 LAYERS = [
-    {"errors", "version", "_tf", "progress", "testing",
+    {"errors", "version", "_tf", "progress", "testing", "model.tasks", "model.formats",
      "model", "runtime", "photo", "site", "survey", "serve", "serve.web", "segment", "measure", "report"},
     {"files"},
     {"settings"},
@@ -33,7 +33,7 @@ LAYERS = [
     {"runtime.int8_backbone"},
     {"runtime.predictor"},
     {"photo.tiling", "photo.overlay", "photo.exif"},
-    {"photo.result", "segment.masksets"},
+    {"photo.result", "segment.masksets", "photo.options"},
     {"photo.segment"},
     {"photo.scan"},
     {"site.labels", "site.fit", "evaluate"},
@@ -195,3 +195,58 @@ def test_no_public_name_hides_a_subpackage():
     assert not subpackages & set(crackscan.__all__), subpackages & set(crackscan.__all__)
     scale = importlib.import_module("crackscan.measure.scale")
     assert crackscan.measure.scale is scale and callable(crackscan.measure_cracks)
+
+
+def _task_comparisons(tree: ast.AST) -> list[int]:
+    """Lines that compare something with a task's name ("segment" == ..., task in ("classify", ...))."""
+    from crackscan.model.tasks import TASKS
+
+    def names_a_task(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in TASKS
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(names_a_task(item) for item in node.elts)
+        return False
+
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Compare)
+            and any(names_a_task(side) for side in (node.left, *node.comparators))]
+
+
+def test_only_the_task_table_compares_a_task():
+    """Every stage asks the task's row (model.tasks); a comparison with a task's name anywhere
+    else is a branch the next task would have to find."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "tasks.py" and path.parent.name == "model":
+            continue
+        lines = _task_comparisons(ast.parse(path.read_text()))
+        if lines:
+            found[str(path.relative_to(PACKAGE))] = lines
+    assert not found, found
+
+
+def test_a_planted_task_comparison_is_caught():
+    assert _task_comparisons(ast.parse('if info.task == "segment":\n    pass\n')) == [1]
+    assert _task_comparisons(ast.parse('ok = name in ("classify", "other")\n')) == [1]
+    assert _task_comparisons(ast.parse('if task_of(info).per_pixel:\n    pass\n')) == []
+
+
+def test_the_format_table_owns_every_suffix_and_the_run_order():
+    from crackscan import runs
+    from crackscan.model.formats import FORMAT_TABLE, format_of, run_order
+
+    assert runs.EXPORTS_BY_SPEED == run_order() == ("model.int8.tflite", "model.int8.onnx", "model.tflite",
+                                                    "model.onnx")
+    for row in FORMAT_TABLE.values():
+        assert format_of(f"x{row.suffix.upper()}") is row
+        for part in ("read_metadata", "opener") + (("converter", "attach_metadata") if row.exportable else ()):
+            assert callable(row.implementation(part)), (row.name, part)
+    assert format_of("x.pt") is None
+
+
+def test_every_task_row_names_implementations_that_exist():
+    from crackscan.model.tasks import TASK_TABLE
+
+    for row in TASK_TABLE.values():
+        for part in ("decoder", "trainer", "photo_scan", "export"):
+            assert callable(row.implementation(part)), (row.name, part)

@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ from crackscan.images import ImageReadError, exif_number, read_image_file
 from crackscan.measure.scale import photo_scale
 from crackscan.photo.exif import photo_facts
 from crackscan.photo.scan import scan
-from crackscan.survey.driver import scan_many
 from crackscan.survey.layout import SurveyFolder
 
 
@@ -157,3 +155,39 @@ def test_a_huge_file_that_is_no_image_is_refused_after_its_first_bytes(tmp_path,
     with pytest.raises(ImageReadError, match="not an image") as refused:
         read_image_file(path, max_bytes=None)
     assert refused.value.kind == "not_image" and sum(read) <= 64
+
+
+def test_scan_options_are_checked_once_from_the_settings():
+    from crackscan.errors import CrackscanError
+    from crackscan.photo.options import ScanOptions
+
+    made = ScanOptions.from_settings({"threshold": 0.4, "mm_per_pixel": 0.2, "width_classes": "thin:0.5,thick",
+                                      "limit_mm": "aci-humid"})
+    assert made.threshold == 0.4 and made.measuring.mm_per_pixel == 0.2
+    assert made.measuring.classes.names == ["thin", "thick"] and made.measuring.limit == "aci-humid"
+    for bad in ({"mm_per_pixel": float("nan")}, {"mm_per_pixel": -1.0}, {"distance_m": 0.0}, {"limit_mm": "nan"},
+                {"limit_mm": "wet"}, {"width_classes": "a:0.3,b:0.1,c"}, {"threshold": 1.0}):
+        with pytest.raises(CrackscanError):
+            ScanOptions.from_settings(bad)
+
+
+def test_the_server_measures_with_the_scale_it_is_given():
+    pytest.importorskip("fastapi")
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from crackscan.serve.app import create_app
+
+    rng = np.random.default_rng(4)
+    photo = synth.make_photo(rng, 320, 320, cracks=1)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "PNG")
+    with TestClient(create_app("crackscan-seg"), base_url="http://127.0.0.1") as site:
+        answer = site.post("/v1/scan?mm_per_pixel=0.25&limit_mm=0.3&overlay=false",
+                           files={"file": ("wall.png", buffer.getvalue(), "image/png")})
+        assert answer.status_code == 200, answer.text
+        summary = answer.json()["summary"]
+        assert summary["mm_per_pixel"] == 0.25 and summary["limit_mm"] == 0.3
+        refused = site.post("/v1/scan?mm_per_pixel=-2", files={"file": ("wall.png", buffer.getvalue(), "image/png")})
+        assert refused.status_code == 422

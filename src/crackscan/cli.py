@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import sys
 import time
@@ -18,16 +17,17 @@ from .evaluate import evaluate, evaluate_photos
 from .export import export
 from .images import list_image_files
 from .measure.options import Measuring
-from .measure.severity import DEFAULT_CLASSES, EXPOSURE_LIMITS_MM, parse_limit, parse_width_classes
 from .metrics import format_metrics, format_tile_metrics
 from .model.builtin import MODELS_DIR, builtin_models
 from .model.classifier import build_backbone
 from .model.registry import resolve
+from .model.formats import EXPORT_FORMATS, FORMAT_TABLE
+from .model.tasks import DEFAULT_TASK, TASKS, task_of
+from .photo.options import ScanOptions
 from .progress import Progress
 from .report.build import build_report
 from .runtime.predictor import Failure, describe_model, images_per_second, load
 from .runtime.runners import cpu_name
-from .segment.train import train_segmenter
 from .serve.app import serve
 from .serve.guard import hosts_answered
 from .settings import TrainConfig
@@ -45,7 +45,7 @@ EXIT_SOME_SKIPPED = 1
 def _config_from(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         config = TrainConfig.load(args.config)
-    elif getattr(args, "task", "classify") == "segment":
+    elif task_of(getattr(args, "task", DEFAULT_TASK)).per_pixel:
         config = TrainConfig(**{k: v for k, v in settings.SEGMENT_TRAIN.items() if k in TrainConfig.__dataclass_fields__})
     else:
         config = TrainConfig()
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=_examples("train"), formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("data", type=Path, nargs="+", help="classify: one folder with one subfolder per class, e.g. "
                        "Positive/ and Negative/; segment: one or more folders of images/ and masks/ (same names)")
-    train.add_argument("--task", default="classify", choices=("classify", "segment"),
+    train.add_argument("--task", default=DEFAULT_TASK, choices=TASKS,
                        help="classify tiles (default) or segment crack pixels (defaults then: "
                             "--image-size 256 windows at the photo's scale, --epochs 10, --learning-rate 2e-3, "
                             "--batch-size 8, --split 70:10:20 by photo)")
@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a model to LiteRT or ONNX, float or int8, checked against Keras", epilog=_examples("export"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("model", type=Path, help="run folder or .keras model")
-    export.add_argument("--format", required=True, choices=("litert", "onnx"), help="LiteRT (.tflite) or ONNX")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                        help=" or ".join(f"{row.name} ({row.suffix})" for row in FORMAT_TABLE.values() if row.exportable))
     export.add_argument("--int8", action="store_true", help="static full-integer quantization, calibrated on real images")
     export.add_argument("--calibration", type=Path, help="images for int8 calibration (default: the run's training split)")
     export.add_argument("--check", type=Path, help="labelled images to check the export on (default: the run's val/test split)")
@@ -163,15 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(as crackscan report OUT does)")
     measuring = scan.add_argument_group("crack measurement (a segmenter, e.g. crackscan-seg): without a scale, "
                                         "pixels only")
-    measuring.add_argument("--mm-per-pixel", type=float, help="the photos' scale, if you know it")
-    measuring.add_argument("--distance-m", type=float, help="camera to surface in metres: the scale from the lens in "
-                           "each photo's EXIF (focal length and its 35 mm equivalent)")
-    measuring.add_argument("--distance-from-drone", action="store_true", help="the camera's distance is the drone's "
-                           "height in each photo's XMP (photos taken facing the surface)")
-    measuring.add_argument("--width-classes", help="classes by max width in mm, e.g. hairline:0.1,fine:0.3,medium:1,"
-                           "wide (default: hairline <0.1, fine <0.3, medium <0.41, wide; ACI 224R-01 Table 4.1)")
-    measuring.add_argument("--limit-mm", help="flag cracks wider than this: mm, or an exposure: "
-                           + ", ".join(EXPOSURE_LIMITS_MM))
+    settings.add_arguments(measuring, settings.MEASURE_SETTINGS)
 
     serve = commands.add_parser("serve", help="HTTP API and web page for crack checks", epilog=_examples("serve"),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -278,9 +271,10 @@ def _progress(timed_steps: bool = False, log_lines: bool = False) -> Progress:
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from(args)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if args.task == "segment":
-        run = train_segmenter(args.data, out, config, progress=_progress(log_lines=True), force=args.force,
-                              negatives=args.negatives)
+    task = task_of(args.task)
+    if task.per_pixel:  # photos with masks, from any number of sets
+        run = task.implementation("trainer")(args.data, out, config, progress=_progress(log_lines=True),
+                                             force=args.force, negatives=args.negatives)
         _print_segment_run(run)
         return 0
     if args.negatives:
@@ -288,7 +282,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if len(args.data) != 1:
         raise CrackscanError(f"a classifier trains on one folder of class folders, got {len(args.data)}: "
                              "pass one (or --task segment for mask sets)")
-    run = train(args.data[0], out, config, progress=_progress(log_lines=True), force=args.force)
+    run = task.implementation("trainer")(args.data[0], out, config, progress=_progress(log_lines=True),
+                                         force=args.force)
     _print_run(run)
     return 0
 
@@ -472,7 +467,7 @@ def _model_for_inference(model: Path, engine: str = "local") -> Any:
         return resolve(model, fastest=True).file
     predictor = load(model, fastest=True, progress=_progress(timed_steps=True))
     if model.is_dir():
-        if predictor.path.suffix == ".keras" and predictor.info.task == "segment":
+        if predictor.path.suffix == ".keras" and not task_of(predictor.info).has_head:
             print(f"crackscan: using the run's model.keras (keras; crackscan export {model} --format litert --int8 "
                   "makes a segmenter several times faster)", file=sys.stderr)
         elif predictor.format.startswith("int8"):
@@ -489,12 +484,14 @@ def _model_for_inference(model: Path, engine: str = "local") -> Any:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    options = settings.resolved(args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.SURVEY_SETTINGS))
+    engine = settings.resolved(args, settings.SURVEY_SETTINGS)
     if args.out.exists() and not args.out.is_dir():  # said before a model is loaded (or its backbone converted)
         raise CrackscanError(f"--out {args.out} is a file: name a folder for the survey")
-    measuring = _measuring_from(args)  # a bad option is said before a model is loaded
-    outcome = scan_many(_model_for_inference(args.model, options["engine"]), args.photos, args.out, **options,
-                        force=args.force, measuring=measuring, progress=_progress())
+    # Every scan and measuring option checked once, before a model is loaded.
+    options = ScanOptions.from_settings(settings.resolved(
+        args, (*settings.SCAN_SETTINGS, settings.MAX_PIXELS, *settings.MEASURE_SETTINGS)))
+    outcome = scan_many(_model_for_inference(args.model, engine["engine"]), args.photos, args.out, **engine,
+                        options=options, force=args.force, progress=_progress())
     if outcome.resumed:
         count = len(outcome.resumed)
         print(f"{count} photo{'s' if count != 1 else ''} already scanned in {args.out} with these settings "
@@ -510,16 +507,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"crackscan: {count} photo{'s' if count != 1 else ''} could not be scanned", file=sys.stderr)
         return EXIT_SOME_SKIPPED
     return 0
-
-
-def _measuring_from(args: argparse.Namespace) -> Measuring:
-    if args.mm_per_pixel is not None and not (math.isfinite(args.mm_per_pixel) and args.mm_per_pixel > 0):
-        raise CrackscanError("--mm-per-pixel must be a number above 0")
-    if args.distance_m is not None and not (math.isfinite(args.distance_m) and args.distance_m > 0):
-        raise CrackscanError("--distance-m must be a number above 0")
-    parse_limit(args.limit_mm)  # a bad limit is said before any photo is scanned
-    classes = parse_width_classes(args.width_classes) if args.width_classes else DEFAULT_CLASSES
-    return Measuring(args.mm_per_pixel, args.distance_m, args.distance_from_drone, classes, args.limit_mm)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

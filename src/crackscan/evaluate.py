@@ -18,6 +18,7 @@ from .files import atomic_open, atomic_path, file_sha256, refuse_overwrite, writ
 from .images import ImageReadError
 from .metrics import classification_metrics, tile_metrics
 from .model.registry import resolve
+from .model.tasks import task_of
 from .photo.overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_outcome_map
 from .photo.result import PhotoResult
 from .photo.scan import scan
@@ -188,7 +189,7 @@ def evaluate_photos(
                "crack_min_fraction": CRACK_MIN_FRACTION, "ignored_mask_value": ignore_value,
                "model": str(predictor.path), "task": predictor.info.task,
                "model_sha256": file_sha256(predictor.path) if predictor.path else None,
-               "pixel": {**pixels.result().to_dict(), "from": "the model's crack mask" if predictor.info.task == "segment"
+               "pixel": {**pixels.result().to_dict(), "from": "the model's crack mask" if task_of(predictor.info).per_pixel
                          else "the tile map (each pixel has its tile's crack probability)"},
                "photos_folder": str(photos), "masks_folder": str(masks)}
     if out_dir is not None:

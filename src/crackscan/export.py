@@ -26,6 +26,8 @@ from .images import list_image_files
 from .model.info import ModelInfo
 from .model.keras_archive import load_keras_model
 from .model.registry import resolve
+from .model.formats import EXPORT_FORMATS, FORMAT_TABLE, Format
+from .model.tasks import task_of
 from .progress import Progress, as_progress
 from .runtime.formats import attach_litert_metadata, attach_onnx_metadata, keras_to_litert, quiet_stdout
 from .runtime.int8_backbone import sample_rows
@@ -35,7 +37,7 @@ from .site.labels import labelled_samples, unlabelled_site_tiles
 
 def keras_to_onnx(model: Any, path: Path) -> Path:
     """Keras' own ONNX export (tf2onnx underneath)."""
-    _require_onnx_exporter()
+    _require_packages(FORMAT_TABLE["onnx"])
 
     size = model.input_shape[1:]
     model(np.zeros((1, *size), np.float32))  # Keras exports only models that have been called
@@ -76,8 +78,7 @@ def quantize_onnx_int8(float_path: Path, int8_path: Path, batches: Callable[[], 
     return int8_path
 
 
-FORMATS = ("litert", "onnx")
-SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+FORMATS = EXPORT_FORMATS  # the format table's rows that export writes
 # A segmenter's int8 export may lose this much pixel F1 (2 px tolerance) against the masks of
 # its run's validation photos, and must draw the float model's mask to this F1.
 SEGMENT_INT8_MAX_F1_DROP = 0.02
@@ -119,23 +120,30 @@ def export(
     started = time.perf_counter()
     if format not in FORMATS:
         raise CrackscanError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
+    row = FORMAT_TABLE[format]
     resolved = resolve(model)
     keras_path, run_dir = resolved.file, resolved.run
     if keras_path.suffix != ".keras":
         raise CrackscanError(f"export starts from a run folder or a .keras model, not {keras_path.suffix}")
-    if out is not None and Path(out).suffix.lower() != SUFFIXES[format]:
-        raise CrackscanError(f"a {format} model file must end in {SUFFIXES[format]}, not {Path(out).name}")
+    if out is not None and Path(out).suffix.lower() != row.suffix:
+        raise CrackscanError(f"a {format} model file must end in {row.suffix}, not {Path(out).name}")
     destination = Path(out) if out else keras_path.with_name(
-        f"{keras_path.stem}{'.int8' if int8 else ''}{SUFFIXES[format]}")
+        f"{keras_path.stem}{'.int8' if int8 else ''}{row.suffix}")
     refuse_overwrite(destination, force, "model file")
     check_writable(destination.parent)  # a read-only folder is said now, not after the conversion
-    if format == "onnx":
-        _require_onnx_exporter()
+    _require_packages(row)
     keras_model, info = load_keras_model(keras_path)
-    if info.task == "segment":
-        return _export_segmenter(keras_model, info, format, int8, run_dir, destination, calibration_images,
-                                 check_images, seed, step, started)
+    convert_and_check = task_of(info).implementation("export")
+    return convert_and_check(keras_model, info, format=format, int8=int8, run_dir=run_dir, destination=destination,
+                             calibration=calibration, check=check, calibration_images=calibration_images,
+                             check_images=check_images, seed=seed, step=step, started=started)
 
+
+def export_classifier(keras_model: Any, info: ModelInfo, *, format: str, int8: bool, run_dir: Path | None,
+                      destination: Path, calibration: str | os.PathLike | None, check: str | os.PathLike | None,
+                      calibration_images: int, check_images: int, seed: int, step: Callable[[str], None],
+                      started: float) -> ExportResult:
+    """A classifier's export, checked against the Keras model on labelled images."""
     # An adapted run answers its site's tiles with a head the parent's images never reach
     # (the gate keeps them on the parent's): int8 must be calibrated and checked on both. A
     # run adapted from a built-in model has no parent images (the built-in ships features),
@@ -203,13 +211,20 @@ def _calibration_batches(run_dir: Path | None, calibration: Any, site: Path | No
 
 def _convert(keras_model: Any, info: ModelInfo, format: str, batches: Callable[[], Iterable[np.ndarray]] | None,
              scratch: Path, step: Callable[[str], None]) -> tuple[Path, Runner]:
-    """The converted file in ``scratch``, metadata inside, and a runner of it."""
-    int8 = batches is not None
-    if format == "litert":
-        step(f"converting to LiteRT {'int8, calibrating' if int8 else 'float'} (the slow step: ~15-60 s)")
-        content = attach_litert_metadata(keras_to_litert(keras_model, batches), info)
-        return write_bytes(scratch / "model.tflite", content), LiteRTRunner(content)
-    step(f"converting to ONNX{' and quantizing to int8' if int8 else ''} (the slow step: ~15-60 s)")
+    """The converted file in ``scratch``, metadata inside, and a runner of it: the format's row's converter."""
+    return FORMAT_TABLE[format].implementation("converter")(keras_model, info, batches, scratch, step)
+
+
+def convert_litert(keras_model: Any, info: ModelInfo, batches: Callable[[], Iterable[np.ndarray]] | None,
+                   scratch: Path, step: Callable[[str], None]) -> tuple[Path, Runner]:
+    step(f"converting to LiteRT {'int8, calibrating' if batches is not None else 'float'} (the slow step: ~15-60 s)")
+    content = attach_litert_metadata(keras_to_litert(keras_model, batches), info)
+    return write_bytes(scratch / "model.tflite", content), LiteRTRunner(content)
+
+
+def convert_onnx(keras_model: Any, info: ModelInfo, batches: Callable[[], Iterable[np.ndarray]] | None,
+                 scratch: Path, step: Callable[[str], None]) -> tuple[Path, Runner]:
+    step(f"converting to ONNX{' and quantizing to int8' if batches is not None else ''} (the slow step: ~15-60 s)")
     candidate = keras_to_onnx(keras_model, scratch / "float.onnx")
     if batches is not None:
         candidate = quantize_onnx_int8(candidate, scratch / "int8.onnx", batches)
@@ -217,12 +232,12 @@ def _convert(keras_model: Any, info: ModelInfo, format: str, batches: Callable[[
     return candidate, OnnxRunner(candidate)
 
 
-def _require_onnx_exporter() -> None:
-    for package in ("tf2onnx", "onnx", "onnxruntime"):
+def _require_packages(row: Format) -> None:
+    for package in row.packages:
         try:
             __import__(package)
         except ImportError:
-            raise MissingDependencyError(package, "ONNX export", extra="export") from None
+            raise MissingDependencyError(package, f"{row.name} export", extra="export") from None
 
 
 def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,11 +266,13 @@ def _sample(items: list, limit: int, seed: int) -> list:
     return [items[i] for i in sample_rows(len(items), limit, seed)]
 
 
-def _export_segmenter(keras_model: Any, info: ModelInfo, format: str, int8: bool, run_dir: Path | None,
-                      destination: Path, calibration_images: int, check_images: int, seed: int,
-                      step: Callable[[str], None], started: float) -> ExportResult:
+def export_segmenter(keras_model: Any, info: ModelInfo, *, format: str, int8: bool, run_dir: Path | None,
+                     destination: Path, calibration: str | os.PathLike | None, check: str | os.PathLike | None,
+                     calibration_images: int, check_images: int, seed: int, step: Callable[[str], None],
+                     started: float) -> ExportResult:
     """A segmenter's export, checked on windows of its run's validation photos against their
-    masks and the Keras model's maps: pixel F1 (2 px tolerance) and probability error."""
+    masks and the Keras model's maps: pixel F1 (2 px tolerance) and probability error. Its
+    windows come from the run (``calibration`` and ``check`` folders are a classifier's)."""
     from .segment.masksets import sample_windows
     from .segment.pixels import pixel_counts, PixelCounts
 

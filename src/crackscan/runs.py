@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .errors import CrackscanError, first_line, write_error
+from .model.formats import run_order
 from .files import TEXT_ENCODING, atomic_open, atomic_path, check_writable, remove_partials, write_text
 from .settings import TrainConfig
 from .version import __version__
@@ -59,7 +60,7 @@ SEGMENT_RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, HISTORY_FILE, SEGMEN
                      SEGMENT_GRID_PLOT, MANIFEST)
 # A run's exports, fastest first, as measured by benchmarks/inference_speed.py (int8 ~5x
 # Keras, float ~2.7x); export writes them under these names.
-EXPORTS_BY_SPEED = ("model.int8.tflite", "model.int8.onnx", "model.tflite", "model.onnx")
+EXPORTS_BY_SPEED = run_order()  # the format table's order: int8 before float, LiteRT before ONNX
 # Files derived from a run's model (exports) belong to it: --force clears them with it.
 _DERIVED_PATTERNS = ("model*.tflite", "model*.onnx", BACKBONE_FILE, INT8_BACKBONE_FILE, SITE_HEAD_FILE, SITE_CONFUSION_PLOT)
 SPLIT_FIELDS = ("path", "class", "split", "sha256")

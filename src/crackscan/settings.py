@@ -175,6 +175,21 @@ THRESHOLD = Setting("threshold", float, 0.5, "crack probability from which a til
 MAX_PIXELS = Setting("max_pixels", int, DEFAULT_MAX_PIXELS, "refuse photos with more pixels than this, before decoding",
                      low=1, high=2_000_000_000)
 SCAN_SETTINGS = (TILE, STRIDE, THRESHOLD)
+# ---- measuring a segmenter's cracks (CLI scan, server /v1/scan, surveys) --------------------
+MM_PER_PIXEL = Setting("mm_per_pixel", float, None, "the photos' scale in mm per pixel, if you know it", low=0.0,
+                       high=1000.0, low_open=True, optional=True)
+DISTANCE_M = Setting("distance_m", float, None, "camera to surface in metres: the scale from the lens in each photo's "
+                     "EXIF (focal length and its 35 mm equivalent)", low=0.0, high=100_000.0, low_open=True,
+                     optional=True)
+DISTANCE_FROM_DRONE = Setting("distance_from_drone", bool, False, "the camera's distance is the drone's height in each "
+                              "photo's XMP (photos taken facing the surface)")
+WIDTH_CLASSES = Setting("width_classes", str, None, "classes by max width in mm, e.g. hairline:0.1,fine:0.3,medium:1,"
+                        "wide (default: hairline <0.1, fine <0.3, medium <0.41, wide; ACI 224R-01 Table 4.1)",
+                        optional=True)
+LIMIT_MM = Setting("limit_mm", str, None, "flag cracks wider than this: a width in mm, or an exposure's limit: "
+                   "aci-dry-air, aci-humid, aci-deicing, aci-seawater, aci-water-retaining, ec2-x0-xc1, ec2-xc2-xs3",
+                   optional=True)
+MEASURE_SETTINGS = (MM_PER_PIXEL, DISTANCE_M, DISTANCE_FROM_DRONE, WIDTH_CLASSES, LIMIT_MM)
 # ---- surveys: which engine runs them (CLI scan) ---------------------------------------------
 ENGINE = Setting("engine", str, "local", "local: this process; ray: a Ray Data pipeline, on this machine or the cluster "
                  "at --address (pip install 'crackscan[ray]')", choices=("local", "ray"))
@@ -183,7 +198,7 @@ ADDRESS = Setting("address", str, None, "with --engine ray, the Ray cluster to j
 WORKERS = Setting("workers", int, None, "with --engine ray, how many workers scan photos (one CPU each; default: "
                   "every CPU Ray has)", low=1, high=100_000, optional=True)
 SURVEY_SETTINGS = (ENGINE, ADDRESS, WORKERS)
-SCAN_QUERY = SCAN_SETTINGS + (Setting("overlay", bool, True, "include the overlay PNG as base64"),)
+SCAN_QUERY = SCAN_SETTINGS + MEASURE_SETTINGS + (Setting("overlay", bool, True, "include the overlay PNG as base64"),)
 
 # ---- predict, evaluate, export ---------------------------------------------------------------
 BATCH_SIZE = Setting("batch_size", int, 32, "images per inference batch", low=1, high=4096)

@@ -9,16 +9,33 @@ import numpy as np
 
 from .cracks import Crack, measure
 from .scale import Scale, photo_scale
-from .severity import DEFAULT_CLASSES, UNSCALED, WidthClasses, parse_limit
+from .. import settings
+from .severity import DEFAULT_CLASSES, UNSCALED, WidthClasses, parse_limit, parse_width_classes
 
 
 @dataclasses.dataclass(frozen=True)
 class Measuring:
+    """The scale's sources, the width classes and the limit, checked once when made (by the
+    same Settings the CLI's flags and the server's query come from)."""
+
     mm_per_pixel: float | None = None
     distance_m: float | None = None
     distance_from_drone: bool = False
     classes: WidthClasses = DEFAULT_CLASSES
     limit: str | float | None = None
+
+    def __post_init__(self) -> None:
+        settings.MM_PER_PIXEL.check(self.mm_per_pixel)
+        settings.DISTANCE_M.check(self.distance_m)
+        settings.DISTANCE_FROM_DRONE.check(self.distance_from_drone)
+        parse_limit(self.limit)
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any]) -> "Measuring":
+        """From MEASURE_SETTINGS' values by name (a CLI's or a query's): classes parsed, all checked."""
+        classes = values.get("width_classes")
+        return cls(values.get("mm_per_pixel"), values.get("distance_m"), bool(values.get("distance_from_drone")),
+                   parse_width_classes(classes) if classes else DEFAULT_CLASSES, values.get("limit_mm"))
 
     def cracks(self, probability: np.ndarray, photo: Any, threshold: float) -> tuple[list[Crack], dict[str, Any]]:
         """The photo's measured cracks and the figures its summary records."""

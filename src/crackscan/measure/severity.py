@@ -11,6 +11,7 @@ X0 and XC1, 0.3 mm for XC2 to XS3). Without a scale, a crack has no class in mm:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from ..errors import CrackscanError
@@ -86,8 +87,8 @@ def parse_limit(text: str | float | None) -> tuple[float | None, str | None]:
     """A limit in mm and where it comes from: a number, or an exposure name."""
     if text is None:
         return None, None
-    if isinstance(text, (int, float)):
-        return float(text), "--limit-mm"
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        text = repr(float(text))
     key = str(text).strip().lower()
     if key in EXPOSURE_LIMITS_MM:
         return EXPOSURE_LIMITS_MM[key], f"{key} ({'ACI 224R-01 Table 4.1' if key.startswith('aci') else 'EN 1992-1-1 Table 7.1N'})"
@@ -95,6 +96,6 @@ def parse_limit(text: str | float | None) -> tuple[float | None, str | None]:
         value = float(key)
     except ValueError:
         raise CrackscanError(f"--limit-mm {text!r}: a width in mm or one of {', '.join(EXPOSURE_LIMITS_MM)}") from None
-    if value <= 0:
-        raise CrackscanError(f"--limit-mm {text!r}: a width in mm must be above 0")
+    if not math.isfinite(value) or value <= 0:
+        raise CrackscanError(f"--limit-mm {text!r}: a width in mm must be a number above 0")
     return value, "--limit-mm"

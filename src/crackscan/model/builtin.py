@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from ..datasets import find_dataset, split_by_content
 from ..errors import CrackscanError
 from ..settings import parse_split
+from .tasks import DEFAULT_TASK, task_of
 
 MODELS_DIR = Path(__file__).parent.parent / "models"  # crackscan/models/, beside this subpackage
 REGISTRY_FILE = "models.json"
@@ -44,7 +45,7 @@ class BuiltinModel:
     measured_on: str = ""
     built: str = ""
     command: str = ""
-    task: str = "classify"
+    task: str = DEFAULT_TASK
     pixel_test: dict = dataclasses.field(default_factory=dict)
     settings: dict = dataclasses.field(default_factory=dict)
     test_split_sha256: str = ""
@@ -53,7 +54,7 @@ class BuiltinModel:
 
     def held_out_figure(self) -> str:
         """Its held-out figure in words: test accuracy, or a segmenter's pixel F1."""
-        if self.task == "segment":
+        if task_of(self.task).per_pixel:
             return (f"pixel F1 {self.pixel_test.get('photo_weighted_f1_2px', 0):.3f} within 2 px on "
                     f"{sum(v['photos'] for v in self.pixel_test.get('by_set', {}).values())} held-out photos")
         return f"{100 * (self.test_accuracy or 0):.2f}% ({self.test_errors} of {self.test_images} wrong)"

@@ -11,13 +11,12 @@ import dataclasses
 import json
 
 from ..errors import CrackscanError
+from .tasks import DEFAULT_TASK, TASKS
 
 METADATA_NAME = "crackscan.json"
 METADATA_FORMAT = "crackscan-model"
-# What a model's output means. classify: N x classes probabilities for N tiles; segment: an
-# N x H x W (x 1 or x classes) crack probability map per tile. The runtime's predictor decodes
-# outputs by task in one place (runtime.predictor.DECODERS), so no caller branches on it.
-TASKS = ("classify", "segment")
+# What a model's output means is its task's row (model.tasks.TASK_TABLE): classify, N x classes
+# probabilities for N tiles; segment, an N x H x W (x 1 or x classes) crack probability map.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +32,7 @@ class ModelInfo:
     alpha: float = 1.0
     crackscan_version: str = ""
     # Files made before models carried a task are all classifiers.
-    task: str = "classify"
+    task: str = DEFAULT_TASK
 
     def __post_init__(self) -> None:
         # Metadata comes from files anyone can edit: a model that cannot be used correctly

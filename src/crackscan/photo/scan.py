@@ -14,10 +14,10 @@ import numpy as np
 from .. import settings
 from ..errors import Cancelled, LimitExceeded
 from ..images import ImageSource, read_for_shrinking, resize_pixels
-from ..runtime.predictor import as_predictor
+from ..model.tasks import task_of
+from ..runtime.predictor import Predictor, as_predictor
 from ..settings import DEFAULT_MAX_PIXELS
 from .result import PhotoResult, PhotoSummary, Tile
-from .segment import scan_segmenter
 from ..measure.options import Measuring
 from .tiling import MAX_TILES, covered_fraction, crop, scan_geometry, tile_count, tile_grid
 
@@ -42,13 +42,21 @@ def scan(
     ends the scan with Cancelled (the server's client has gone). A segmenter's scan also
     measures the cracks in its mask, with ``measuring``'s scale, width classes and limit.
     """
-    started = time.perf_counter()
     predictor = as_predictor(model)
     tile, stride = scan_geometry(predictor.info, tile, stride)
     settings.THRESHOLD.check(threshold)
-    if predictor.info.task == "segment":  # pixels at the photo's own scale, not tiles resized to the input
-        return scan_segmenter(predictor, photo, tile, stride, threshold, max_pixels, keep_image, max_tiles, should_stop,
-                              _name(photo), measuring)
+    photo_scan = task_of(predictor.info).implementation("photo_scan")  # tiles, or pixels at the photo's scale
+    return photo_scan(predictor, photo, tile, stride, threshold, max_pixels, keep_image, max_tiles, should_stop,
+                      _name(photo), measuring, batch_size=batch_size)
+
+
+def scan_tiles(predictor: Predictor, photo: ImageSource, tile: int, stride: int, threshold: float,
+               max_pixels: int | None, keep_image: bool, max_tiles: int | None,
+               should_stop: Callable[[], bool] | None, name: str, measuring: Measuring | None = None,
+               batch_size: int = 64) -> PhotoResult:
+    """What ``scan`` returns, for a classifier: each tile resized to the model's input and
+    classified, in streamed batches (``measuring`` has no mask to measure here)."""
+    started = time.perf_counter()
     scale = predictor.input_size / tile
 
     def scaled(w: int, h: int) -> tuple[int, int]:
@@ -76,7 +84,7 @@ def scan(
              for (row, col), (x, y, w, h), p in zip(grid, boxes, probabilities)]
     cracked = [box for box, p in zip(boxes, probabilities) if p >= threshold]
     summary = PhotoSummary(
-        photo=_name(photo), width=width, height=height, tile=tile, stride=stride, threshold=threshold,
+        photo=name, width=width, height=height, tile=tile, stride=stride, threshold=threshold,
         tiles=len(tiles), rows=grid[-1][0] + 1, cols=grid[-1][1] + 1, cracked_tiles=len(cracked),
         cracked_area_fraction=covered_fraction(cracked, width, height),
         max_crack_probability=float(probabilities.max()) if len(probabilities) else 0.0,

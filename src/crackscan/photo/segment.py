@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import Cancelled, LimitExceeded
 from ..images import ImageSource, read_for_shrinking
 from ..measure.options import Measuring
-from ..runtime.predictor import DECODERS, Predictor
+from ..runtime.predictor import Predictor
 from .result import PhotoResult, PhotoSummary, Tile
 from .tiling import MAX_TILES, tile_count, tile_grid, tile_origins
 
@@ -60,7 +60,7 @@ def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: 
     total = np.zeros((canvas_h, canvas_w), np.float32)
     weight_sum = np.zeros((canvas_h, canvas_w), np.float32)
     corners = [(x, y) for y in tile_origins(canvas_h, size, stride) for x in tile_origins(canvas_w, size, stride)]
-    decoder = DECODERS[predictor.info.task]
+    decoder = predictor.decoder
     for start in range(0, len(corners), batch_size):
         if should_stop is not None and should_stop():
             raise Cancelled(f"scan stopped after {start} of {len(corners)} windows")
@@ -110,10 +110,11 @@ def tile_levels(probability: np.ndarray, boxes: list[tuple[int, int, int, int]],
 
 def scan_segmenter(predictor: Predictor, photo: ImageSource, tile: int, stride: int, threshold: float,
                    max_pixels: int | None, keep_image: bool, max_tiles: int | None,
-                   should_stop: Callable[[], bool] | None, name: str, measuring: Measuring | None = None
-                   ) -> PhotoResult:
+                   should_stop: Callable[[], bool] | None, name: str, measuring: Measuring | None = None,
+                   batch_size: int = 8) -> PhotoResult:
     """What ``photo.scan.scan`` returns, for a segmenter: the result carries the mask and the
-    cracks measured on it (``measuring``: the scale, classes and limit; pixels only without)."""
+    cracks measured on it (``measuring``: the scale, classes and limit; pixels only without).
+    ``batch_size`` is the classifier's tiles a batch; windows go in crack_probability_map's batches."""
     started = time.perf_counter()
     pixels, (width, height) = read_for_shrinking(photo, None, max_pixels)
     count = tile_count(width, height, tile, stride)
@@ -134,7 +135,7 @@ def scan_segmenter(predictor: Predictor, photo: ImageSource, tile: int, stride: 
         rows=grid[-1][0] + 1, cols=grid[-1][1] + 1, cracked_tiles=int(np.sum(levels >= threshold)),
         cracked_area_fraction=crack_pixels / (width * height), max_crack_probability=float(probability.max()),
         model=str(predictor.path) if predictor.path else None, seconds=0.0)
-    summary.record({"task": "segment", "crack_pixels": crack_pixels})
+    summary.record({"task": predictor.info.task, "crack_pixels": crack_pixels})
     cracks, figures = (measuring or Measuring()).cracks(probability, photo, threshold)
     summary.record(figures)
     mask = np.round(probability * 255).astype(np.uint8)

@@ -23,9 +23,11 @@ from typing import Any
 from ..errors import CrackscanError, MissingDependencyError
 from ..files import atomic_path, refuse_overwrite, write_text
 from ..version import __version__
+from ..measure.severity import UNSCALED
+from ..model.tasks import task_of
 from ..photo.result import photo_verdict
 from ..survey.layout import TILES_DATASET
-from .survey_data import CLASS_ORDER, PhotoFinding, SurveyData, read_survey
+from .survey_data import PhotoFinding, SurveyData, class_order, read_survey
 
 CARDS_PER_PAGE = 25  # a few dozen photos a page: a page of 93 cards was 79,000 px long
 INDEX_FILE = "index.html"
@@ -107,7 +109,7 @@ def survey_figures(data: SurveyData) -> dict[str, Any]:
     """The figures of the summary: one definition, which the pages, the PDF and tests read."""
     photos = data.photos
     scaled = [p for p in photos if p.summary.get("mm_per_pixel")]
-    classes_seen = [name for name in (*CLASS_ORDER, "unscaled") if any(
+    classes_seen = [name for name in (*class_order(photos), UNSCALED) if any(
         c.get("width_class") == name for p in photos for c in p.cracks)]
     by_class = {}
     for name in classes_seen:
@@ -144,7 +146,7 @@ def survey_figures(data: SurveyData) -> dict[str, Any]:
         "model_reference": model_reference(data.manifest.get("model")),
         "measure_here": MEASURE_HERE,
         "site_figures": site_figures(data),
-        "measured": any(p.summary.get("task") == "segment" for p in photos),
+        "measured": any(task_of(p.summary).per_pixel for p in photos),
     }
 
 
@@ -219,7 +221,7 @@ def model_reference(model: str | None) -> str | None:
         return None
     if not isinstance(metrics, dict):
         return None
-    if metrics.get("task") == "segment":
+    if task_of(metrics).per_pixel:
         val = (metrics.get("val") or {}).get("tolerance_2px") or {}
         return f"pixel F1 {val.get('f1')} within 2 px on the run's own validation photos" if val else None
     test = metrics.get("test") or {}
@@ -240,7 +242,7 @@ def site_figures(data: SurveyData) -> list[str]:
         if model_sha and m.get("model_sha256") and m["model_sha256"] != model_sha:
             continue  # another model's figure: not this survey's
         pixel = (m.get("pixel") or {}).get("tolerance_2px") or {}
-        figure = (f"pixel F1 {pixel['f1']:.3f} within 2 px" if m.get("task") == "segment" and
+        figure = (f"pixel F1 {pixel['f1']:.3f} within 2 px" if task_of(m).per_pixel and
                   isinstance(pixel.get("f1"), (int, float)) else
                   f"tile F1 {m['f1']:.3f}" if isinstance(m.get("f1"), (int, float)) else None)
         if figure:

@@ -13,7 +13,16 @@ from ..errors import CrackscanError
 from ..photo.result import CRACKS_FILE, OVERLAY_FILE, SUMMARY_FILE, VERDICTS, photo_verdict
 from ..survey.layout import SUMMARY_CSV, SURVEY_MANIFEST, SurveyFolder
 
-CLASS_ORDER = ("hairline", "fine", "medium", "wide")
+def class_order(photos: list["PhotoFinding"]) -> list[str]:
+    """The width classes the survey was measured with, narrowest first, as its summaries name
+    them (cracks_by_class): the defaults or the user's own --width-classes."""
+    order: list[str] = []
+    for photo in photos:
+        by_class = photo.summary.get("cracks_by_class")
+        for name in by_class if isinstance(by_class, dict) else ():
+            if isinstance(name, str) and name not in order:
+                order.append(name)
+    return order
 
 
 @dataclasses.dataclass
@@ -47,11 +56,12 @@ class PhotoFinding:
     def has_findings(self) -> bool:
         return photo_verdict(self.summary) == VERDICTS[0]
 
-    def severity_key(self) -> tuple:
-        """Worst first: by the measured cracks (class, over the limit, widest, length), and
-        for a classifier's survey, which measured none, by its cracked share."""
+    def severity_key(self, order: list[str] = ()) -> tuple:
+        """Worst first: by the measured cracks (class in ``order``, narrowest first; over the
+        limit, widest, length), and for a classifier's survey, which measured none, by its
+        cracked share."""
         s = self.summary
-        rank = CLASS_ORDER.index(s["worst_class"]) + 1 if s.get("worst_class") in CLASS_ORDER else 0
+        rank = order.index(s["worst_class"]) + 1 if s.get("worst_class") in order else 0
         return (-rank, -(s.get("cracks_over_limit") or 0), -(s.get("max_width_px") or 0),
                 -(s.get("total_length_px") or 0), -(s.get("cracked_area_fraction") or 0), self.photo)
 
@@ -110,7 +120,8 @@ def read_survey(folder: str | Path) -> SurveyData:
             continue
         overlay = outputs / OVERLAY_FILE
         photos.append(PhotoFinding(0, summary, cracks, overlay if overlay.is_file() else None))
-    photos.sort(key=PhotoFinding.severity_key)
+    order = class_order(photos)
+    photos.sort(key=lambda photo: photo.severity_key(order))
     for number, photo in enumerate(photos, start=1):
         photo.number = number
     return SurveyData(folder, manifest, photos, unreadable)

@@ -25,8 +25,9 @@ from ..errors import CrackscanError, WriteError
 from ..files import write_bytes
 from ..model.classifier import feature_extractor
 from ..runs import BACKBONE_FILE
+from ..model.formats import Format, format_of, suffixes
 from ..model.info import METADATA_NAME, ModelInfo
-from ..model.keras_archive import load_keras_model, read_keras_metadata
+from ..model.keras_archive import load_keras_model
 from .runners import DEFAULT_BATCH_SIZE, BackboneRunner, KerasRunner, LiteRTRunner, OnnxRunner, Runner
 
 ONNX_METADATA_KEY = "crackscan"
@@ -105,9 +106,6 @@ def attach_onnx_metadata(path: Path, info: ModelInfo) -> Path:
     return path
 
 
-FORMAT_OF_SUFFIX = {".keras": "keras", ".tflite": "litert", ".onnx": "onnx"}
-
-
 @dataclasses.dataclass
 class OpenModel:
     runner: Runner
@@ -116,46 +114,64 @@ class OpenModel:
     format: str
 
 
+def _row(path: Path) -> Format:
+    row = format_of(path)
+    if row is None:
+        raise CrackscanError(f"{path}: unknown model format (expected {', '.join(suffixes())}, or a run folder)")
+    return row
+
+
 def read_model_info(path: str | os.PathLike) -> tuple[ModelInfo, str]:
-    """A model file's metadata and format, without building a runner (no TensorFlow)."""
+    """A model file's metadata and format, without building a runner where the format allows
+    (no TensorFlow for .keras or .tflite)."""
     path = Path(path)
-    fmt = FORMAT_OF_SUFFIX.get(path.suffix.lower())
-    if fmt == "keras":
-        return read_keras_metadata(path), fmt
-    if fmt == "litert":
-        try:
-            return read_litert_metadata(path.read_bytes(), path), fmt
-        except OSError as error:
-            raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
-    return open_model(path).info, fmt or "unknown"
+    row = _row(path)
+    return row.implementation("read_metadata")(path), row.name
 
 
 def open_model(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
                num_threads: int | None = None) -> OpenModel:
-    """A runner and the metadata of a .keras, .tflite or .onnx file; refused when the
+    """A runner and the metadata of a model file, by its format's opener; refused when the
     metadata's input size is not the one the graph takes (an edited file would load, then
     fail at its first prediction)."""
     path = Path(path)
-    fmt = FORMAT_OF_SUFFIX.get(path.suffix.lower())
-    if fmt == "keras":
-        model, info = load_keras_model(path)
-        _check_input_size(path, info, tuple(model.input_shape[1:3]))
-        return OpenModel(KerasRunner(model, batch_size), info, path, fmt)
-    if fmt == "litert":
-        try:
-            content = path.read_bytes()
-        except OSError as error:
-            raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
-        info = read_litert_metadata(content, path)
-        runner = LiteRTRunner(content, batch_size, num_threads)
-        _check_input_size(path, info, tuple(int(v) for v in runner.interpreter.get_input_details()[0]["shape"][1:3]))
-        return OpenModel(runner, info, path, fmt)
-    if fmt == "onnx":
-        runner = OnnxRunner(path, batch_size, num_threads)
-        info = read_onnx_metadata(runner.session, path)
-        _check_input_size(path, info, tuple(runner.session.get_inputs()[0].shape[1:3]))
-        return OpenModel(runner, info, path, fmt)
-    raise CrackscanError(f"{path}: unknown model format (expected .keras, .tflite or .onnx, or a run folder)")
+    return _row(path).implementation("opener")(path, batch_size, num_threads)
+
+
+def open_keras(path: Path, batch_size: int, num_threads: int | None = None) -> OpenModel:
+    model, info = load_keras_model(path)
+    _check_input_size(path, info, tuple(model.input_shape[1:3]))
+    return OpenModel(KerasRunner(model, batch_size), info, path, "keras")
+
+
+def open_litert(path: Path, batch_size: int, num_threads: int | None = None) -> OpenModel:
+    content = _read_model_bytes(path)
+    info = read_litert_metadata(content, path)
+    runner = LiteRTRunner(content, batch_size, num_threads)
+    _check_input_size(path, info, tuple(int(v) for v in runner.interpreter.get_input_details()[0]["shape"][1:3]))
+    return OpenModel(runner, info, path, "litert")
+
+
+def open_onnx(path: Path, batch_size: int, num_threads: int | None = None) -> OpenModel:
+    runner = OnnxRunner(path, batch_size, num_threads)
+    info = read_onnx_metadata(runner.session, path)
+    _check_input_size(path, info, tuple(runner.session.get_inputs()[0].shape[1:3]))
+    return OpenModel(runner, info, path, "onnx")
+
+
+def read_litert_file_metadata(path: Path) -> ModelInfo:
+    return read_litert_metadata(_read_model_bytes(path), path)
+
+
+def read_onnx_file_metadata(path: Path) -> ModelInfo:
+    return open_onnx(path, DEFAULT_BATCH_SIZE).info
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CrackscanError(f"cannot read model {path}: {error.strerror or error}") from None
 
 
 def _check_input_size(path: Path, info: ModelInfo, graph: tuple) -> None:

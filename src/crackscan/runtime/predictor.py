@@ -2,7 +2,7 @@
 
 The runners run a model file; the Predictor adds what is common to all of them: reading and
 resizing any image source in parallel with inference, batching, naming the classes, and
-decoding the model's output by its task (``DECODERS``, the one place that knows what a
+decoding the model's output by its task (its row's decoder, the one place that knows what a
 task's output looks like).
 """
 
@@ -23,6 +23,7 @@ from ..model.heads import SiteHead, sigmoid
 from ..model.info import ModelInfo
 from ..model.keras_archive import read_crack_head, read_keras_metadata
 from ..model.registry import resolve
+from ..model.tasks import task_of
 from ..progress import Progress, as_progress
 from .formats import open_model, read_model_info, run_backbone
 from .runners import DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, Runner, cpu_threads
@@ -68,7 +69,6 @@ class SegmentDecoder:
         return np.stack(columns, axis=1)
 
 
-DECODERS = {"classify": ClassifyDecoder, "segment": SegmentDecoder}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Predictor:
         self.info = info
         self.path = path
         self._format = format
-        self.decoder = DECODERS[info.task]
+        self.decoder = task_of(info).implementation("decoder")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -209,7 +209,7 @@ def load(model: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_thr
     at LiteRT's speed; the backbone converted once and kept in the run if it has none)."""
     resolved = resolve(model, fastest)
     if fastest and resolved.run is not None and resolved.file.suffix == ".keras" and \
-            read_keras_metadata(resolved.file).task == "classify":  # a segmenter has no head to run on its own
+            task_of(read_keras_metadata(resolved.file)).has_head:  # a segmenter has no head to run on its own
         return load_head_on_backbone(resolved.run, batch_size, convert=True, progress=progress)
     opened = open_model(resolved.file, batch_size, num_threads)
     return Predictor(opened.runner, opened.info, opened.path, opened.format)

@@ -33,6 +33,7 @@ from ..errors import Cancelled, CrackscanError, LimitExceeded, MissingDependency
 from ..images import ImageReadError, image_pixel_count, read_pixels
 from ..model.registry import resolve
 from ..photo.overlay import reduced_mask
+from ..photo.options import ScanOptions
 from ..photo.scan import scan
 from ..runtime.predictor import Predictor, as_predictor
 from ..version import __version__
@@ -183,6 +184,7 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         """Tiles a photo at the training patch scale: tile grid, summary and crack-map overlay."""
         try:
             options = settings.from_query(settings.SCAN_QUERY, request.query_params)
+            scan_options = ScanOptions.from_settings({**options, "max_pixels": limits["max_pixels"]})
         except CrackscanError as error:
             raise refused(error, 422) from None
         [(name, content)], pixels = await read_uploads([file], limits)
@@ -192,8 +194,9 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         def work() -> tuple[Any, str | None]:
             if stop.is_set():  # left while waiting for its turn: decode nothing
                 raise Cancelled("the client left before the scan started")
-            result = scan(predictor, decode(name, content), options["tile"], options["stride"], options["threshold"],
-                          limits["max_pixels"], max_tiles=limits["max_tiles"], should_stop=stop.is_set)
+            result = scan(predictor, decode(name, content), scan_options.tile, scan_options.stride,
+                          scan_options.threshold, scan_options.max_pixels, max_tiles=limits["max_tiles"],
+                          should_stop=stop.is_set, measuring=scan_options.measuring)
             return result, _png_base64(result.overlay()) if options["overlay"] else None
 
         async with stop_when_client_leaves(request, stop), busy.hold(pixels):

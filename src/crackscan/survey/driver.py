@@ -13,8 +13,10 @@ from typing import Any, Sequence
 from .. import settings
 from ..errors import CrackscanError
 from ..files import file_sha256
+from ..model.tasks import task_of
 from ..runs import locked
 from ..measure.options import Measuring
+from ..photo.options import ScanOptions
 from ..photo.result import SUMMARY_FILE, PhotoSummary
 from ..photo.tiling import scan_geometry
 from ..progress import Progress, as_progress
@@ -52,6 +54,7 @@ def scan_many(
     address: str | None = None,
     workers: int | None = None,
     measuring: Measuring | None = None,
+    options: ScanOptions | None = None,
 ) -> SurveyOutcome:
     """Scans photos and folders of photos into ``out``; resumes an interrupted survey.
 
@@ -62,6 +65,8 @@ def scan_many(
     on. ``engine="ray"`` runs the survey on Ray Data: a local Ray on this machine, or the
     cluster at ``address``, with ``workers`` actors (default: one per CPU). A segmenter's
     survey measures each photo's cracks with ``measuring`` (scale, width classes, limit).
+    ``options`` gives all of tile, stride, threshold, max_pixels and measuring at once (the
+    CLI's way); the separate arguments are for calls from Python.
     """
     started = time.perf_counter()
     report = as_progress(progress)
@@ -69,41 +74,40 @@ def scan_many(
     if survey.path.exists() and not survey.path.is_dir():
         raise CrackscanError(f"--out {survey.path} is a file: name a folder for the survey")
     settings.ENGINE.check(engine)
-    settings.THRESHOLD.check(threshold)
+    if options is None:
+        options = ScanOptions(tile, stride, threshold, max_pixels, measuring or Measuring())
     if workers is not None:
         settings.WORKERS.check(workers)
     if engine == "local" and (address is not None or workers is not None):
         raise CrackscanError("--address and --workers are for --engine ray")
     predictor = as_predictor(model)
-    tile, stride = scan_geometry(predictor.info, tile, stride)
+    tile, stride = scan_geometry(predictor.info, options.tile, options.stride)
+    options = dataclasses.replace(options, tile=tile, stride=stride)
     if engine == "ray":
         if address:
             send_ray_token()
         ray_module = import_ray()  # before any work: a missing extra is one line, not a traceback
     with locked(survey.path, what="survey"):  # a second scan into the same --out is refused, not interleaved
-        return _survey(survey, predictor, inputs, tile, stride, threshold, max_pixels, force, engine, address, workers,
-                       measuring, report, ray_module if engine == "ray" else None, started)
+        return _survey(survey, predictor, inputs, options, force, engine, address, workers, report,
+                       ray_module if engine == "ray" else None, started)
 
 
-def _survey(survey: SurveyFolder, predictor: Any, inputs: Sequence[str | os.PathLike], tile: int, stride: int,
-            threshold: float, max_pixels: int | None, force: bool, engine: str, address: str | None,
-            workers: int | None, measuring: Measuring | None, report: Progress, ray_module: Any,
+def _survey(survey: SurveyFolder, predictor: Any, inputs: Sequence[str | os.PathLike], options: ScanOptions,
+            force: bool, engine: str, address: str | None, workers: int | None, report: Progress, ray_module: Any,
             started: float) -> SurveyOutcome:
     made_with = {"model": str(predictor.path) if predictor.path else None,
                  "model_sha256": file_sha256(predictor.path) if predictor.path else None,
-                 "tile": tile, "stride": stride, "threshold": threshold}
-    if predictor.info.task == "segment":  # a new scale or limit changes every photo's figures
-        made_with["measuring"] = repr(measuring or Measuring())
+                 "tile": options.tile, "stride": options.stride, "threshold": options.threshold}
+    if task_of(predictor.info).per_pixel:  # a new scale or limit changes every photo's figures
+        made_with["measuring"] = repr(options.measuring)
     manifest = survey.manifest()
     located, root = locate_photos(inputs, survey.path, manifest.get("root"))
     survey.write_manifest(manifest, {**made_with, "root": root, "engine": engine}, report.line)
     jobs, resumed = _plan(survey, located, root, made_with, force, engine == "ray", report)
-    scan_settings = {"tile": tile, "stride": stride, "threshold": threshold, "max_pixels": max_pixels,
-                     "measuring": measuring}
     if engine == "ray":
-        log = scan_on_ray(ray_module, predictor, jobs, survey, scan_settings, address, workers, report)
+        log = scan_on_ray(ray_module, predictor, jobs, survey, options, address, workers, report)
     else:
-        log = scan_here(predictor, jobs, scan_settings, report, survey.path)
+        log = scan_here(predictor, jobs, options, report, survey.path)
     _check_results_exist(survey, log.scanned + resumed)
     summary_csv = survey.write_summary(log.scanned + resumed, log.failed) if (log.scanned or resumed or log.failed) \
         else None

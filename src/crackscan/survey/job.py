@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import LimitExceeded
 from ..images import ImageReadError, max_file_bytes
-from ..measure.options import Measuring
+from ..photo.options import ScanOptions
 from ..photo.exif import photo_facts
 from ..photo.result import PhotoSummary
 from ..photo.scan import scan
@@ -33,14 +33,15 @@ class SurveyJob:
     outputs: str
 
 
-def scan_job(predictor: Predictor, job: SurveyJob, tile: int, stride: int, threshold: float, max_pixels: int | None,
-             tiles_dataset: Path | None = None, measuring: Measuring | None = None) -> dict[str, Any]:
+def scan_job(predictor: Predictor, job: SurveyJob, options: ScanOptions, tiles_dataset: Path | None = None
+             ) -> dict[str, Any]:
     """Scans one photo of a survey and writes its results; the same for every engine.
     Returns {"photo", "summary": summary.json's values} or, for a photo that cannot be
     scanned, {"photo", "failed": reason}: plain values, which Ray ships between processes."""
     try:
-        source: Any = read_uri(job.photo, max_file_bytes(max_pixels)) if is_uri(job.photo) else job.photo
-        result = scan(predictor, source, tile, stride, threshold, max_pixels, measuring=measuring)
+        source: Any = read_uri(job.photo, max_file_bytes(options.max_pixels)) if is_uri(job.photo) else job.photo
+        result = scan(predictor, source, options.tile, options.stride, options.threshold, options.max_pixels,
+                      measuring=options.measuring)
     except (ImageReadError, LimitExceeded) as error:
         return {"photo": job.photo, "failed": error.reason if isinstance(error, ImageReadError) else str(error)}
     except OSError as error:  # a remote file that went away, a permission refused

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+from ..photo.options import ScanOptions
 
 from ..progress import Progress
 from ..runtime.predictor import Predictor
 from .job import OutcomeLog, SurveyJob, scan_job
 
 
-def scan_here(predictor: Predictor, jobs: list[SurveyJob], scan_settings: dict[str, Any], progress: Progress,
+def scan_here(predictor: Predictor, jobs: list[SurveyJob], options: ScanOptions, progress: Progress,
               survey_path: Path | None = None) -> OutcomeLog:
     log = OutcomeLog(len(jobs), progress, survey_path)
     bar = progress.bar(total=len(jobs), desc="photos", unit="photo")
     for job in jobs:
-        outcome = scan_job(predictor, job, **scan_settings)
+        outcome = scan_job(predictor, job, options)
         bar.clear()
         log.add(outcome)
         bar.update(1)

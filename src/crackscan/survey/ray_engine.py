@@ -23,6 +23,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import CrackscanError, MissingDependencyError, first_line
+from ..model.formats import format_of
+from ..photo.options import ScanOptions
 from ..progress import Progress
 from ..runtime.predictor import Predictor, load
 from ..runtime.runners import cpu_threads
@@ -54,7 +56,7 @@ class SurveyWorker:
     """One actor of the pool: loads the model once (from its bytes, so a cluster's nodes
     need no copy of the file), then scans the photos it is given, one thread each."""
 
-    def __init__(self, model: list, suffix: str, scan_settings: dict[str, Any], tiles_dataset: str):
+    def __init__(self, model: list, suffix: str, options: ScanOptions, tiles_dataset: str):
         import ray
 
         # The model travels as a reference to one copy in Ray's object store, held by the
@@ -63,7 +65,7 @@ class SurveyWorker:
         path = folder / f"model{suffix}"
         path.write_bytes(ray.get(model[0]))
         self.predictor = load(path, num_threads=1)
-        self.scan_settings, self.tiles_dataset = scan_settings, Path(tiles_dataset)
+        self.options, self.tiles_dataset = options, Path(tiles_dataset)
         import cv2
 
         cv2.setNumThreads(1)  # one CPU per actor: OpenCV's resize would otherwise start a thread per core
@@ -73,8 +75,7 @@ class SurveyWorker:
         for photo, folder, expected, outputs in zip(batch["photo"], batch["folder"], batch["expected"],
                                                     batch["outputs"]):
             job = SurveyJob(_text(photo), _text(folder), json.loads(_text(expected)), _text(outputs))
-            outcomes.append(json.dumps(scan_job(self.predictor, job, **self.scan_settings,
-                                                tiles_dataset=self.tiles_dataset)))
+            outcomes.append(json.dumps(scan_job(self.predictor, job, self.options, tiles_dataset=self.tiles_dataset)))
         return {"outcome": outcomes}
 
 
@@ -89,10 +90,11 @@ def _text(value: Any) -> str:
 
 
 def scan_on_ray(ray: Any, predictor: Predictor, jobs: list[SurveyJob], survey: SurveyFolder,
-                scan_settings: dict[str, Any], address: str | None, workers: int | None, progress: Progress
+                options: ScanOptions, address: str | None, workers: int | None, progress: Progress
                 ) -> OutcomeLog:
     model = predictor.path
-    if model is None or model.suffix.lower() not in (".tflite", ".onnx"):
+    row = format_of(model) if model is not None else None
+    if row is None or not row.light:
         raise CrackscanError(f"--engine ray runs LiteRT or ONNX models (one light load per worker), not {model}: "
                              "export it first, e.g. crackscan export RUN --format litert --int8")
     log = OutcomeLog(len(jobs), progress, survey.path)
@@ -115,7 +117,7 @@ def scan_on_ray(ray: Any, predictor: Predictor, jobs: list[SurveyJob], survey: S
         outcomes = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             SurveyWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
             fn_constructor_kwargs={"model": [ray.put(model.read_bytes())], "suffix": model.suffix,
-                                   "scan_settings": scan_settings, "tiles_dataset": str(survey.tiles_dataset.resolve())})
+                                   "options": options, "tiles_dataset": str(survey.tiles_dataset.resolve())})
         # An actor that dies is started again and its photos retried: Ray Data's defaults for
         # an actor pool (max_restarts and max_task_retries -1), which a test holds it to.
         bar = progress.bar(total=len(jobs), desc="photos", unit="photo")
