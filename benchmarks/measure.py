@@ -82,7 +82,7 @@ def photos(model: str) -> None:
     import crackscan
     from crackscan.measure.cracks import measure
     from crackscan.segment.masksets import find_mask_sets
-    from crackscan.site.masks import read_mask
+    from crackscan.masks import read_mask
 
     predictor = crackscan.load(model)
     items, _ = find_mask_sets([PHOTOS / name for name in SETS])

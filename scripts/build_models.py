@@ -278,7 +278,7 @@ def adaptation_data(run_path: Path, config, name: str) -> tuple[bytes, dict]:
 
     import numpy as np
 
-    from crackscan.model.classifier import imagenet_weights_path
+    from crackscan.model.backbone import imagenet_weights_path
     from crackscan.model.keras_archive import read_head_weights
     from crackscan.runs import load_features
 

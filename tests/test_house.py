@@ -144,7 +144,8 @@ def _site_head(width: int, channels: int, seed: int = 0) -> SiteHead:
 
 def test_the_archive_editor_writes_a_model_keras_loads_as_the_numpy_head(tiny_run, tmp_path: Path):
     from crackscan import _tf
-    from crackscan.model.classifier import SITE_LAYER, feature_extractor
+    from crackscan.model.backbone import SITE_LAYER
+    from crackscan.model.classifier import feature_extractor
     from crackscan.model.keras_archive import load_keras_model
 
     keras_model, info = load_keras_model(tiny_run.model_path)

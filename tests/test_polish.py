@@ -16,7 +16,7 @@ from crackscan.cli import main
 from crackscan.evaluate import evaluate_photos
 from crackscan.photo.tiling import owned_boxes, tile_grid
 from crackscan.progress import LogLines, Progress
-from crackscan.site.masks import CLEAR, CRACK, UNSURE, ignore_value_of, read_mask_parts, tile_truth
+from crackscan.masks import CLEAR, CRACK, UNSURE, ignore_value_of, read_mask_parts, tile_truth
 from crackscan.errors import CrackscanError
 
 from .conftest import write_image

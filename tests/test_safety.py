@@ -35,7 +35,7 @@ from crackscan.runtime.formats import attach_litert_metadata
 from crackscan.runtime.runners import BackboneRunner
 from crackscan.site.adapt import adapt
 from crackscan.site.labels import LABELS_FILE, LabelSet, labelled_samples, labels_from_masks
-from crackscan.site.masks import CRACK, read_mask, tile_truth
+from crackscan.masks import CRACK, read_mask, tile_truth
 
 from .conftest import write_image
 

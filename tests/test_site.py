@@ -24,7 +24,7 @@ from crackscan.evaluate import evaluate_photos
 from crackscan.export import export
 from crackscan.site.labels import LabelSet, labels_from_masks, unlabelled_site_tiles
 from crackscan.runtime.predictor import load_head_on_backbone
-from crackscan.site.masks import CLEAR, CRACK, UNSURE, tile_truth
+from crackscan.masks import CLEAR, CRACK, UNSURE, tile_truth
 
 from .conftest import SHARED, write_image
 

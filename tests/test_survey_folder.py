@@ -19,7 +19,7 @@ from PIL.TiffImagePlugin import IFDRational
 from crackscan import synth
 from crackscan.images import ImageReadError, exif_number, read_image_file
 from crackscan.measure.scale import photo_scale
-from crackscan.photo.exif import photo_facts
+from crackscan.exif import photo_facts
 from crackscan.photo.scan import scan
 from crackscan.survey.layout import SurveyFolder
 
@@ -191,3 +191,15 @@ def test_the_server_measures_with_the_scale_it_is_given():
         assert summary["mm_per_pixel"] == 0.25 and summary["limit_mm"] == 0.3
         refused = site.post("/v1/scan?mm_per_pixel=-2", files={"file": ("wall.png", buffer.getvalue(), "image/png")})
         assert refused.status_code == 422
+
+
+def test_one_exif_reader_reads_a_path_and_its_bytes_alike(tmp_path):
+    """A photo read from a URI arrives as bytes: its lens scale and facts are the same as from its path."""
+    from crackscan.exif import lens_facts
+
+    photo = _photo_with_exif(tmp_path / "lens.jpg", {0x920A: 4.5, 0xA405: 24}, {1: "N", 2: (51, 30, 1), 3: "W",
+                                                                            4: (0, 7, 1)})
+    assert lens_facts(photo) == lens_facts(photo.read_bytes()) and lens_facts(photo)["focal_length_35mm"] == 24
+    assert photo_facts(photo) == photo_facts(photo.read_bytes()) and "latitude" in photo_facts(photo)
+    by_path = photo_scale(photo, 300, distance_m=1.5)
+    assert by_path.mm_per_pixel and photo_scale(photo.read_bytes(), 300, distance_m=1.5) == by_path

@@ -19,7 +19,7 @@ from .images import list_image_files
 from .measure.options import Measuring
 from .metrics import format_metrics, format_tile_metrics
 from .model.builtin import MODELS_DIR, builtin_models
-from .model.classifier import build_backbone
+from .model.backbone import build_backbone
 from .model.registry import resolve
 from .model.formats import EXPORT_FORMATS, FORMAT_TABLE
 from .model.tasks import DEFAULT_TASK, TASKS, task_of

@@ -26,7 +26,7 @@ from .photo.tiling import owned_boxes, scan_geometry
 from .progress import Progress, as_progress
 from .runtime.predictor import Predictor, as_predictor
 from .segment.pixels import PixelScorer
-from .site.masks import (CLEAR, CRACK, CRACK_MIN_FRACTION, UNSURE, ignore_value_of, pair_with_masks, read_mask_parts,
+from .masks import (CLEAR, CRACK, CRACK_MIN_FRACTION, UNSURE, ignore_value_of, pair_with_masks, read_mask_parts,
                          tile_truth)
 
 

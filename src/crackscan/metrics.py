@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .site.masks import CRACK, UNSURE
+from .masks import CRACK, UNSURE
 
 def classification_metrics(
     labels: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str], positive_index: int

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-from pathlib import Path
 from typing import Any
 
 from ..errors import CrackscanError
-from ..images import exif_number
+from ..exif import lens_facts
 
 FULL_FRAME_WIDTH_MM = 36.0
 
@@ -38,36 +36,6 @@ class Scale:
 
 
 NO_SCALE = Scale(None, "none: no --mm-per-pixel or --distance-m, so lengths and widths are in pixels only")
-
-
-def lens_facts(photo: str | Path | None) -> dict[str, Any]:
-    """Focal length, its 35 mm equivalent, focal-plane resolution and image width from EXIF,
-    and a DJI drone's relative altitude from XMP; what is missing is left out."""
-    if photo is None or not isinstance(photo, (str, Path)):
-        return {}
-    from PIL import Image
-
-    facts: dict[str, Any] = {}
-    try:
-        with Image.open(photo) as image:
-            exif = image.getexif()
-            detail = exif.get_ifd(0x8769)  # the Exif IFD
-            facts["image_width"] = image.width
-            for key, tag in (("focal_length_mm", 0x920A), ("focal_length_35mm", 0xA405),
-                             ("focal_plane_x_resolution", 0xA20E), ("focal_plane_unit", 0xA210),
-                             ("exif_image_width", 0xA002)):
-                value = exif_number(detail.get(tag))
-                if value is not None and value > 0:  # "fifty", bytes, 0/0: as if the photo had none
-                    facts[key] = value
-            xmp = image.info.get("xmp") or b""
-            text = xmp.decode("utf-8", "ignore") if isinstance(xmp, bytes) else str(xmp)
-            found = re.search(r'RelativeAltitude\s*=\s*"([+-]?[0-9.]+)"', text) or \
-                re.search(r"<drone-dji:RelativeAltitude>([+-]?[0-9.]+)<", text)
-            if found and exif_number(float(found.group(1))) is not None:
-                facts["drone_relative_altitude_m"] = float(found.group(1))
-    except (OSError, ValueError, SyntaxError, TypeError):
-        return facts
-    return facts
 
 
 def photo_scale(photo: Any, width_px: int, mm_per_pixel: float | None = None, distance_m: float | None = None,

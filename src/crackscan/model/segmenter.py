@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import _tf
 from ..settings import TrainConfig
-from .classifier import build_backbone
+from .backbone import build_backbone
 
 # The backbone layers the decoder reads, finest first: (name, stride).
 TAPS = (("expanded_conv_project_BN", 2), ("block_2_add", 4), ("block_5_add", 8), ("block_12_add", 16),

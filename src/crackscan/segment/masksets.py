@@ -19,7 +19,7 @@ from ..datasets import split_by_content
 from ..errors import CrackscanError
 from ..images import ImageReadError, read_pixels, resize_pixels
 from ..photo.tiling import tile_origins
-from ..site.masks import ignore_value_of, pair_with_masks, read_mask_parts
+from ..masks import ignore_value_of, pair_with_masks, read_mask_parts
 
 SPLIT_SEED = 42
 SPLIT = (0.7, 0.1, 0.2)  # train, val, test: the test fifth of every set is never trained on

@@ -41,7 +41,8 @@ from ..errors import CrackscanError
 from ..files import atomic_path, check_writable, file_sha256, write_bytes
 from ..metrics import tile_metrics
 from ..model.builtin import MODELS_DIR, builtin_models
-from ..model.classifier import SITE_LAYER, build_classifier, feature_extractor, imagenet_weights_path
+from ..model.backbone import SITE_LAYER, imagenet_weights_path
+from ..model.classifier import build_classifier, feature_extractor
 from ..model.heads import SiteHead, crack_logit, sigmoid
 from ..model.keras_archive import (load_keras_model, read_crack_head, read_keras_metadata, save_keras_model,
                                    write_site_model)

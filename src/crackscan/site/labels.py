@@ -26,7 +26,7 @@ from ..images import IMAGE_SUFFIXES, ImageReadError, read_pixels, resize_pixels
 from ..datasets import Sample, find_dataset_for_model
 from ..errors import CrackscanError
 from ..files import TEXT_ENCODING, atomic_open, atomic_path, remove_partials, write_bytes
-from .masks import CLEAR, CRACK, ignore_value_of, pair_with_masks, read_mask_parts, tile_truth
+from ..masks import CLEAR, CRACK, ignore_value_of, pair_with_masks, read_mask_parts, tile_truth
 from ..photo.tiling import tile_origins
 
 LABELS_FILE = "labels.csv"

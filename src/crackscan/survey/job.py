@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import LimitExceeded
 from ..images import ImageReadError, max_file_bytes
 from ..photo.options import ScanOptions
-from ..photo.exif import photo_facts
+from ..exif import photo_facts
 from ..photo.result import PhotoSummary
 from ..photo.scan import scan
 from ..progress import Progress

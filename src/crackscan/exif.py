@@ -1,33 +1,69 @@
-"""What a photo's EXIF says about where, when and with what it was taken: read once, at scan
-time, into its summary, so a report needs no second pass over thousands of photos."""
+"""What a photo's EXIF says: where, when and with what it was taken (``photo_facts``, read at
+scan time into its summary, so a report needs no second pass over thousands of photos), and its
+lens and drone height (``lens_facts``, for the scale). One reader for both, of a path or of
+bytes (a photo read from a URI), and one rule for its numbers (images.exif_number)."""
 
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
-from ..images import exif_number
+from .images import exif_number
 
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
+
+
+def _read(source: Any) -> tuple[Any, dict, dict, int, str] | None:
+    """The photo's EXIF, its Exif and GPS directories, its width and its XMP text; None when
+    the source is no image crackscan can open (then it has no facts)."""
+    from PIL import Image
+
+    if not isinstance(source, (bytes, bytearray, str, Path)):
+        return None
+    try:
+        opened = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source))
+    except (OSError, ValueError, TypeError):
+        return None
+    with opened as image:
+        try:
+            exif = image.getexif()
+            detail, gps = exif.get_ifd(EXIF_IFD), exif.get_ifd(GPS_IFD)
+            xmp = image.info.get("xmp") or b""
+        except (OSError, ValueError, SyntaxError, KeyError):
+            return None
+        return exif, detail, gps, image.width, xmp.decode("utf-8", "ignore") if isinstance(xmp, bytes) else str(xmp)
+
+
+def lens_facts(source: Any) -> dict[str, Any]:
+    """Focal length, its 35 mm equivalent, focal-plane resolution and image width from EXIF,
+    and a DJI drone's relative altitude from XMP, of a path or bytes; what is missing (or is no
+    positive number: "fifty", 0/0) is left out."""
+    read = _read(source)
+    if read is None:
+        return {}
+    _, detail, _, width, xmp = read
+    facts: dict[str, Any] = {"image_width": width}
+    for key, tag in (("focal_length_mm", 0x920A), ("focal_length_35mm", 0xA405), ("focal_plane_x_resolution", 0xA20E),
+                     ("focal_plane_unit", 0xA210), ("exif_image_width", 0xA002)):
+        value = exif_number(detail.get(tag))
+        if value is not None and value > 0:
+            facts[key] = value
+    found = re.search(r'RelativeAltitude\s*=\s*"([+-]?[0-9.]+)"', xmp) or \
+        re.search(r"<drone-dji:RelativeAltitude>([+-]?[0-9.]+)<", xmp)
+    if found and exif_number(float(found.group(1))) is not None:
+        facts["drone_relative_altitude_m"] = float(found.group(1))
+    return facts
 
 
 def photo_facts(source: Any) -> dict[str, Any]:
     """Time taken, GPS position, camera and lens of a photo (a path or bytes); what the photo
     does not carry is left out, and a photo without EXIF gives {}."""
-    from PIL import Image
-
-    try:
-        opened = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source))
-    except (OSError, ValueError, TypeError):
+    read = _read(source)
+    if read is None:
         return {}
-    with opened as image:
-        try:
-            exif = image.getexif()
-            detail = exif.get_ifd(EXIF_IFD)
-            gps = exif.get_ifd(GPS_IFD)
-        except (OSError, ValueError, SyntaxError, KeyError):
-            return {}
+    exif, detail, gps, _, _ = read
     facts: dict[str, Any] = {}
     taken = detail.get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
     if isinstance(taken, str) and len(taken) >= 19:

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..images import ImageReadError, list_image_files, read_mask_values
-from ..errors import CrackscanError
+from .images import ImageReadError, list_image_files, read_mask_values
+from .errors import CrackscanError
 
 CRACK_MIN_FRACTION = 0.005
 CRACK, CLEAR, UNSURE = 1, 0, -1
