@@ -16,7 +16,7 @@ from PIL import Image
 from crackscan.errors import CrackscanError
 from crackscan.measure.cracks import measure
 from crackscan.measure.scale import photo_scale
-from crackscan.measure.severity import DEFAULT_CLASSES, parse_limit, parse_width_classes
+from crackscan.measure.severity import DEFAULT_CLASSES, grade, parse_limit, parse_width_classes
 from crackscan.photo.result import CRACKS_FILE
 from crackscan.synth import crack_of_known_geometry
 
@@ -75,16 +75,18 @@ def test_fragments_across_a_small_gap_are_one_crack_and_far_ones_two() -> None:
 
 
 def test_millimetres_classes_and_limits_follow_the_scale() -> None:
-    [crack] = measure(straight(6, 10), mm_per_pixel=0.1, limit_mm=0.3)
+    [crack] = grade(measure(straight(6, 10), mm_per_pixel=0.1), limit_mm=0.3)
     assert crack.row()["max_width_mm"] == pytest.approx(crack.max_width_px * 0.1, abs=1e-3)
     assert crack.width_class == "wide" and crack.over_limit  # 0.6 mm
-    [fine] = measure(straight(6, 10), mm_per_pixel=0.04, limit_mm=0.3)
+    [fine] = grade(measure(straight(6, 10), mm_per_pixel=0.04), limit_mm=0.3)
     assert fine.width_class == "fine" and fine.over_limit is False  # 0.24 mm
-    [unscaled] = measure(straight(6, 10))
+    [ungraded] = measure(straight(6, 10), mm_per_pixel=0.1)
+    assert ungraded.width_class == "" and ungraded.over_limit is None  # measuring does not judge
+    [unscaled] = grade(measure(straight(6, 10)))
     assert unscaled.width_class == "unscaled" and unscaled.row()["length_mm"] is None
     assert "ACI 224R" in DEFAULT_CLASSES.source
     own = parse_width_classes("thin:0.2,thick")
-    [classed] = measure(straight(6, 10), mm_per_pixel=0.1, classes=own)
+    [classed] = grade(measure(straight(6, 10), mm_per_pixel=0.1), own)
     assert classed.width_class == "thick"
     for bad in ("thin:0.2", "a:0.3,b:0.1,c", "a:x,b"):
         with pytest.raises(CrackscanError, match="--width-classes"):

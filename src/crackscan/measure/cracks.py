@@ -35,6 +35,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .scale import px_to_mm
+
 # A crack measured under 2.5 px wide is 1-2 px wide give or take the half pixel a profile can be off:
 # the photo cannot tell its width in mm apart from its neighbours'.
 RESOLUTION_LIMIT_PX = 2.5
@@ -65,7 +67,8 @@ class Crack:
     over_limit: bool | None = None
 
     def mm(self, value_px: float) -> float | None:
-        return None if self.mm_per_pixel is None else round(value_px * self.mm_per_pixel, 3)
+        in_mm = px_to_mm(value_px, self.mm_per_pixel)
+        return None if in_mm is None else round(in_mm, 3)
 
     def row(self) -> dict[str, Any]:
         """The crack's cracks.csv row."""
@@ -85,16 +88,14 @@ CRACK_FIELDS = tuple(Crack(0, 0, 0, 0, 0, 0, "", 0, 0, 0, 0, [], False, 0).row()
 
 
 def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: float = 0.5, join_gap_px: int = 15,
-            min_area_px: int = 30, classes: Any = None, limit_mm: float | None = None) -> list[Crack]:
+            min_area_px: int = 30) -> list[Crack]:
     """The cracks of a mask: boolean, or a probability map (0-1 float, or 0-255 uint8) read
-    at ``threshold``; lengths and widths in px, and in mm with ``mm_per_pixel``. ``classes``
-    (measure.severity.WidthClasses, default DEFAULT_CLASSES) and ``limit_mm`` class and flag
-    each crack."""
+    at ``threshold``; geometry in px, and in mm with ``mm_per_pixel`` (Crack.mm, the one
+    conversion), as scikit-image's regionprops measures regions. Classing and flagging them
+    against width classes and a limit is a separate step: measure.severity.grade."""
     from scipy.ndimage import find_objects
     from skimage.measure import label
     from skimage.morphology import skeletonize
-
-    from .severity import DEFAULT_CLASSES
 
     probability = _as_probability(mask)
     crack = probability >= threshold
@@ -124,12 +125,8 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
         if found_crack.length_px >= max(MIN_CRACK_LENGTH_PX, MIN_CRACK_ASPECT * found_crack.max_width_px):
             cracks.append(found_crack)
     cracks.sort(key=lambda c: (-c.length_px, c.y, c.x))
-    widths = classes or DEFAULT_CLASSES
     for number, found in enumerate(cracks, start=1):
         found.crack_id = number
-        found.width_class = widths.class_of(found)
-        if limit_mm is not None and mm_per_pixel is not None:
-            found.over_limit = found.max_width_px * mm_per_pixel > limit_mm and not found.at_resolution_limit
     return cracks
 
 

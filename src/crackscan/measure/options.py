@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from .cracks import Crack, measure
-from .scale import Scale, photo_scale
+from .scale import Scale, photo_scale, px_to_mm
 from .. import settings
-from .severity import DEFAULT_CLASSES, UNSCALED, WidthClasses, parse_limit, parse_width_classes
+from .severity import DEFAULT_CLASSES, UNSCALED, WidthClasses, grade, parse_limit, parse_width_classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Measuring:
         height, width = probability.shape
         scale = photo_scale(photo, width, self.mm_per_pixel, self.distance_m, self.distance_from_drone)
         limit_mm, limit_source = parse_limit(self.limit)
-        found = measure(probability, scale.mm_per_pixel, threshold, classes=self.classes, limit_mm=limit_mm)
+        found = grade(measure(probability, scale.mm_per_pixel, threshold), self.classes, limit_mm)
         return found, crack_figures(found, scale, self.classes, limit_mm, limit_source)
 
 
@@ -58,9 +58,9 @@ def crack_figures(cracks: list[Crack], scale: Scale, classes: WidthClasses, limi
         **scale.to_dict(),
         "cracks": len(cracks),
         "total_length_px": round(sum(c.length_px for c in cracks), 1),
-        "total_length_mm": None if mm is None else round(sum(c.length_px for c in cracks) * mm, 1),
+        "total_length_mm": _rounded(px_to_mm(sum(c.length_px for c in cracks), mm), 1),
         "max_width_px": None if widest is None else round(widest.max_width_px, 2),
-        "max_width_mm": None if widest is None or mm is None else round(widest.max_width_px * mm, 3),
+        "max_width_mm": None if widest is None else widest.mm(widest.max_width_px),
         "widest_crack_id": None if widest is None else widest.crack_id,
         "worst_class": worst if worst is not None else (UNSCALED if cracks and mm is None else None),
         "width_classes": classes.describe(),
@@ -72,3 +72,7 @@ def crack_figures(cracks: list[Crack], scale: Scale, classes: WidthClasses, limi
         "cracks_over_limit": None if limit_mm is None or mm is None else sum(bool(c.over_limit) for c in cracks),
     }
     return figures
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

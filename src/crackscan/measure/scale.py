@@ -35,6 +35,12 @@ class Scale:
                 "scale_source": self.source}
 
 
+def px_to_mm(value_px: float, mm_per_pixel: float | None) -> float | None:
+    """A length in px as mm at the photo's scale: the one place a figure changes unit (None
+    without a scale: a figure is then in px only)."""
+    return None if mm_per_pixel is None else value_px * mm_per_pixel
+
+
 NO_SCALE = Scale(None, "none: no --mm-per-pixel or --distance-m, so lengths and widths are in pixels only")
 
 

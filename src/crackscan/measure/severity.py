@@ -34,9 +34,9 @@ class WidthClasses:
     source: str
 
     def class_of(self, crack: Any) -> str:
-        if crack.mm_per_pixel is None:
+        width_mm = crack.mm(crack.max_width_px)
+        if width_mm is None:
             return UNSCALED
-        width_mm = crack.max_width_px * crack.mm_per_pixel
         for name, upper in self.bounds:
             if upper is None or width_mm < upper:
                 return name
@@ -58,6 +58,18 @@ DEFAULT_CLASSES = WidthClasses(
     (("hairline", 0.10), ("fine", 0.30), ("medium", 0.41), ("wide", None)),
     "bounds from ACI 224R-01 Table 4.1: 0.10 mm water-retaining, 0.30 mm humid air or soil (also EC2's XC2-XS3 "
     "w_max), 0.41 mm dry air")
+
+
+def grade(cracks: list, classes: WidthClasses | None = None, limit_mm: float | None = None) -> list:
+    """Each measured crack's width class, and whether it is over ``limit_mm`` (a crack at the
+    photo's resolution limit is never flagged: its width is not resolved); the cracks, graded."""
+    widths = classes or DEFAULT_CLASSES
+    for crack in cracks:
+        crack.width_class = widths.class_of(crack)
+        width_mm = crack.mm(crack.max_width_px)
+        if limit_mm is not None and width_mm is not None:
+            crack.over_limit = width_mm > limit_mm and not crack.at_resolution_limit
+    return cracks
 
 
 def parse_width_classes(text: str) -> WidthClasses:
