@@ -37,7 +37,7 @@ class Measuring:
         return cls(values.get("mm_per_pixel"), values.get("distance_m"), bool(values.get("distance_from_drone")),
                    parse_width_classes(classes) if classes else DEFAULT_CLASSES, values.get("limit_mm"))
 
-    def cracks(self, probability: np.ndarray, photo: Any, threshold: float) -> tuple[list[Crack], dict[str, Any]]:
+    def cracks(self, probability: np.ndarray, photo: Any, threshold: float) -> tuple[list[Crack], "CrackFigures"]:
         """The photo's measured cracks and the figures its summary records."""
         height, width = probability.shape
         scale = photo_scale(photo, width, self.mm_per_pixel, self.distance_m, self.distance_from_drone)
@@ -46,32 +46,69 @@ class Measuring:
         return found, crack_figures(found, scale, self.classes, limit_mm, limit_source)
 
 
+@dataclasses.dataclass(frozen=True)
+class CrackFigures:
+    """A photo's crack figures: what its summary.json, summary.csv, the server's answer, the
+    report and the GeoJSON show. One writer (``to_dict``) and one list of their names
+    (``FIELDS``), which summary.csv's columns and the report's checks read."""
+
+    mm_per_pixel: float | None
+    scale_source: str
+    cracks: int
+    total_length_px: float
+    total_length_mm: float | None
+    max_width_px: float | None
+    max_width_mm: float | None
+    widest_crack_id: int | None
+    worst_class: str | None
+    width_classes: str
+    cracks_by_class: dict[str, int]
+    length_by_class_px: dict[str, float]
+    cracks_at_resolution_limit: int
+    limit_mm: float | None
+    limit_source: str | None
+    cracks_over_limit: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(CrackFigures))
+# The figures summary.csv has a column for, in its order (the rest are in summary.json).
+SUMMARY_COLUMNS = ("cracks", "total_length_px", "total_length_mm", "max_width_px", "max_width_mm", "worst_class",
+                   "cracks_over_limit", "mm_per_pixel", "scale_source")
+assert set(SUMMARY_COLUMNS) <= set(FIELDS)
+# The figures that are numbers (or None): what a reader of a summary checks to be numbers.
+NUMBER_FIELDS = tuple(f.name for f in dataclasses.fields(CrackFigures)
+                      if f.type in ("int", "float", "int | None", "float | None"))
+
+
 def crack_figures(cracks: list[Crack], scale: Scale, classes: WidthClasses, limit_mm: float | None,
-                  limit_source: str | None) -> dict[str, Any]:
+                  limit_source: str | None) -> CrackFigures:
     """A photo's crack figures: count, total length, widest, by class, over the limit."""
     names = classes.names if scale.mm_per_pixel is not None else [UNSCALED]
     widest = max(cracks, key=lambda c: c.max_width_px, default=None)
     order = {name: i for i, name in enumerate(classes.names)}
     worst = max((c.width_class for c in cracks if c.width_class in order), key=order.get, default=None)
     mm = scale.mm_per_pixel
-    figures: dict[str, Any] = {
-        **scale.to_dict(),
-        "cracks": len(cracks),
-        "total_length_px": round(sum(c.length_px for c in cracks), 1),
-        "total_length_mm": _rounded(px_to_mm(sum(c.length_px for c in cracks), mm), 1),
-        "max_width_px": None if widest is None else round(widest.max_width_px, 2),
-        "max_width_mm": None if widest is None else widest.mm(widest.max_width_px),
-        "widest_crack_id": None if widest is None else widest.crack_id,
-        "worst_class": worst if worst is not None else (UNSCALED if cracks and mm is None else None),
-        "width_classes": classes.describe(),
-        "cracks_by_class": {name: sum(c.width_class == name for c in cracks) for name in names},
-        "length_by_class_px": {name: round(sum(c.length_px for c in cracks if c.width_class == name), 1)
-                               for name in names},
-        "cracks_at_resolution_limit": sum(c.at_resolution_limit for c in cracks),
-        "limit_mm": limit_mm, "limit_source": limit_source,
-        "cracks_over_limit": None if limit_mm is None or mm is None else sum(bool(c.over_limit) for c in cracks),
-    }
-    return figures
+    shown = scale.to_dict()
+    return CrackFigures(
+        mm_per_pixel=shown["mm_per_pixel"], scale_source=shown["scale_source"],
+        cracks=len(cracks),
+        total_length_px=round(sum(c.length_px for c in cracks), 1),
+        total_length_mm=_rounded(px_to_mm(sum(c.length_px for c in cracks), mm), 1),
+        max_width_px=None if widest is None else round(widest.max_width_px, 2),
+        max_width_mm=None if widest is None else widest.mm(widest.max_width_px),
+        widest_crack_id=None if widest is None else widest.crack_id,
+        worst_class=worst if worst is not None else (UNSCALED if cracks and mm is None else None),
+        width_classes=classes.describe(),
+        cracks_by_class={name: sum(c.width_class == name for c in cracks) for name in names},
+        length_by_class_px={name: round(sum(c.length_px for c in cracks if c.width_class == name), 1)
+                            for name in names},
+        cracks_at_resolution_limit=sum(c.at_resolution_limit for c in cracks),
+        limit_mm=limit_mm, limit_source=limit_source,
+        cracks_over_limit=None if limit_mm is None or mm is None else sum(bool(c.over_limit) for c in cracks),
+    )
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

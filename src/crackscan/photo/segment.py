@@ -137,7 +137,7 @@ def scan_segmenter(predictor: Predictor, photo: ImageSource, tile: int, stride: 
         model=str(predictor.path) if predictor.path else None, seconds=0.0)
     summary.record({"task": predictor.info.task, "crack_pixels": crack_pixels})
     cracks, figures = (measuring or Measuring()).cracks(probability, photo, threshold)
-    summary.record(figures)
+    summary.record(figures.to_dict())
     mask = np.round(probability * 255).astype(np.uint8)
     summary.seconds = round(time.perf_counter() - started, 3)
     return PhotoResult(name, width, height, tiles, summary, pixels if keep_image else None, mask=mask, cracks=cracks)

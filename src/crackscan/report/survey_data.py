@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CrackscanError
+from ..measure.options import NUMBER_FIELDS
 from ..photo.result import CRACKS_FILE, OVERLAY_FILE, SUMMARY_FILE, VERDICTS, photo_verdict
 from ..survey.layout import SUMMARY_CSV, SURVEY_MANIFEST, SurveyFolder
 
@@ -77,8 +78,7 @@ class SurveyData:
 CRACK_NUMBERS = ("length_px", "max_width_px", "mean_width_px", "p90_width_px", "length_mm", "max_width_mm",
                  "mean_width_mm", "p90_width_mm", "orientation_deg")
 SUMMARY_NUMBERS = ("cracked_area_fraction", "max_crack_probability", "cracked_tiles", "tiles", "width", "height")
-OPTIONAL_NUMBERS = ("cracks", "total_length_px", "total_length_mm", "max_width_px", "max_width_mm", "mm_per_pixel",
-                    "cracks_over_limit", "limit_mm")
+OPTIONAL_NUMBERS = NUMBER_FIELDS  # a classifier's survey measured none of them
 
 
 def read_survey(folder: str | Path) -> SurveyData:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import CrackscanError, first_line
 from ..files import atomic_open, write_text
+from ..measure.options import SUMMARY_COLUMNS
 from ..photo.result import RESULT_FILES, SUMMARY_FILE, PhotoSummary
 from ..version import __version__
 
@@ -27,9 +28,7 @@ RESUME_KEYS = ("photo_path", "model_sha256", "tile", "stride", "threshold", "pho
 # The settings a whole survey is made with: a change means photos are scanned again.
 MANIFEST_KEYS = ("model_sha256", "tile", "stride", "threshold")
 SUMMARY_CSV_FIELDS = ["photo", "verdict", "cracked_area_fraction", "cracked_tiles", "tiles", "max_crack_probability",
-                      "cracks", "total_length_px", "total_length_mm", "max_width_px", "max_width_mm", "worst_class",
-                      "cracks_over_limit", "mm_per_pixel", "scale_source",
-                      "width", "height", "seconds", "outputs", "problem"]
+                      *SUMMARY_COLUMNS, "width", "height", "seconds", "outputs", "problem"]
 
 
 # Names the survey itself uses at its top level; a photo folder of the same name gets a suffix.
