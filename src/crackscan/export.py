@@ -130,7 +130,7 @@ def export(
     destination = Path(out) if out else keras_path.with_name(
         f"{keras_path.stem}{'.int8' if int8 else ''}{row.suffix}")
     refuse_overwrite(destination, force, "model file")
-    check_writable(destination.parent)  # a read-only folder is said now, not after the conversion
+    check_writable(destination.parent, create=False)  # a read-only folder is said now, not after the conversion
     _require_packages(row)
     keras_model, info = load_keras_model(keras_path)
     convert_and_check = task_of(info).implementation("export")

@@ -117,15 +117,24 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def check_writable(folder: str | os.PathLike) -> Path:
-    """``folder`` made if missing and written to once: a read-only or full folder is said
-    before minutes of work, not after."""
+def check_writable(folder: str | os.PathLike, create: bool = True) -> Path:
+    """``folder`` written to once, so a read-only or full folder is said before minutes of
+    work, not after. With ``create`` it is made if missing; without, a missing folder is
+    judged by the nearest folder above it that exists (where it would be made), and nothing
+    is left behind when the work is later refused."""
     folder = Path(folder)
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise write_error(folder, error) from None
+    probed = folder
+    while not probed.exists() and probed != probed.parent:
+        probed = probed.parent
+    probe = probed / f".crackscan-write-check-{secrets.token_hex(4)}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise write_error(folder, error) from None
-    probe = folder / ".crackscan-write-check"
-    write_text(probe, "crackscan checks it can write here\n")
-    probe.unlink()
+        write_text(probe, "crackscan checks it can write here\n")
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
     return folder

@@ -132,7 +132,7 @@ def adapt(
         raise CrackscanError(f"--out {out} is the parent run itself: name a new folder for the adapted run")
     if runs.is_run(out) and not force:
         raise CrackscanError(f"{out} already holds a run: pass --force to replace it")
-    check_writable(out)  # a read-only --out is said now, not after the site is embedded
+    check_writable(out, create=False)  # a read-only --out is said now, not after the site is embedded
     info = read_keras_metadata(keras_path)
     parent_head = read_crack_head(keras_path, info)
     backbone = run_backbone(parent, keras_path, report.step, keep_backbone_in_parent)
