@@ -59,6 +59,10 @@ class Tile:
     def box(self) -> tuple[int, int, int, int]:
         return self.x, self.y, self.width, self.height
 
+    def to_dict(self) -> dict[str, Any]:
+        """The tile as the server's answer and the page read it (TILE_FIELDS, by name)."""
+        return {name: getattr(self, name) for name in TILE_FIELDS}
+
 
 def photo_verdict(values: dict[str, Any]) -> str:
     """The one rule for whether a photo has a crack, which summary.csv, the report, the GeoJSON,

@@ -207,7 +207,7 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         result.summary.photo, result.summary.model = name, _name(predictor.path)
         info = predictor.info
         answer: dict[str, Any] = {
-            "summary": result.summary.to_dict(), "tiles": [t.__dict__ for t in result.tiles],
+            "summary": result.summary.to_dict(), "tiles": [t.to_dict() for t in result.tiles],
             "positive_class": info.positive_class,
             "negative_class": info.negative_class}
         if overlay_png is not None:

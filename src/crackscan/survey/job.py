@@ -36,8 +36,8 @@ class SurveyJob:
 def scan_job(predictor: Predictor, job: SurveyJob, options: ScanOptions, tiles_dataset: Path | None = None
              ) -> dict[str, Any]:
     """Scans one photo of a survey and writes its results; the same for every engine.
-    Returns {"photo", "summary": summary.json's values} or, for a photo that cannot be
-    scanned, {"photo", "failed": reason}: plain values, which Ray ships between processes."""
+    Returns {"photo", "summary": its PhotoSummary} or, for a photo that cannot be scanned,
+    {"photo", "failed": reason}; Ray's worker ships the summary as summary.json's values."""
     try:
         source: Any = read_uri(job.photo, max_file_bytes(options.max_pixels)) if is_uri(job.photo) else job.photo
         result = scan(predictor, source, options.tile, options.stride, options.threshold, options.max_pixels,
@@ -52,7 +52,7 @@ def scan_job(predictor: Predictor, job: SurveyJob, options: ScanOptions, tiles_d
         if result.cracks is not None:
             write_cracks_part(tiles_dataset.with_name(CRACKS_DATASET), Path(job.folder), job.photo, result.cracks)
     result.write(job.folder)
-    return {"photo": job.photo, "summary": result.summary.to_dict()}
+    return {"photo": job.photo, "summary": result.summary}
 
 
 class OutcomeLog:
@@ -73,7 +73,9 @@ class OutcomeLog:
             self.failed.append((outcome["photo"], outcome["failed"]))
             self.progress.skipped(outcome["photo"], outcome["failed"])
             return
-        summary = PhotoSummary.from_dict(outcome["summary"])
+        summary = outcome["summary"]
+        if not isinstance(summary, PhotoSummary):  # from a Ray worker, as plain values
+            summary = PhotoSummary.from_dict(summary)
         self.scanned.append(summary)
         folder = self.survey_path / summary.outputs if self.survey_path and summary.outputs else None
         self.progress.line(f"[{self.done}/{self.total}, {rate:.2f} photos/s] {summary.line(folder)}")

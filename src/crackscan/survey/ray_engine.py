@@ -75,7 +75,10 @@ class SurveyWorker:
         for photo, folder, expected, outputs in zip(batch["photo"], batch["folder"], batch["expected"],
                                                     batch["outputs"]):
             job = SurveyJob(_text(photo), _text(folder), json.loads(_text(expected)), _text(outputs))
-            outcomes.append(json.dumps(scan_job(self.predictor, job, self.options, tiles_dataset=self.tiles_dataset)))
+            outcome = scan_job(self.predictor, job, self.options, tiles_dataset=self.tiles_dataset)
+            if "summary" in outcome:
+                outcome["summary"] = outcome["summary"].to_dict()
+            outcomes.append(json.dumps(outcome))
         return {"outcome": outcomes}
 
 
