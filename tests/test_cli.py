@@ -19,7 +19,7 @@ def run_cli(capsys, *args):
 def test_train_prints_results_and_writes_the_run(capsys, tiny_dataset, tmp_path, weights):
     code, out, err = run_cli(
         capsys, "train", tiny_dataset, "--out", tmp_path / "run", "--image-size", 96, "--alpha", 0.35,
-        "--epochs", 2, "--weights", weights, "--split", "60:25:15", "--seed", 3,
+        "--epochs", 2, "--weights", weights, "--split", "60:25:15", "--seed", 3, "--int8-backbone", "no",
     )
     assert code == 0, err
     assert "test:" in out and "accuracy" in out and "3 unreadable files skipped" in out

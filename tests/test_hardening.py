@@ -22,7 +22,7 @@ from crackscan import runs, synth
 from crackscan.cli import main
 from crackscan.errors import Cancelled, CrackscanError, LimitExceeded
 
-from .conftest import TINY_SETTINGS, write_image
+from .conftest import QUICK_TRAIN, write_image
 
 
 def run_cli(capsys, *args):
@@ -69,7 +69,7 @@ def test_training_skips_damaged_and_non_utf8_named_files(tmp_path, weights):
     damaged_png(data / "Negative" / "damaged.png")
     odd_name = os.fsdecode(b"Positive/caf\xe9-\xff.jpg")  # Latin-1 bytes: not UTF-8
     shutil.copy(data / "Positive" / "00001.jpg", data / odd_name)
-    run = crackscan.train(data, tmp_path / "run", weights=weights, **{**TINY_SETTINGS, "epochs": 1})
+    run = crackscan.train(data, tmp_path / "run", weights=weights, **{**QUICK_TRAIN, "epochs": 1})
     with open(run.path / "skipped.csv", encoding="utf-8", errors="surrogateescape") as handle:
         skipped = {row["path"]: row["reason"] for row in csv.DictReader(handle)}
     assert "truncated or corrupt" in skipped["Negative/damaged.png"]
@@ -153,7 +153,7 @@ def test_an_interrupted_run_is_no_run_and_a_rerun_replaces_it(small_data, tmp_pa
 
     monkeypatch.setattr(plots, "prediction_grid", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        crackscan.train(small_data, tmp_path / "run", weights=weights, **{**TINY_SETTINGS, "epochs": 1})
+        crackscan.train(small_data, tmp_path / "run", weights=weights, **{**QUICK_TRAIN, "epochs": 1})
     folder = tmp_path / "run"
     assert not runs.is_run(folder)
     assert all(p.stat().st_size > 0 for p in folder.iterdir())  # nothing half-written under a real name
@@ -161,18 +161,18 @@ def test_an_interrupted_run_is_no_run_and_a_rerun_replaces_it(small_data, tmp_pa
     with pytest.raises(CrackscanError, match="unfinished run"):
         crackscan.load(folder)
     monkeypatch.undo()
-    run = crackscan.train(small_data, folder, weights=weights, **{**TINY_SETTINGS, "epochs": 1})  # no --force needed
+    run = crackscan.train(small_data, folder, weights=weights, **{**QUICK_TRAIN, "epochs": 1})  # no --force needed
     assert runs.is_run(run.path)
 
 
 def test_force_clears_the_old_runs_files(small_data, tmp_path, weights):
-    first = crackscan.train(small_data, tmp_path / "run", weights=weights, **{**TINY_SETTINGS, "epochs": 1})
+    first = crackscan.train(small_data, tmp_path / "run", weights=weights, **{**QUICK_TRAIN, "epochs": 1})
     assert (first.path / "prediction_grid.png").is_file()
     (first.path / "model.tflite").write_bytes(b"an export of the old model")
     with pytest.raises(CrackscanError, match="already holds a run"):
-        crackscan.train(small_data, first.path, weights=weights, **{**TINY_SETTINGS, "epochs": 1})
+        crackscan.train(small_data, first.path, weights=weights, **{**QUICK_TRAIN, "epochs": 1})
     second = crackscan.train(small_data, first.path, weights=weights, force=True,
-                             **{**TINY_SETTINGS, "epochs": 1, "split": "80:20:0"})
+                             **{**QUICK_TRAIN, "epochs": 1, "split": "80:20:0"})
     assert not (second.path / "prediction_grid.png").exists()  # no test split: no grid, and no stale one
     assert not (second.path / "model.tflite").exists()
 

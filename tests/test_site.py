@@ -267,7 +267,7 @@ def test_a_run_without_cached_features_still_adapts(tiny_run, tiny_dataset, tmp_
     labels = _inverted_site(tiny_dataset, tmp_path / "labels", sorted(p.name for p in
                                                                       (tiny_dataset / "Positive").glob("000*.jpg"))[:6])
     lines = []
-    result = adapt(old, labels, tmp_path / "adapted", progress=Progress(on_step=lines.append))
+    result = adapt(old, labels, tmp_path / "adapted", progress=Progress(on_step=lines.append), int8_backbone=False)
     assert any("embedding the parent run's images once" in line for line in lines)
     assert runs.load_features(old) is not None and runs.is_run(result.path)
     cached = runs.load_features(old)
@@ -281,7 +281,8 @@ def test_a_built_in_model_is_the_parent_of_adapt(asphalt, real_data, tmp_path, m
     labels = tmp_path / "labels"
     labels_from_masks(asphalt["images"], asphalt["masks"], labels, per_class=6, seed=0)
     lines: list[str] = []
-    result = adapt("crackscan-nano", labels, tmp_path / "adapted", progress=Progress(on_step=lines.append))
+    result = adapt("crackscan-nano", labels, tmp_path / "adapted", progress=Progress(on_step=lines.append),
+                   int8_backbone=False)
     assert any("making crackscan-nano's float model once" in line for line in lines)
     m = result.metrics
     assert m["parent_test"]["images"] == 1000 and m["parent_test"]["change_points"] >= -0.2
@@ -293,7 +294,7 @@ def test_a_built_in_model_is_the_parent_of_adapt(asphalt, real_data, tmp_path, m
     int8_labels = [p.label for p in crackscan.load("crackscan-nano").predict(patches)]
     assert float_labels == int8_labels and float_labels.count("Positive") == 16
     lines.clear()
-    code = main(["adapt", "crackscan-nano", str(labels), "--out", str(tmp_path / "again")])
+    code = main(["adapt", "crackscan-nano", str(labels), "--out", str(tmp_path / "again"), "--int8-backbone", "no"])
     assert code == 0 and not any("making" in line for line in lines)  # made once, kept in the cache
     assert sorted(p.name for p in (tmp_path / "cache" / "builtin").iterdir()) == [parent.name]
 
@@ -313,7 +314,7 @@ def test_a_parent_check_that_is_a_worst_case_is_reported_not_a_refusal(tmp_path,
         (masks / mask.name).symlink_to(mask.resolve())
     labels = tmp_path / "labels"
     labels_from_masks(images, masks, labels, per_class=25, seed=0)
-    code = main(["adapt", "crackscan-nano", str(labels), "--out", str(tmp_path / "adapted")])
+    code = main(["adapt", "crackscan-nano", str(labels), "--out", str(tmp_path / "adapted"), "--int8-backbone", "no"])
     out, err = capsys.readouterr()
     assert code == 0 and runs.is_run(tmp_path / "adapted"), err
     parent = json.loads((tmp_path / "adapted" / "metrics.json").read_text())["parent_test"]

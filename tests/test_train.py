@@ -11,7 +11,7 @@ from crackscan import runs
 from crackscan.runs import RUN_FILES
 from crackscan.runs import Run
 
-from .conftest import TINY_SETTINGS
+from .conftest import QUICK_TRAIN, TINY_SETTINGS
 
 
 def test_run_folder_holds_every_artifact(tiny_run):
@@ -96,7 +96,7 @@ def test_an_existing_run_is_not_overwritten_without_force(tiny_run, tiny_dataset
 
 
 def test_same_seed_same_split_and_model(tiny_dataset, tmp_path, weights):
-    settings = dict(TINY_SETTINGS, epochs=2, weights=weights)
+    settings = dict(QUICK_TRAIN, epochs=2, weights=weights)
     first = crackscan.train(tiny_dataset, tmp_path / "a", **settings)
     second = crackscan.train(tiny_dataset, tmp_path / "b", **settings)
     assert (first.path / "split.csv").read_text() == (second.path / "split.csv").read_text()
@@ -145,14 +145,15 @@ def test_backbone_weights_from_a_local_file_match_imagenet(tiny_dataset, tmp_pat
     if offline_keras is None:
         pytest.skip("needs ../shared/keras-home")
     weights_file = next((offline_keras / "models").glob("*_0.35_224_no_top.h5")).resolve()
-    settings = dict(TINY_SETTINGS, epochs=1)
+    settings = dict(QUICK_TRAIN, epochs=1)
     from_file = crackscan.train(tiny_dataset, tmp_path / "file", weights=str(weights_file), **settings)
     from_imagenet = crackscan.train(tiny_dataset, tmp_path / "imagenet", weights="imagenet", **settings)
     assert from_file.metrics["val"]["loss"] == pytest.approx(from_imagenet.metrics["val"]["loss"], rel=1e-5)
 
 
 def test_head_training_stops_once_validation_loss_stops_improving(tiny_dataset, tmp_path, weights):
-    run = crackscan.train(tiny_dataset, tmp_path / "run", weights=weights, image_size=96, alpha=0.35, epochs=300)
+    run = crackscan.train(tiny_dataset, tmp_path / "run", weights=weights, image_size=96, alpha=0.35, epochs=300,
+                          int8_backbone=False)
     assert run.metrics["stopped_early"] and run.metrics["epochs_run"] < 300
     assert run.metrics["notes"] == []
     assert len(run.history) == run.metrics["epochs_run"]
@@ -162,7 +163,7 @@ def test_a_run_that_hits_its_epoch_cap_still_improving_says_so(capsys, tiny_data
     from crackscan.cli import main
 
     code = main(["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--image-size", "96", "--alpha", "0.35",
-                 "--weights", weights, "--epochs", "2", "--learning-rate", "0.0001"])
+                 "--weights", weights, "--epochs", "2", "--learning-rate", "0.0001", "--int8-backbone", "no"])
     out, err = capsys.readouterr()
     assert code == 0 and "for 2 epochs (the --epochs cap)" in out
     assert "note: validation loss was still falling at the last epoch (2)" in err and "more --epochs" in err

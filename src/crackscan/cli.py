@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("model", type=Path, help="run folder or .keras model")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
-                        help=" or ".join(f"{row.name} ({row.suffix})" for row in FORMAT_TABLE.values() if row.exportable))
+                        help=" or ".join(f"{row.title} ({row.suffix})" for row in FORMAT_TABLE.values() if row.exportable))
     export.add_argument("--int8", action="store_true", help="static full-integer quantization, calibrated on real images")
     export.add_argument("--calibration", type=Path, help="images for int8 calibration (default: the run's training split)")
     export.add_argument("--check", type=Path, help="labelled images to check the export on (default: the run's val/test split)")

@@ -237,7 +237,7 @@ def _require_packages(row: Format) -> None:
         try:
             __import__(package)
         except ImportError:
-            raise MissingDependencyError(package, f"{row.name} export", extra="export") from None
+            raise MissingDependencyError(package, f"{row.title} export", extra="export") from None
 
 
 def _check_images(run_dir: Path | None, check: Any, info: ModelInfo, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

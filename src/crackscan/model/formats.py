@@ -29,6 +29,7 @@ class Format:
     read_metadata: str
     opener: str
     packages: tuple[str, ...] = ()  # beyond the base install, to write it (the export extra)
+    title: str = ""  # as people write it: LiteRT, ONNX
 
     def implementation(self, part: str) -> Any:
         module, _, name = getattr(self, part).partition(":")
@@ -42,15 +43,15 @@ class Format:
 FORMAT_TABLE: dict[str, Format] = {row.name: row for row in (
     Format("keras", ".keras", exportable=False, light=False, speed_rank=9, converter=None, attach_metadata=None,
            read_metadata="crackscan.model.keras_archive:read_keras_metadata",
-           opener="crackscan.runtime.formats:open_keras"),
+           opener="crackscan.runtime.formats:open_keras", title="Keras"),
     Format("litert", ".tflite", exportable=True, light=True, speed_rank=0,
            converter="crackscan.export:convert_litert", attach_metadata="crackscan.runtime.formats:attach_litert_metadata",
            read_metadata="crackscan.runtime.formats:read_litert_file_metadata",
-           opener="crackscan.runtime.formats:open_litert"),
+           opener="crackscan.runtime.formats:open_litert", title="LiteRT"),
     Format("onnx", ".onnx", exportable=True, light=True, speed_rank=1,
            converter="crackscan.export:convert_onnx", attach_metadata="crackscan.runtime.formats:attach_onnx_metadata",
            read_metadata="crackscan.runtime.formats:read_onnx_file_metadata",
-           opener="crackscan.runtime.formats:open_onnx", packages=("tf2onnx", "onnx", "onnxruntime")),
+           opener="crackscan.runtime.formats:open_onnx", packages=("tf2onnx", "onnx", "onnxruntime"), title="ONNX"),
 )}
 EXPORT_FORMATS = tuple(row.name for row in FORMAT_TABLE.values() if row.exportable)
 
