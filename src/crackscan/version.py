@@ -3,4 +3,4 @@
 Defined here and read by the build (pyproject's dynamic version), so importing crackscan
 does not pay for importlib.metadata (~40 ms of every command's start-up)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
