@@ -93,6 +93,7 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, tiny_run, tiny_da
     assert len(lines) == 1 and lines[0].startswith("crackscan: error: ") and message in lines[0], err
 
 
+@pytest.mark.slow  # trains the demo's model and scans its survey: the slow tier, beside make demo's own test
 def test_demo_makes_data_trains_and_says_where_outputs_are(capsys, tmp_path, weights, monkeypatch):
     # The demo at its real size is measured in the README; here, the smallest honest one.
     code, out, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--per-class", 40, "--weights", weights)

@@ -75,6 +75,7 @@ def test_windows_blend_without_seams() -> None:
         np.testing.assert_allclose(probability, 0.7, atol=1e-5)
 
 
+@pytest.mark.slow  # four conversions of the segmenter, ONNX's among them: conversion belongs to the slow tier
 def test_every_format_draws_the_same_mask(tiny_segmenter: Path, mask_set: Path) -> None:
     photo = mask_set / "images" / "002.png"
     keras_mask = scan(tiny_segmenter / "model.keras", photo).mask >= 128

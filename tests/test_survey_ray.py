@@ -49,6 +49,7 @@ def photos(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # starts a Ray head with `ray start` and joins it: an integration run of ~20 s
 def test_the_cluster_recipe_joins_a_ray_started_with_ray_start(tiny_model, photos, tmp_path):
     """The README's recipe: `ray start --head` (token authentication on, Ray's default), then
     crackscan scan --engine ray --address. First in the module: `ray stop` ends every Ray on
