@@ -466,20 +466,8 @@ def _model_for_inference(model: Path, engine: str = "local") -> Any:
     if engine == "ray":
         return resolve(model, fastest=True).file
     predictor = load(model, fastest=True, progress=_progress(timed_steps=True))
-    if model.is_dir():
-        if predictor.path.suffix == ".keras" and not task_of(predictor.info).has_head:
-            print(f"crackscan: using the run's model.keras (keras; crackscan export {model} --format litert --int8 "
-                  "makes a segmenter several times faster)", file=sys.stderr)
-        elif predictor.format.startswith("int8"):
-            print(f"crackscan: using the run's int8 LiteRT backbone ({runs.INT8_BACKBONE_FILE}, checked with the run's "
-                  f"head when the run was written) and NumPy head ({predictor.format}), with no export", file=sys.stderr)
-        elif predictor.path.suffix == ".keras":
-            print(f"crackscan: using the run's float LiteRT backbone and NumPy head ({predictor.format}): model.keras's "
-                  f"answers at LiteRT's speed, with no export (the run has no checked int8 backbone: see its "
-                  f"metrics.json; crackscan export {model} --format litert --int8 may make it faster)", file=sys.stderr)
-        else:
-            print(f"crackscan: using {predictor.path.name}, the run's fastest checked export ({predictor.format}; pass "
-                  f"{model / 'model.keras'} for the Keras model)", file=sys.stderr)
+    if predictor.chosen_because:
+        print(f"crackscan: using {predictor.chosen_because}", file=sys.stderr)
     return predictor
 
 

@@ -106,6 +106,8 @@ class Predictor:
         self.path = path
         self._format = format
         self.decoder = task_of(info).implementation("decoder")
+        # For a run folder loaded at its fastest: which of its files runs, and why (load says it).
+        self.chosen_because = ""
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -210,9 +212,30 @@ def load(model: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, num_thr
     resolved = resolve(model, fastest)
     if fastest and resolved.run is not None and resolved.file.suffix == ".keras" and \
             task_of(read_keras_metadata(resolved.file)).has_head:  # a segmenter has no head to run on its own
-        return load_head_on_backbone(resolved.run, batch_size, convert=True, progress=progress)
-    opened = open_model(resolved.file, batch_size, num_threads)
-    return Predictor(opened.runner, opened.info, opened.path, opened.format)
+        predictor = load_head_on_backbone(resolved.run, batch_size, convert=True, progress=progress)
+    else:
+        opened = open_model(resolved.file, batch_size, num_threads)
+        predictor = Predictor(opened.runner, opened.info, opened.path, opened.format)
+    if fastest and resolved.run is not None and Path(model).is_dir():
+        predictor.chosen_because = _why_this_file(Path(model), predictor)
+    return predictor
+
+
+def _why_this_file(run: Path, predictor: Predictor) -> str:
+    """Which of a run's files a fastest load runs, and why, in words: the one account of the
+    choice load makes (its fastest checked export, else its backbone and head)."""
+    if predictor.path.suffix == ".keras" and not task_of(predictor.info).has_head:
+        return (f"the run's model.keras (keras; crackscan export {run} --format litert --int8 makes a segmenter "
+                "several times faster)")
+    if predictor.format.startswith("int8"):
+        return (f"the run's int8 LiteRT backbone ({runs.INT8_BACKBONE_FILE}, checked with the run's head when the run "
+                f"was written) and NumPy head ({predictor.format}), with no export")
+    if predictor.path.suffix == ".keras":
+        return (f"the run's float LiteRT backbone and NumPy head ({predictor.format}): model.keras's answers at "
+                f"LiteRT's speed, with no export (the run has no checked int8 backbone: see its metrics.json; "
+                f"crackscan export {run} --format litert --int8 may make it faster)")
+    return (f"{predictor.path.name}, the run's fastest checked export ({predictor.format}; pass "
+            f"{run / 'model.keras'} for the Keras model)")
 
 
 def as_predictor(model: Any) -> Predictor:
