@@ -13,6 +13,8 @@ from ..errors import CrackscanError, first_line
 from ..files import atomic_open, write_text
 from ..measure.options import SUMMARY_COLUMNS
 from ..photo.result import RESULT_FILES, SUMMARY_FILE, PhotoSummary
+from ..runs import LOCK_FILE
+from .parquet import CRACKS_DATASET
 from ..version import __version__
 
 SURVEY_MANIFEST = "survey.json"
@@ -32,8 +34,8 @@ SUMMARY_CSV_FIELDS = ["photo", "verdict", "cracked_area_fraction", "cracked_tile
 
 
 # Names the survey itself uses at its top level; a photo folder of the same name gets a suffix.
-RESERVED_NAMES = frozenset({REPORT_FOLDER, EVALUATIONS_FOLDER, TILES_DATASET, "cracks.parquet", SUMMARY_CSV, SURVEY_MANIFEST,
-                            ".crackscan.lock"})
+RESERVED_NAMES = frozenset({REPORT_FOLDER, EVALUATIONS_FOLDER, TILES_DATASET, CRACKS_DATASET, SUMMARY_CSV,
+                            SURVEY_MANIFEST, LOCK_FILE})
 NAME_MAX_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
 
 
