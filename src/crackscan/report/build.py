@@ -71,11 +71,14 @@ def build_report(survey: str | Path, out: str | Path, pdf: bool = False, force: 
         write_text(out / f"cards-{index:03d}.html", environment.get_template("cards.html").render(
             **common, cards=group, page=index, page_count=len(pages)))
     geojson = None
+    written = {INDEX_FILE}
     if figures["with_gps"]:
         geojson = out / GEOJSON_FILE
         write_text(geojson, json.dumps(geojson_of(data), indent=1) + "\n")
+        written.add(GEOJSON_FILE)
         if (data.folder / TILES_DATASET).is_dir():
             write_geoparquet(geojson_of(data), out / GEOPARQUET_FILE)
+            written.add(GEOPARQUET_FILE)
     write_text(out / INDEX_FILE, environment.get_template("index.html").render(
         **common, map=_map_points(data.photos), geojson=geojson is not None))
     pdf_path = None
@@ -83,13 +86,12 @@ def build_report(survey: str | Path, out: str | Path, pdf: bool = False, force: 
         pdf_path = out / PDF_FILE
         _write_pdf(environment.get_template("print.html").render(
             **common, cards=[p for p in data.photos if p.has_findings]), out, pdf_path)
-    _remove_stale(out, len(pages), set(images.values()), {INDEX_FILE} | {p.name for p in (geojson, pdf_path) if p}
-                  | ({GEOPARQUET_FILE} if geojson is not None and (out / GEOPARQUET_FILE).is_file() and
-                     (data.folder / TILES_DATASET).is_dir() else set()))
+        written.add(PDF_FILE)
+    _remove_stale(out, len(pages), set(images.values()), written)
     return Report(out, out / INDEX_FILE, geojson, pdf_path, len(data.photos), time.perf_counter() - started)
 
 
-def _remove_stale(out: Path, pages: int, images: set[str], kept: set[str]) -> None:
+def _remove_stale(out: Path, pages: int, images: set[str], written: set[str]) -> None:
     """A report written again over an earlier one (--force) leaves none of the earlier one's
     files behind: its later cards pages, its images, its PDF or GeoJSON of other photos. Only
     names the report itself writes are removed; anything else in the folder is left alone."""
@@ -101,7 +103,7 @@ def _remove_stale(out: Path, pages: int, images: set[str], kept: set[str]) -> No
         if path.stem.isdigit() and f"{IMAGES_FOLDER}/{path.name}" not in images:
             path.unlink(missing_ok=True)
     for name in (GEOJSON_FILE, GEOPARQUET_FILE, PDF_FILE):
-        if name not in kept:
+        if name not in written:
             (out / name).unlink(missing_ok=True)
 
 
