@@ -106,8 +106,12 @@ SNIFF_ABOVE_BYTES = 16 << 20  # over this, a file's first bytes must look like a
 
 
 def _starts_like_an_image(head: bytes) -> bool:
-    return (head[:3] == b"\xff\xd8\xff" or head[:4] in (b"\x89PNG", b"II*\x00", b"MM\x00*") or head[:2] == b"BM"
-            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[:4] in (b"II+\x00", b"MM\x00+"))
+    """The decoded formats' signatures (_SUPPORTED_MAGIC), and the rest of their variants: any
+    JPEG marker after FF D8, BMP, BigTIFF."""
+    if head[:4] == b"RIFF":  # a RIFF file is an image only as WebP (not AVI, not WAV)
+        return head[8:12] == b"WEBP"
+    return (head[:4] in _SUPPORTED_MAGIC or head[:3] == b"\xff\xd8\xff" or head[:2] == b"BM"
+            or head[:4] in (b"II+\x00", b"MM\x00+"))
 
 
 def exif_number(value: Any) -> float | None:
@@ -162,7 +166,7 @@ def read_image_file(path: str | os.PathLike, max_bytes: int | None = max_file_by
                 if not _starts_like_an_image(head):
                     raise ImageReadError(path, f"not an image (its first bytes are no image format's; "
                                                f"{facts.st_size:,} bytes not read)", "not_image")
-                return head + handle.read()
+                handle.seek(0)
             return handle.read()
     except OSError as error:
         raise ImageReadError(path, f"cannot read ({error.strerror or error})", "unreadable") from None

@@ -51,9 +51,9 @@ def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: 
     sets up: results/segmentation-pad-after-32.json, -16.json.)"""
     size = predictor.input_size
     height, width = pixels.shape[:2]
-    pad = 0  # before the photo: the left and top borders show no such artefact
+    # Only after the photo: its left and top borders show no such artefact.
     after = min(EDGE_PAD, height - 1, width - 1)
-    canvas_h, canvas_w = max(size, height + pad + after), max(size, width + pad + after)
+    canvas_h, canvas_w = max(size, height + after), max(size, width + after)
     margin = int(size * WINDOW_OVERLAP)
     stride = size - margin
     weights = blend_weights(size, margin)
@@ -65,13 +65,13 @@ def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: 
         if should_stop is not None and should_stop():
             raise Cancelled(f"scan stopped after {start} of {len(corners)} windows")
         chunk = corners[start:start + batch_size]
-        batch = np.stack([mirrored_window(pixels, x - pad, y - pad, size) for x, y in chunk])
+        batch = np.stack([mirrored_window(pixels, x, y, size) for x, y in chunk])
         maps = decoder.crack_map(predictor.outputs(batch), predictor.info)
         for (x, y), crack in zip(chunk, maps):
             total[y:y + size, x:x + size] += crack * weights
             weight_sum[y:y + size, x:x + size] += weights
     np.divide(total, weight_sum, out=total)
-    return total[pad:pad + height, pad:pad + width]
+    return total[:height, :width]
 
 
 def mirrored_window(pixels: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
