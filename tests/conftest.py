@@ -10,9 +10,9 @@ import contextlib
 import os
 import shutil
 import socket
+import struct
 import threading
 import time
-import struct
 import zlib
 from pathlib import Path
 
@@ -200,3 +200,13 @@ def tiny_segmenter(mask_set: Path, tmp_path_factory: pytest.TempPathFactory, wei
     out = tmp_path_factory.mktemp("segmenter") / "run"
     train_segmenter([mask_set], out, TrainConfig(weights=weights, **TINY_SEGMENT))
     return out
+
+
+@pytest.fixture()
+def labels_folder(tiny_dataset: Path, tmp_path: Path) -> Path:
+    labels = tmp_path / "labels"
+    for name in ("Positive", "Negative"):
+        (labels / name).mkdir(parents=True)
+        for path in sorted((tiny_dataset / name).glob("0000*.jpg"))[:6]:
+            shutil.copy(path, labels / name / path.name)
+    return labels

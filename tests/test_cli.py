@@ -4,16 +4,16 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
+import crackscan
+from crackscan import synth
 from crackscan.cli import main
+from crackscan.progress import LogLines, Progress
 
-
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import write_image
+from .helpers import damaged_png, run_cli
 
 
 def test_train_prints_results_and_writes_the_run(capsys, tiny_dataset, tmp_path, weights):
@@ -156,3 +156,60 @@ def test_missing_imagenet_weights_name_the_file_keras_home_and_the_way_out(tmp_p
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5" in err
     assert "KERAS_HOME" in err and "--weights none" in err
     assert not (tmp_path / "demo").exists()  # checked before any data was made
+
+
+def test_predict_on_whole_photos_points_to_scan(tiny_model, tmp_path, capsys):
+    write_image(tmp_path / "photos" / "wall.jpg", synth.make_photo(np.random.default_rng(1), 1200, 900))
+    patch = crackscan.load(tiny_model).info.patch_size
+    write_image(tmp_path / "photos" / "patch.jpg", synth.make_patch(np.random.default_rng(1), True, size=patch))
+    assert main(["predict", str(tiny_model), str(tmp_path / "photos")]) == 0
+    err = capsys.readouterr().err
+    assert "1 of these images are photos far larger" in err and "wall.jpg, 1200x900" in err and "crackscan scan" in err
+
+
+def test_progress_lines_where_no_bar_can_be_drawn(monkeypatch):
+    lines = []
+    monkeypatch.setattr("crackscan.progress.LOG_EVERY_S", 0.0)
+    bar = Progress(on_log=lines.append).bar(total=200, desc="reading and embedding", unit="img")
+    assert isinstance(bar, LogLines)
+    bar.update(50)
+    bar.close()
+    assert lines[0].startswith("reading and embedding: 50 of 200 img (25%) in ")
+    assert not isinstance(Progress(bars=True, on_log=lines.append).bar(total=1), LogLines)
+
+
+def test_predict_skips_a_header_damaged_png_and_predicts_the_rest(capsys, tiny_model, tiny_dataset, tmp_path):
+    good = tiny_dataset / "Positive" / "00001.jpg"
+    code, out, err = run_cli(capsys, "predict", tiny_model, good, damaged_png(tmp_path / "bad.png"))
+    assert code == 1 and "Traceback" not in err
+    assert "bad.png: truncated or corrupt image" in err
+    assert str(good) in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "{data}", "--split", "70:40:6"], "add up to 100"),
+    (["train", "{data}", "--split", "nan:24:6"], "split"),
+    (["train", "{data}", "--config", "{list_config}"], "JSON object"),
+    (["train", "{data}", "--config", "{split5_config}"], "split"),
+    (["train", "{data}", "--config", "{text_dropout}"], "dropout must be a number"),
+    (["predict", "{run}", "{image}", "--batch-size", "0"], "batch_size must be a whole number in [1, 4,096]"),
+    (["scan", "{run}", "{image}", "--out", "{a_file}"], "is a file"),
+    (["scan", "{run}", "{image}", "--out", "{tmp}/s", "--tile", "0"], "tile must be"),
+    (["scan", "{run}", "{image}", "--out", "{tmp}/s", "--stride", "0"], "stride must be"),
+    (["scan", "{run}", "{image}", "--out", "{tmp}/s", "--threshold", "1"], "threshold must be"),
+    (["serve", "{run}", "--port", "99999"], "port must be"),
+    (["serve", "{run}", "--max-pixels", "-1"], "max_pixels must be"),
+    (["serve", "{run}", "--max-upload-mb", "0"], "max_upload_mb must be"),
+    (["export", "{run}", "--format", "litert", "--check-images", "0"], "check_images must be"),
+])
+def test_bad_options_are_one_line_errors(capsys, tmp_path, tiny_run, tiny_dataset, args, message):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "split5.json").write_text('{"split": 5}')
+    (tmp_path / "text_dropout.json").write_text('{"dropout": "high"}')
+    (tmp_path / "a_file").write_text("x")
+    values = dict(data=tiny_dataset, run=tiny_run.path, image=tiny_dataset / "Positive" / "00001.jpg",
+                  list_config=tmp_path / "list.json", split5_config=tmp_path / "split5.json",
+                  text_dropout=tmp_path / "text_dropout.json", a_file=tmp_path / "a_file", tmp=tmp_path)
+    code, out, err = run_cli(capsys, *[a.format(**values) for a in args])
+    assert code == 2, (out, err)
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -8,6 +8,8 @@ from crackscan import CrackscanError
 from crackscan.cli import main
 from crackscan.export import export
 
+from .helpers import run_cli
+
 # ONNX conversion (tf2onnx) takes ~15 s a model: those run in the slow tier, which CI runs.
 FORMATS = [("litert", False), ("litert", True),
            pytest.param("onnx", False, marks=pytest.mark.slow), pytest.param("onnx", True, marks=pytest.mark.slow)]
@@ -102,3 +104,11 @@ def test_missing_exporter_is_named_in_one_line(capsys, tiny_run, monkeypatch):
     assert main(["export", str(tiny_run.path), "--format", "onnx"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["crackscan: error: ONNX export needs the package 'tf2onnx': pip install 'crackscan[export]'"]
+
+
+def test_export_refuses_to_replace_a_file_without_force(capsys, tiny_run, tmp_path):
+    target = tmp_path / "mine.tflite"
+    target.write_bytes(b"the user's own model")
+    code, _, err = run_cli(capsys, "export", tiny_run.path, "--format", "litert", "--out", target)
+    assert code == 2 and "already exists" in err and "--force" in err
+    assert target.read_bytes() == b"the user's own model"

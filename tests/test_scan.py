@@ -1,20 +1,24 @@
 """Scanning whole photos: mosaics of labelled real patches, EXIF, small photos, limits, surveys."""
 
 import csv
+import io
 import json
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 import crackscan
-from crackscan import CrackscanError
+from crackscan import CrackscanError, runs, synth
 from crackscan.cli import main
-from crackscan import runs
+from crackscan.errors import Cancelled, LimitExceeded
 from crackscan.images import ImageReadError
-from crackscan.photo.tiling import tile_origins
+from crackscan.photo.tiling import owned_boxes, tile_grid, tile_origins
+from crackscan.serve.app import create_app
 
-from .conftest import png_declaring
+from .conftest import png_declaring, write_image
+from .helpers import LOCAL, damaged_png, photo, run_cli
 
 PATCH = 227
 
@@ -158,3 +162,87 @@ def test_a_thin_photo_is_seen_whole(tiny_run):
     tile = recorder.seen[0]
     assert tile.shape == (96, 96, 3)
     assert tile[:40].mean() > 180 and tile[-30:].mean() < 50
+
+
+def test_tiles_and_summaries_say_crack_or_clear(tiny_model, tmp_path):
+    photo = synth.make_photo(np.random.default_rng(4), 400, 300, cracks=2)
+    result = crackscan.scan(tiny_model, photo, tile=100, threshold=0.5)
+    assert {t.verdict for t in result.tiles} <= {"crack", "clear"}
+    assert all((t.verdict == "crack") == (t.crack_probability >= 0.5) for t in result.tiles)
+    assert result.summary.verdict == ("crack" if result.summary.cracked_tiles else "clear")
+    folder = result.write(tmp_path / "out")
+    rows = list(csv.DictReader(open(folder / "tiles.csv")))
+    assert rows[0].keys() >= {"label", "verdict"} and [r["verdict"] for r in rows] == [t.verdict for t in result.tiles]
+    assert json.loads((folder / "summary.json").read_text())["verdict"] == result.summary.verdict
+
+
+@pytest.mark.parametrize("width, height, tile, stride", [(512, 300, 227, 227), (500, 227, 227, 113),
+                                                        (1000, 700, 96, 60), (150, 100, 227, 227)])
+def test_drawn_tiles_own_every_pixel_once(width, height, tile, stride):
+    _, boxes = tile_grid(width, height, tile, stride)
+    owners = np.zeros((height, width), int)
+    for x, y, w, h in owned_boxes(boxes):
+        owners[y : y + h, x : x + w] += 1
+    assert (owners == 1).all()
+
+
+def test_a_run_without_exports_scans_on_its_litert_backbone(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from crackscan import runs
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run, ignore=shutil.ignore_patterns(runs.BACKBONE_FILE, runs.INT8_BACKBONE_FILE,
+                                                                        "model*.tflite"))
+    fast = crackscan.load(run, fastest=True)
+    assert fast.format == "litert backbone + head" and (run / runs.BACKBONE_FILE).is_file()  # converted, kept
+    photo = synth.make_photo(np.random.default_rng(2), 400, 300, cracks=1)
+    keras_result = crackscan.scan(crackscan.load(run), photo)
+    fast_result = crackscan.scan(fast, photo)
+    assert np.abs(np.array([t.crack_probability for t in keras_result.tiles])
+                  - np.array([t.crack_probability for t in fast_result.tiles])).max() < 1e-4
+    write_image(tmp_path / "photos" / "p.jpg", photo)
+    assert main(["scan", str(run), str(tmp_path / "photos"), "--out", str(tmp_path / "scans")]) == 0
+    assert "using the run's float LiteRT backbone and NumPy head" in capsys.readouterr().err
+
+
+def test_scan_skips_a_damaged_photo_and_scans_the_rest(capsys, tiny_model, tmp_path):
+    photo(tmp_path / "photos" / "a.jpg", 1)
+    damaged_png(tmp_path / "photos" / "b.png")
+    code, out, err = run_cli(capsys, "scan", tiny_model, tmp_path / "photos", "--out", tmp_path / "scans")
+    assert code == 1 and "b.png" in err and "corrupt" in err
+    assert (tmp_path / "scans" / "a.jpg" / "summary.json").is_file()
+
+
+def test_a_scan_over_its_tile_cap_is_refused_before_any_work(tiny_run):
+    predictor = crackscan.load(tiny_run.path)
+    pixels = np.zeros((227, 227, 3), np.uint8)
+    with pytest.raises(LimitExceeded, match="44,944 tiles, over the limit of 4,096"):
+        crackscan.scan(predictor, pixels, tile=16, stride=1, max_tiles=4096)
+
+
+def test_a_scan_stops_between_batches_when_asked(tiny_run):
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    with pytest.raises(Cancelled, match="after 128 of"):
+        crackscan.scan(crackscan.load(tiny_run.path), np.zeros((800, 800, 3), np.uint8), tile=32, batch_size=64, should_stop=stop)
+
+
+def test_a_one_pixel_wide_photo_gets_an_overlay_and_a_legend_that_fits(tiny_model, tiny_run):
+    strip = np.full((30_000, 1, 3), 128, np.uint8)
+    overlay = crackscan.scan(tiny_model, strip).overlay()
+    assert overlay.width >= 200  # the legend's width, not the photo's
+    with TestClient(create_app(tiny_model), base_url=LOCAL, raise_server_exceptions=False) as site:
+        answer = site.post("/v1/scan", files={"file": ("strip.png", _png(np.full((3000, 1, 3), 90, np.uint8)),
+                                                        "image/png")})
+        assert answer.status_code == 200, answer.text
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -3,18 +3,24 @@
 import base64
 import csv
 import io
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-
 import crackscan  # noqa: E402
-from crackscan.serve.app import create_app  # noqa: E402
+from crackscan import runs
 
 from .conftest import png_declaring  # noqa: E402
+from .helpers import LOCAL
+
+fastapi = pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from crackscan.serve.app import create_app  # noqa: E402
+from crackscan.serve.site_loop import SiteLoop
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +144,51 @@ def test_labels_and_adapt_refuse_bad_requests(client, tiny_run, tiny_model, phot
                     raise_server_exceptions=False) as bare:
         answer = bare.post("/v1/adapt")
         assert answer.status_code == 409 and "not a run folder" in answer.json()["detail"]
+
+
+def test_runs_adapted_from_the_page_go_beside_the_labels_folder(tiny_model, tmp_path, monkeypatch):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    monkeypatch.chdir(labels)
+    loop = SiteLoop(".", None, crackscan.load(tiny_model))
+    assert loop.next_run_folder() == tmp_path / "labels-adapted-01"
+
+
+def test_an_adapted_run_the_labels_call_worse_is_kept_aside_until_chosen(tiny_run, labels_folder, tmp_path,
+                                                                        monkeypatch):
+    from crackscan.serve import site_loop
+
+    real_adapt = site_loop.adapt
+
+    def worse_on_the_labels(*args, **kwargs):
+        made = real_adapt(*args, **kwargs)
+        cv = made.metrics["site_cross_validated"]
+        cv["before"]["f1"], cv["after"]["f1"] = 0.9, 0.8
+        return made
+
+    monkeypatch.setattr(site_loop, "adapt", worse_on_the_labels)
+    shutil.copytree(labels_folder, tmp_path / "labels-copy")
+    with TestClient(create_app(tiny_run.path, labels=tmp_path / "labels-copy"), base_url=LOCAL,
+                    raise_server_exceptions=False) as site:
+        before = site.get("/health").json()
+        answer = site.post("/v1/adapt")
+        assert answer.status_code == 200 and answer.json()["swapped"] is False, answer.text
+        after = site.get("/health").json()
+        assert after["model"] == before["model"] and after["kept_aside"] == ["labels-copy-adapted-01"]
+        assert site.post("/v1/adapt/use", data={"run": "nonsense"}).status_code == 422
+        chosen = site.post("/v1/adapt/use", data={"run": "labels-copy-adapted-01"})
+        assert chosen.status_code == 200 and chosen.json()["swapped"]
+        now = site.get("/health").json()
+        # The page's adapt skips the int8 step (its user waits for the swap): the float backbone.
+        assert not (tmp_path / "labels-copy-adapted-01" / runs.INT8_BACKBONE_FILE).exists()
+        assert now["run"] == "labels-copy-adapted-01" and now["format"] == "litert backbone + head"
+        assert now["kept_aside"] == [] and now["adapted_runs"] == ["labels-copy-adapted-01"]
+
+
+def test_a_built_in_served_with_labels_can_adapt_and_a_bare_file_says_why(tiny_model, tmp_path):
+    with TestClient(create_app("crackscan-nano", labels=tmp_path / "a"), base_url=LOCAL) as site:
+        health = site.get("/health").json()
+        assert health["can_adapt"] and health["why_not_adapt"] is None
+    with TestClient(create_app(tiny_model, labels=tmp_path / "b"), base_url=LOCAL) as site:
+        health = site.get("/health").json()
+        assert not health["can_adapt"] and "a file, not a run folder or a built-in" in health["why_not_adapt"]

@@ -5,6 +5,7 @@ leave mid-scan. Every request loop here is bounded in count and time."""
 from __future__ import annotations
 
 import io
+import os
 import socket
 import time
 from urllib.parse import urlparse
@@ -14,10 +15,11 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
-
 import crackscan  # noqa: E402
 from crackscan.runtime.predictor import Predictor  # noqa: E402
+httpx = pytest.importorskip("httpx")
+
+
 
 from .conftest import png_declaring, running_server  # noqa: E402
 
@@ -185,3 +187,28 @@ def test_a_taken_port_is_a_one_line_error(capsys, tiny_model):
         code = main(["serve", str(tiny_model), "--port", str(taken.getsockname()[1])])
     err = capsys.readouterr().err
     assert code == 2 and "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_work_handed_to_normal_work_runs_at_normal_priority_from_a_low_one():
+    """A model loaded after a page Adapt must not run its threads at the heavy threads' nice 19
+    (found under a busy machine: lone classifies starved behind other processes)."""
+    import threading
+
+    from crackscan.serve.budgets import HEAVY_NICENESS, HeavyWork, NormalWork
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    normal = NormalWork()
+    seen = {}
+
+    def on_a_heavy_thread() -> None:
+        seen["heavy"] = niceness()
+        seen["handed"] = normal(niceness)
+
+    import asyncio
+
+    asyncio.run(HeavyWork().run(on_a_heavy_thread))
+    if seen["heavy"] != HEAVY_NICENESS:
+        pytest.skip("this system does not let a thread lower its own priority")
+    assert seen["handed"] == niceness() < HEAVY_NICENESS

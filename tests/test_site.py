@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 import crackscan
-from crackscan import runs
-from crackscan.site.adapt import adapt
-from crackscan.site.fit import dihedral, estimate_crack_share, fit_any_cell, fit_logistic
-from crackscan.model.heads import any_cell_logit, cell_logits
+from crackscan import runs, synth
 from crackscan.cli import main
 from crackscan.datasets import find_dataset
 from crackscan.errors import CrackscanError
-from crackscan.progress import Progress
 from crackscan.evaluate import evaluate_photos
 from crackscan.export import export
-from crackscan.site.labels import LabelSet, labels_from_masks, unlabelled_site_tiles
-from crackscan.runtime.predictor import load_head_on_backbone
 from crackscan.masks import CLEAR, CRACK, UNSURE, tile_truth
+from crackscan.model.heads import any_cell_logit, cell_logits
+from crackscan.progress import Progress
+from crackscan.runtime.predictor import load_head_on_backbone
+from crackscan.serve.app import create_app
+from crackscan.site.adapt import adapt
+from crackscan.site.fit import dihedral, estimate_crack_share, fit_any_cell, fit_logistic
+from crackscan.site.labels import LABELS_FILE, LabelSet, labelled_samples, labels_from_masks, unlabelled_site_tiles
 
 from .conftest import SHARED, write_image
+from .helpers import LOCAL, jpeg
 
 PHOTOS = SHARED / "data" / "real-photos" if SHARED else None
 
@@ -167,7 +172,7 @@ def test_adapt_makes_a_run_every_command_takes(tiny_run, tiny_dataset, tmp_path,
         adapt(tiny_run.path, labels, tmp_path / "adapted")
     code = main(["adapt", str(result.path), str(labels), "--out", str(tmp_path / "again")])
     assert code == 2 and "itself adapted" in capsys.readouterr().err
-    code = main(["adapt", str(tiny_run.path), str(labels), "--out", str(tmp_path / "again")])
+    code = main(["adapt", str(tiny_run.path), str(labels), "--out", str(tmp_path / "again"), "--int8-backbone", "no"])
     out, err = capsys.readouterr()
     assert code == 0 and "cross-validated" in out and "parent's test images" in out
 
@@ -239,7 +244,8 @@ def test_adapt_learns_a_site_the_parent_gets_wrong(tiny_run, tiny_dataset, tmp_p
     labelled, held_out = files[:12], files[12:24]
     labels = _inverted_site(tiny_dataset, tmp_path / "labels", labelled)
     unseen = _inverted_site(tiny_dataset, tmp_path / "unseen", held_out)
-    result = adapt(tiny_run.path, labels, tmp_path / "adapted")
+    # int8 is checked on the export below: the run's own int8 backbone is not the point here.
+    result = adapt(tiny_run.path, labels, tmp_path / "adapted", int8_backbone=False)
 
     def accuracy(model) -> float:
         predictor = crackscan.load(model)
@@ -334,6 +340,95 @@ def test_max_parent_drop_bounds_a_measured_loss(tiny_run, tiny_dataset, tmp_path
     code = main(["adapt", str(tiny_run.path), str(labels), "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err
     assert code == 2 and "--max-parent-drop" in err and not (tmp_path / "a").exists()
-    assert main(["adapt", str(tiny_run.path), str(labels), "--out", str(tmp_path / "a"), "--max-parent-drop", "100"]) == 0
+    assert main(["adapt", str(tiny_run.path), str(labels), "--out", str(tmp_path / "a"), "--max-parent-drop", "100",
+                 "--int8-backbone", "no"]) == 0
     parent = json.loads((tmp_path / "a" / "metrics.json").read_text())["parent_test"]
     assert not parent["bound"] and parent["lost"] > parent["gained"] and parent["max_drop_points"] == 100
+
+
+def test_adapt_into_its_own_parent_is_refused_before_anything_is_touched(tiny_run, labels_folder, tmp_path):
+    parent = tmp_path / "self"
+    shutil.copytree(tiny_run.path, parent)
+    before = sorted((p.name, p.stat().st_size) for p in parent.iterdir())
+    code = main(["adapt", str(parent), str(labels_folder), "--out", str(parent), "--force"])
+    assert code == 2
+    assert sorted((p.name, p.stat().st_size) for p in parent.iterdir()) == before
+
+
+def test_an_interrupted_label_leaves_nothing_a_rerun_counts(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        write_image(tmp_path / "images" / f"{i}.png", synth.make_photo(rng, 300, 300, cracks=1))
+        mask = np.zeros((300, 300), np.uint8)
+        mask[:, 40 + 50 * i] = 255
+        write_image(tmp_path / "masks" / f"{i}.png", mask)
+    out = tmp_path / "labels"
+
+    def killed(self):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(LabelSet, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            labels_from_masks(tmp_path / "images", tmp_path / "masks", out, per_class=3, tile=100, seed=0)
+    assert list(out.rglob("*.png")) and not (out / LABELS_FILE).exists()  # crops written, no labels.csv
+    # A crop a kill -9 left half-written, under its temporary name: the re-run clears it.
+    leftover = out / "Positive" / ".0-x0-y0-100x100-0123456789.1a2b3c4d.partial.png"
+    leftover.write_bytes(b"\x89PNG half")
+    os.utime(leftover, (time.time() - 60, time.time() - 60))
+    made = labels_from_masks(tmp_path / "images", tmp_path / "masks", out, per_class=2, tile=100, seed=1)
+    on_disk = [p for name in ("Positive", "Negative") for p in (out / name).iterdir()]
+    assert len(on_disk) == len(made.labels) == 4
+    assert len(labelled_samples(out, ("Negative", "Positive"), "Positive")) == 4
+    assert not leftover.exists()
+
+
+@pytest.mark.parametrize("damage", ["huge field", "wrong header", "random bytes"])
+def test_a_damaged_labels_csv_is_named(tiny_run, labels_folder, tmp_path, damage, capsys):
+    LabelSet(labels_folder).save()
+    path = labels_folder / LABELS_FILE
+    if damage == "huge field":
+        path.write_text(",".join(["file", "photo", "x", "y", "width", "height", "label", "source", "made"]) + "\n"
+                        + '"' + "a" * 200_000 + '",p,0,0,1,1,Positive,s,m\n')
+    elif damage == "wrong header":
+        path.write_text("name,where\nPositive/a.png,p\n")
+    else:
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    code = main(["adapt", str(tiny_run.path), str(labels_folder), "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(path) in err and "damaged" in err and "Traceback" not in err
+    with TestClient(create_app(tiny_run.path, labels=labels_folder), base_url=LOCAL,
+                    raise_server_exceptions=False) as site:
+        assert site.post("/v1/adapt").status_code == 422
+        upload = {"file": ("w.jpg", jpeg(np.full((200, 200, 3), 99, np.uint8)), "image/jpeg")}
+        good = '[{"x": 0, "y": 0, "width": 96, "height": 96, "label": "Positive"}]'
+        assert site.post("/v1/labels", files=upload, data={"labels": good}).status_code == 422
+
+
+@pytest.mark.parametrize("damage", ["truncated", "100 columns", "50 rows"])
+def test_damaged_features_are_named(tiny_run, labels_folder, tmp_path, damage):
+    parent = tmp_path / "parent"
+    shutil.copytree(tiny_run.path, parent)
+    features = parent / runs.FEATURES_FILE
+    cached = runs.load_features(parent)
+    if damage == "truncated":
+        features.write_bytes(features.read_bytes()[:300])
+    else:
+        rows = 50 if damage == "50 rows" else len(cached["features"])
+        width = 100 if damage == "100 columns" else cached["features"].shape[1]
+        with open(features, "wb") as handle:
+            np.savez(handle, features=np.zeros((rows, width), np.float16), labels=cached["labels"][:rows],
+                     splits=cached["splits"][:rows])
+    with pytest.raises(CrackscanError, match=f"{runs.FEATURES_FILE}.*(damaged|features an image)"):
+        adapt(parent, labels_folder, tmp_path / "adapted")
+
+
+def test_a_damaged_split_is_named_not_taken_for_the_labels_fault(tiny_run, labels_folder, tmp_path):
+    parent = tmp_path / "parent"
+    shutil.copytree(tiny_run.path, parent)
+    (parent / runs.FEATURES_FILE).unlink()  # so the split is read to embed the parent again
+    split = parent / runs.SPLIT_FILE
+    split.write_text(split.read_text()[: len(split.read_text()) // 2])
+    with pytest.raises(CrackscanError, match="split.csv") as refused:
+        adapt(parent, labels_folder, tmp_path / "adapted")
+    assert "would cost" not in str(refused.value)

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +18,15 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from crackscan import synth
+from crackscan.cli import main
+from crackscan.exif import photo_facts
 from crackscan.images import ImageReadError, exif_number, read_image_file
 from crackscan.measure.scale import photo_scale
-from crackscan.exif import photo_facts
 from crackscan.photo.scan import scan
 from crackscan.survey.layout import SurveyFolder
+
+from .conftest import write_image
+from .helpers import photo, run_cli
 
 
 def _photo_with_exif(path: Path, detail: dict, gps: dict | None = None) -> Path:
@@ -203,3 +208,93 @@ def test_one_exif_reader_reads_a_path_and_its_bytes_alike(tmp_path):
     assert photo_facts(photo) == photo_facts(photo.read_bytes()) and "latitude" in photo_facts(photo)
     by_path = photo_scale(photo, 300, distance_m=1.5)
     assert by_path.mm_per_pixel and photo_scale(photo.read_bytes(), 300, distance_m=1.5) == by_path
+
+
+def test_photos_with_the_same_stem_or_flattened_path_get_their_own_folders(capsys, tiny_model, tmp_path):
+    photos = tmp_path / "photos"
+    photo(photos / "wall.jpg", 1, cracks=0)
+    photo(photos / "wall.png", 2, cracks=3)
+    photo(photos / "x" / "y.jpg", 3)
+    photo(photos / "x__y.jpg", 4)
+    code, out, err = run_cli(capsys, "scan", tiny_model, photos, "--out", tmp_path / "scans")
+    assert code == 0, err
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "scans").rglob("summary.json")]
+    assert sorted(Path(s["photo"]).relative_to(photos).as_posix() for s in summaries) == [
+        "wall.jpg", "wall.png", "x/y.jpg", "x__y.jpg"]
+    assert len({s["outputs"] for s in summaries}) == 4
+    with open(tmp_path / "scans" / "summary.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+
+
+def test_the_survey_folder_inside_the_photo_folder_is_not_scanned(capsys, tiny_model, tmp_path):
+    photos = tmp_path / "photos"
+    photo(photos / "a.jpg", 1)
+    for _ in range(2):
+        code, out, err = run_cli(capsys, "scan", tiny_model, photos, "--out", photos / "scans")
+        assert code == 0, err
+    assert [p.parent.name for p in (photos / "scans").rglob("summary.json")] == ["a.jpg"]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda path: path.write_text('{"tiles": 6, "crack'), "damaged"),
+    (lambda path: path.write_text(""), "damaged"),
+    (lambda path: path.with_name("overlay.jpg").unlink(), "incomplete"),
+])
+def test_a_damaged_earlier_result_is_scanned_again(capsys, tiny_model, tmp_path, damage, reason):
+    photo(tmp_path / "photos" / "a.jpg", 1)
+    args = ("scan", tiny_model, tmp_path / "photos", "--out", tmp_path / "scans")
+    assert run_cli(capsys, *args)[0] == 0
+    tiles = json.loads((tmp_path / "scans" / "a.jpg" / "summary.json").read_text())["tiles"]
+    damage(tmp_path / "scans" / "a.jpg" / "summary.json")
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0 and "Traceback" not in err
+    assert f"scanning {tmp_path / 'photos' / 'a.jpg'} again" in out and reason in out
+    assert json.loads((tmp_path / "scans" / "a.jpg" / "summary.json").read_text())["tiles"] == tiles
+
+
+def test_other_settings_redo_the_photos_and_summary_holds_one_setting(capsys, tiny_model, tmp_path):
+    photo(tmp_path / "photos" / "a.jpg", 1)
+    photo(tmp_path / "photos" / "b.jpg", 2)
+    out_dir = tmp_path / "scans"
+    run_cli(capsys, "scan", tiny_model, tmp_path / "photos", "--out", out_dir, "--threshold", "0.5")
+    code, out, _ = run_cli(capsys, "scan", tiny_model, tmp_path / "photos", "--out", out_dir, "--threshold", "0.9")
+    assert code == 0 and "scanned before with other settings" in out and out.count("threshold 0.5 -> 0.9") == 2
+    thresholds = {json.loads(p.read_text())["threshold"] for p in out_dir.rglob("summary.json")}
+    assert thresholds == {0.9}
+    assert json.loads((out_dir / "survey.json").read_text())["threshold"] == 0.9
+    code, out, _ = run_cli(capsys, "scan", tiny_model, tmp_path / "photos" / "b.jpg", "--out", out_dir,
+                           "--threshold", "0.9")
+    assert "1 photo already scanned" in out  # a part of the survey lands in the same folders
+
+
+def test_a_survey_whose_folder_vanishes_fails(tiny_model, tmp_path, monkeypatch, capsys):
+    from crackscan.survey import local
+
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_image(photos / f"p{i}.png", np.full((200, 300, 3), 40 * i, np.uint8))
+    out = tmp_path / "scans"
+    real = local.scan_job
+
+    def and_then_the_folder_goes(predictor, job, *options, **more):
+        outcome = real(predictor, job, *options, **more)
+        shutil.rmtree(out, ignore_errors=True)
+        return outcome
+
+    monkeypatch.setattr(local, "scan_job", and_then_the_folder_goes)
+    code = main(["scan", str(tiny_model), str(photos), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "vanished" in err
+    assert not (out / "summary.csv").exists()
+
+
+def test_a_damaged_survey_manifest_is_named(tiny_model, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_image(photos / "p.png", np.full((200, 300, 3), 90, np.uint8))
+    out = tmp_path / "scans"
+    assert main(["scan", str(tiny_model), str(photos), "--out", str(out)]) == 0
+    (out / "survey.json").write_text('{"format": "crackscan-survey", "root": ')
+    capsys.readouterr()
+    code = main(["scan", str(tiny_model), str(photos), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "survey.json is damaged" in err and "Traceback" not in err

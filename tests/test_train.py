@@ -1,17 +1,19 @@
 import csv
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import crackscan
-from crackscan import CrackscanError
-from crackscan import runs
-from crackscan.runs import RUN_FILES
-from crackscan.runs import Run
+from crackscan import CrackscanError, runs, synth
+from crackscan.cli import main
+from crackscan.runs import RUN_FILES, Run
 
 from .conftest import QUICK_TRAIN, TINY_SETTINGS
+from .helpers import damaged_png
 
 
 def test_run_folder_holds_every_artifact(tiny_run):
@@ -192,3 +194,24 @@ def test_a_run_is_written_with_a_checked_int8_backbone_or_says_why_not(tiny_run,
             continue
         assert main(["scan", str(run), str(photos), "--out", str(tmp_path / f"scan-{run.name}")]) == 0
         assert f"using the run's {runtime}" in capsys.readouterr().err
+
+
+def test_train_reports_progress_when_not_on_a_terminal(tiny_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CRACKSCAN_PROGRESS", raising=False)
+    code = main(["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--weights", "none", "--image-size", "96",
+                 "--alpha", "0.35", "--epochs", "2", "--int8-backbone", "no"])
+    err = capsys.readouterr().err
+    assert code == 0 and "crackscan: reading and embedding:" in err and "crackscan: fitting head:" in err
+
+
+def test_training_skips_damaged_and_non_utf8_named_files(tmp_path, weights):
+    data = synth.make_dataset(tmp_path / "data", per_class=14, seed=1, size=96)
+    damaged_png(data / "Negative" / "damaged.png")
+    odd_name = os.fsdecode(b"Positive/caf\xe9-\xff.jpg")  # Latin-1 bytes: not UTF-8
+    shutil.copy(data / "Positive" / "00001.jpg", data / odd_name)
+    run = crackscan.train(data, tmp_path / "run", weights=weights, **{**QUICK_TRAIN, "epochs": 1})
+    with open(run.path / "skipped.csv", encoding="utf-8", errors="surrogateescape") as handle:
+        skipped = {row["path"]: row["reason"] for row in csv.DictReader(handle)}
+    assert "truncated or corrupt" in skipped["Negative/damaged.png"]
+    assert odd_name in {row["path"] for row in runs.split_rows(run.path)}
+    assert runs.is_run(run.path)
