@@ -84,7 +84,11 @@ class Crack:
         return {**self.row(), "polylines": [[[round(x, 1), round(y, 1)] for x, y in line] for line in self.polylines]}
 
 
-CRACK_FIELDS = tuple(Crack(0, 0, 0, 0, 0, 0, "", 0, 0, 0, 0, [], False, 0).row())
+_SAMPLE_ROW = Crack(0, 1.0, 1.0, 1.0, 1.0, 1.0, "", 0, 0, 0, 0, [], False, 0, mm_per_pixel=1.0).row()
+CRACK_FIELDS = tuple(_SAMPLE_ROW)
+# The columns of cracks.csv that hold a measured figure (px, mm, degrees), which a reader of a
+# survey checks to be numbers: the row's own floats, so a new figure is checked once it is written.
+CRACK_NUMBER_FIELDS = tuple(name for name, value in _SAMPLE_ROW.items() if isinstance(value, float))
 
 
 def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: float = 0.5, join_gap_px: int = 15,

@@ -72,6 +72,46 @@ class CrackFigures:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def read(cls, values: dict[str, Any]) -> "CrackFigures | None":
+        """The figures as ``to_dict`` wrote them (a summary.json, a server's answer), read back and
+        checked: None where no crack was measured (a classifier's scan); ValueError naming the
+        first figure that is not what its field holds (a number, a name, counts by class)."""
+        if values.get("cracks") is None:
+            return None
+        read = {}
+        for field in dataclasses.fields(cls):
+            value = values.get(field.name)
+            if field.name in NUMBER_FIELDS:
+                number = finite_number(value, field.name, optional="None" in field.type)
+                read[field.name] = int(number) if number is not None and field.type.startswith("int") else number
+            elif field.type.startswith("dict"):
+                if not isinstance(value, dict):
+                    value = {}
+                read[field.name] = {str(name): finite_number(number, f"{field.name}[{name}]") for name, number in value.items()}
+            else:
+                read[field.name] = None if value is None else str(value)
+        read["scale_source"] = read["scale_source"] or ""
+        read["width_classes"] = read["width_classes"] or ""
+        return cls(**read)
+
+
+def finite_number(value: Any, name: str, optional: bool = False) -> float | None:
+    """A figure as a finite number (ValueError naming it when it is not one)."""
+    if value is None or value == "":
+        if optional:
+            return None
+        raise ValueError(f"no {name}")
+    if isinstance(value, bool):
+        raise ValueError(f"{name} {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {str(value)[:40]!r} is not a number") from None
+    if not np.isfinite(number):
+        raise ValueError(f"{name} is {value!r}, not a finite number")
+    return number
+
 
 FIELDS = tuple(f.name for f in dataclasses.fields(CrackFigures))
 # The figures summary.csv has a column for, in its order (the rest are in summary.json).

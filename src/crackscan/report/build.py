@@ -110,7 +110,8 @@ def _remove_stale(out: Path, pages: int, images: set[str], written: set[str]) ->
 def survey_figures(data: SurveyData) -> dict[str, Any]:
     """The figures of the summary: one definition, which the pages, the PDF and tests read."""
     photos = data.photos
-    scaled = [p for p in photos if p.summary.get("mm_per_pixel")]
+    measured = [p.figures for p in photos if p.figures is not None]
+    scaled = [f for f in measured if f.mm_per_pixel]
     classes_seen = [name for name in (*class_order(photos), UNSCALED) if any(
         c.get("width_class") == name for p in photos for c in p.cracks)]
     by_class = {}
@@ -121,7 +122,7 @@ def survey_figures(data: SurveyData) -> dict[str, Any]:
                           "length_m": round(sum(lengths_mm) / 1000, 3) if lengths_mm else None}
     widest = sorted(((float(c["max_width_px"]), p, c) for p in photos for c in p.cracks), key=lambda t: -t[0])[:5]
     taken = sorted(p.exif["taken_at"] for p in photos if p.exif.get("taken_at"))
-    over = [p for p in photos if p.summary.get("cracks_over_limit")]
+    over = [f for f in measured if f.cracks_over_limit]
     return {
         "photos": len(photos) + len(data.unreadable),
         "scanned": len(photos),
@@ -132,17 +133,16 @@ def survey_figures(data: SurveyData) -> dict[str, Any]:
         "by_class": by_class,
         "widest": [{"photo": p.name, "number": p.number, "crack_id": c["crack_id"], "width_px": w,
                     "width_mm": c.get("max_width_mm") or None} for w, p, c in widest],
-        "over_limit_cracks": sum(int(p.summary["cracks_over_limit"]) for p in over),
+        "over_limit_cracks": sum(f.cracks_over_limit for f in over),
         "over_limit_photos": len(over),
-        "limit": next((f"{p.summary['limit_mm']} mm ({p.summary.get('limit_source')})" for p in photos
-                       if p.summary.get("limit_mm")), None),
+        "limit": next((f"{f.limit_mm} mm ({f.limit_source})" for f in measured if f.limit_mm), None),
         "unreadable": len(data.unreadable),
         "with_gps": sum(p.has_position for p in photos),
         "folders": sorted({str(Path(p.photo).parent) for p in photos}),
         "dates": (taken[0][:10], taken[-1][:10]) if taken else None,
-        "scales": sorted({f"{p.summary['mm_per_pixel']:g} mm/px: {p.summary.get('scale_source')}" for p in scaled}) or
-        sorted({str(p.summary.get("scale_source") or "none: pixels only") for p in photos}),
-        "width_classes": next((p.summary["width_classes"] for p in photos if p.summary.get("width_classes")), None),
+        "scales": sorted({f"{f.mm_per_pixel:g} mm/px: {f.scale_source}" for f in scaled}) or
+        sorted({f.scale_source or "none: pixels only" for f in measured}) or (["none: pixels only"] if photos else []),
+        "width_classes": next((f.width_classes for f in measured if f.width_classes), None),
         "model": data.manifest.get("model") or next((p.summary.get("model") for p in photos), None),
         "threshold": data.manifest.get("threshold"),
         "model_reference": model_reference(data.manifest.get("model")),
@@ -159,23 +159,24 @@ def _total_length_m(cracks: list[dict[str, Any]]) -> float | None:
     return round(sum(float(c["length_mm"]) for c in cracks) / 1000, 3)
 
 
+# A photo's crack figures its GeoJSON point carries (a GIS attribute table's columns).
+GEOJSON_FIGURES = ("cracks", "total_length_px", "total_length_mm", "max_width_mm", "max_width_px", "worst_class",
+                   "cracks_over_limit")
+
+
 def geojson_of(data: SurveyData) -> dict[str, Any]:
     """A FeatureCollection of the photos with GPS (RFC 7946: longitude, latitude, WGS 84)."""
     features = []
     for p in data.photos:
         if not p.has_position:
             continue
-        s = p.summary
+        f = p.figures.to_dict() if p.figures else {}
         point = [p.exif["longitude"], p.exif["latitude"]]
         features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": point},
                          "properties": {"photo": p.photo, "finding": p.number,
-                                        "verdict": photo_verdict(s),
-                                        "cracks": s.get("cracks"), "total_length_px": s.get("total_length_px"),
-                                        "total_length_mm": s.get("total_length_mm"),
-                                        "max_width_mm": s.get("max_width_mm"), "max_width_px": s.get("max_width_px"),
-                                        "worst_class": s.get("worst_class"),
-                                        "cracks_over_limit": s.get("cracks_over_limit"),
-                                        "cracked_area_fraction": s.get("cracked_area_fraction"),
+                                        "verdict": photo_verdict(p.summary),
+                                        **{name: f.get(name) for name in GEOJSON_FIGURES},
+                                        "cracked_area_fraction": p.summary.get("cracked_area_fraction"),
                                         "taken_at": p.exif.get("taken_at")}})
     return {"type": "FeatureCollection", "features": features,
             "without_position": [p.photo for p in data.photos if not p.has_position]}

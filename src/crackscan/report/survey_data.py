@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import CrackscanError
-from ..measure.options import NUMBER_FIELDS
+from ..measure.cracks import CRACK_NUMBER_FIELDS
+from ..measure.options import CrackFigures, finite_number
 from ..photo.result import CRACKS_FILE, OVERLAY_FILE, SUMMARY_FILE, VERDICTS, photo_verdict
 from ..survey.layout import SUMMARY_CSV, SURVEY_MANIFEST, SurveyFolder
 
@@ -19,9 +20,9 @@ def class_order(photos: list["PhotoFinding"]) -> list[str]:
     them (cracks_by_class): the defaults or the user's own --width-classes."""
     order: list[str] = []
     for photo in photos:
-        by_class = photo.summary.get("cracks_by_class")
-        for name in by_class if isinstance(by_class, dict) else ():
-            if isinstance(name, str) and name not in order:
+        figures = photo.figures
+        for name in figures.cracks_by_class if figures else ():
+            if name not in order:
                 order.append(name)
     return order
 
@@ -32,6 +33,12 @@ class PhotoFinding:
     summary: dict[str, Any]
     cracks: list[dict[str, Any]]
     overlay: Path | None
+
+    @functools.cached_property
+    def figures(self) -> CrackFigures | None:
+        """The photo's crack figures, typed (checked when the survey was read); None for a
+        classifier's photo, which measured no crack."""
+        return CrackFigures.read(self.summary)
 
     @property
     def photo(self) -> str:
@@ -61,10 +68,12 @@ class PhotoFinding:
         """Worst first: by the measured cracks (class in ``order``, narrowest first; over the
         limit, widest, length), and for a classifier's survey, which measured none, by its
         cracked share."""
-        s = self.summary
-        rank = order.index(s["worst_class"]) + 1 if s.get("worst_class") in order else 0
-        return (-rank, -(s.get("cracks_over_limit") or 0), -(s.get("max_width_px") or 0),
-                -(s.get("total_length_px") or 0), -(s.get("cracked_area_fraction") or 0), self.photo)
+        f = self.figures
+        if f is None:
+            return (0, 0, 0, 0, -(self.summary.get("cracked_area_fraction") or 0), self.photo)
+        rank = order.index(f.worst_class) + 1 if f.worst_class in order else 0
+        return (-rank, -(f.cracks_over_limit or 0), -(f.max_width_px or 0), -f.total_length_px,
+                -(self.summary.get("cracked_area_fraction") or 0), self.photo)
 
 
 @dataclasses.dataclass
@@ -75,10 +84,7 @@ class SurveyData:
     unreadable: list[tuple[str, str]]
 
 
-CRACK_NUMBERS = ("length_px", "max_width_px", "mean_width_px", "p90_width_px", "length_mm", "max_width_mm",
-                 "mean_width_mm", "p90_width_mm", "orientation_deg")
 SUMMARY_NUMBERS = ("cracked_area_fraction", "max_crack_probability", "cracked_tiles", "tiles", "width", "height")
-OPTIONAL_NUMBERS = NUMBER_FIELDS  # a classifier's survey measured none of them
 
 
 def read_survey(folder: str | Path) -> SurveyData:
@@ -127,33 +133,19 @@ def read_survey(folder: str | Path) -> SurveyData:
     return SurveyData(folder, manifest, photos, unreadable)
 
 
-def _number(value: Any, name: str, optional: bool = False) -> float | None:
-    """A figure as a finite number (ValueError naming it when it is not one)."""
-    if value is None or value == "":
-        if optional:
-            return None
-        raise ValueError(f"no {name}")
-    if isinstance(value, bool):
-        raise ValueError(f"{name} {value!r} is not a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} {str(value)[:40]!r} is not a number") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} is {value!r}, not a finite number")
-    return number
-
-
 def _checked_summary(values: Any) -> dict[str, Any]:
     """A summary.json as the report reads it: an object with its figures as numbers; its EXIF
     position kept only when it is a position."""
     if not isinstance(values, dict):
         raise ValueError(f"not an object but {type(values).__name__}")
     values = dict(values)
-    for name in (*SUMMARY_NUMBERS, *OPTIONAL_NUMBERS):
-        number = _number(values.get(name), name, optional=name in OPTIONAL_NUMBERS)
+    for name in SUMMARY_NUMBERS:
+        number = finite_number(values.get(name), name)
         if not isinstance(values.get(name), (int, float)) or isinstance(values.get(name), bool):
             values[name] = None if number is None else int(number) if number.is_integer() else number
+    figures = CrackFigures.read(values)  # a classifier's survey measured none
+    if figures is not None:  # the templates read them from the summary too: checked, as typed
+        values.update(figures.to_dict())
     for name in ("worst_class", "scale_source", "model"):
         if values.get(name) is not None and not isinstance(values[name], str):
             values[name] = str(values[name])
@@ -162,7 +154,8 @@ def _checked_summary(values: Any) -> dict[str, Any]:
         exif = {}
     exif = dict(exif)
     try:
-        latitude, longitude = _number(exif.get("latitude"), "latitude"), _number(exif.get("longitude"), "longitude")
+        latitude = finite_number(exif.get("latitude"), "latitude")
+        longitude = finite_number(exif.get("longitude"), "longitude")
         if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
             raise ValueError("out of range")
     except ValueError:  # no position, or one that is none: the photo is reported without it
@@ -184,7 +177,7 @@ def readable(name: str) -> str:
 
 def _safe_number(value: Any) -> float | None:
     try:
-        return _number(value, "value")
+        return finite_number(value, "value")
     except ValueError:
         return None
 
@@ -195,9 +188,9 @@ def _checked_cracks(path: Path) -> list[dict[str, Any]]:
     with open(path, newline="", errors="replace") as handle:
         rows = list(csv.DictReader(handle))
     for index, row in enumerate(rows, start=1):
-        for name in CRACK_NUMBERS:
+        for name in CRACK_NUMBER_FIELDS:
             try:
-                _number(row.get(name), name, optional=name != "length_px" and name != "max_width_px")
+                finite_number(row.get(name), name, optional=name != "length_px" and name != "max_width_px")
             except ValueError as error:
                 raise ValueError(f"crack row {index}: {error}") from None
     return rows
