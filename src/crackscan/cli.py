@@ -361,17 +361,20 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({**m, "per_photo": result.photos}, indent=2))
     else:
-        print(f"{'photo':<40} {'tiles':>5} {'crack':>5} {'TP':>4} {'FP':>4} {'FN':>4}  F1")
+        print(f"{'photo':<40} {'tiles':>5} {'crack':>5} {'TP':>4} {'FP':>4} {'FN':>4}  F1     pixel F1 2 px")
         for row in result.photos:
             f1 = "n/a" if row["f1"] is None else f"{row['f1']:.3f}"
             print(f"{Path(row['photo']).name:<40} {row['tiles']:>5} {row['crack_tiles']:>5} {row['true_positives']:>4} "
-                  f"{row['false_positives']:>4} {row['false_negatives']:>4}  {f1}")
+                  f"{row['false_positives']:>4} {row['false_negatives']:>4}  {f1:<6} {row['pixel_f1_2px']:.3f}")
         print(format_tile_metrics(m))
         px = m["pixel"]
         tolerant, exact = px["tolerance_2px"], px["exact"]
         print(f"pixels ({px['from']}), threshold {m['threshold']:g}: within 2 px F1 {tolerant['f1']:.3f} (precision "
               f"{tolerant['precision']:.3f}, recall {tolerant['recall']:.3f}); exact F1 {exact['f1']:.3f}; ODS "
               f"{px['ods']['f1']:.3f} at {px['ods']['threshold']:.2f}; OIS {px['ois_f1']:.3f}")
+        print("worst photos (pixel F1 within 2 px; see their overlays with --out): " + "; ".join(
+            f"{Path(w['photo']).name} {w['pixel_f1_2px']:.3f} (precision {w['pixel_precision_2px']:.2f}, recall "
+            f"{w['pixel_recall_2px']:.2f})" for w in m["worst_photos"]))
     if result.out:
         print(f"wrote {result.out}/metrics.json, photos.csv and overlays/", file=sys.stderr)
         if out != args.out:

@@ -176,7 +176,9 @@ def evaluate_photos(
         saids.append(said)
         photo_pixels = pixels.add(pixel_probability(result), crack_pixels, None if ignored is None else ~ignored)
         rows.append({"photo": str(pair.photo), "mask": str(pair.mask), **tile_metrics(truth, said),
-                     "pixel_f1_2px": round(photo_pixels.f1, 4)})
+                     "pixel_f1_2px": round(photo_pixels.f1, 4), "pixel_precision_2px": round(photo_pixels.precision, 4),
+                     "pixel_recall_2px": round(photo_pixels.recall, 4), "true_crack_pixels": photo_pixels.truth,
+                     "said_crack_pixels": photo_pixels.predicted})
         if out_dir is not None:
             with atomic_path(out_dir / "overlays" / pair.relative.with_suffix(".jpg")) as temporary:
                 outcome_overlay(result, truth, said).save(temporary, quality=OVERLAY_JPEG_QUALITY)
@@ -191,7 +193,8 @@ def evaluate_photos(
                "model_sha256": file_sha256(predictor.path) if predictor.path else None,
                "pixel": {**pixels.result().to_dict(), "from": "the model's crack mask" if task_of(predictor.info).per_pixel
                          else "the tile map (each pixel has its tile's crack probability)"},
-               "photos_folder": str(photos), "masks_folder": str(masks)}
+               "photos_folder": str(photos), "masks_folder": str(masks),
+               "worst_photos": worst_photos(rows)}
     if out_dir is not None:
         write_skipped_csv(out_dir / runs.SKIPPED_FILE, [Skipped(p, r) for p, r in skipped])
         with atomic_open(out_dir / PHOTO_EVALUATION_FILES[1]) as handle:
@@ -201,6 +204,20 @@ def evaluate_photos(
         write_text(out_dir / runs.METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return PhotoEvaluation(metrics, rows, skipped, out_dir)
 
+
+
+WORST_PHOTOS = 5
+
+
+def worst_photos(rows: list[dict[str, Any]], count: int = WORST_PHOTOS) -> list[dict[str, Any]]:
+    """The photos a model does worst on, by pixel F1 within 2 px, lowest first: where to look
+    (their overlays) to see how it fails. A photo with no crack in its mask and none said
+    scores 1; one with no crack in its mask and some said scores 0 (a false alarm)."""
+    ranked = sorted(rows, key=lambda row: (row["pixel_f1_2px"], -row["said_crack_pixels"], row["photo"]))
+    return [{"photo": row["photo"], "pixel_f1_2px": row["pixel_f1_2px"],
+             "pixel_precision_2px": row["pixel_precision_2px"], "pixel_recall_2px": row["pixel_recall_2px"],
+             "true_crack_pixels": row["true_crack_pixels"], "said_crack_pixels": row["said_crack_pixels"]}
+            for row in ranked[:count]]
 
 
 def pixel_probability(result: PhotoResult) -> np.ndarray:
