@@ -210,6 +210,27 @@ def test_one_exif_reader_reads_a_path_and_its_bytes_alike(tmp_path):
     assert by_path.mm_per_pixel and photo_scale(photo.read_bytes(), 300, distance_m=1.5) == by_path
 
 
+def test_a_survey_opens_each_photo_for_its_exif_once(tmp_path, capsys, monkeypatch):
+    """The scale reads the lens and the survey the photo's facts: one reading of the file serves both;
+    a photo changed on disk is read again."""
+    from crackscan import exif
+
+    reads = []
+    real = exif._read_file
+    monkeypatch.setattr(exif, "_read_file", lambda source: reads.append(source) or real(source))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        _photo_with_exif(photos / name, {0x920A: 4.5, 0xA405: 24}, {1: "N", 2: (51, 30, 1), 3: "W", 4: (0, 7, 1)})
+    code, _, err = run_cli(capsys, "scan", "crackscan-seg", photos, "--out", tmp_path / "scans", "--distance-m", "1.5")
+    assert code == 0, err
+    summaries = [json.loads(p.read_text()) for p in sorted((tmp_path / "scans").rglob("summary.json"))]
+    assert len(summaries) == 2 and all(s["mm_per_pixel"] and "latitude" in s["exif"] for s in summaries)
+    assert sorted(Path(r).name for r in reads) == ["a.jpg", "b.jpg"]
+    _photo_with_exif(photos / "a.jpg", {0x920A: 9.0, 0xA405: 48})
+    assert photo_facts(photos / "a.jpg")["focal_length_mm"] == 9.0 and len(reads) == 3
+
+
 def test_photos_with_the_same_stem_or_flattened_path_get_their_own_folders(capsys, tiny_model, tmp_path):
     photos = tmp_path / "photos"
     photo(photos / "wall.jpg", 1, cracks=0)

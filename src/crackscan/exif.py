@@ -6,7 +6,9 @@ bytes (a photo read from a URI), and one rule for its numbers (images.exif_numbe
 from __future__ import annotations
 
 import io
+import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,38 @@ from .images import exif_number
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 
 
+# The last photo read, per thread: a scan asks for its lens (the scale) and its survey for its
+# facts straight after, and each would otherwise open the photo again.
+_last = threading.local()
+
+
 def _read(source: Any) -> tuple[Any, dict, dict, int, str] | None:
     """The photo's EXIF, its Exif and GPS directories, its width and its XMP text; None when
-    the source is no image crackscan can open (then it has no facts)."""
+    the source is no image crackscan can open (then it has no facts). Read once for the last
+    photo asked about (the same bytes object, or the same path unchanged on disk)."""
+    key = _identity(source)
+    if key is not None and getattr(_last, "key", None) == key and (
+            not isinstance(source, (bytes, bytearray)) or _last.source is source):
+        return _last.read
+    read = _read_file(source)
+    # The bytes are held with their identity, so their id cannot be another object's while cached.
+    _last.key, _last.source, _last.read = key, source, read
+    return read
+
+
+def _identity(source: Any) -> tuple | None:
+    if isinstance(source, (bytes, bytearray)):
+        return ("bytes", id(source), len(source))
+    if isinstance(source, (str, Path)):
+        try:
+            status = os.stat(source)
+        except OSError:
+            return None
+        return ("file", os.fspath(source), status.st_mtime_ns, status.st_size, status.st_ino)
+    return None
+
+
+def _read_file(source: Any) -> tuple[Any, dict, dict, int, str] | None:
     from PIL import Image
 
     if not isinstance(source, (bytes, bytearray, str, Path)):
