@@ -20,13 +20,24 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Cancelled, LimitExceeded
-from ..images import ImageSource, read_for_shrinking
+from ..images import ImageSource, read_for_shrinking, resize_pixels
 from ..measure.options import Measuring
 from ..runtime.predictor import Predictor
 from .result import PhotoResult, PhotoSummary, Tile
 from .tiling import MAX_TILES, tile_count, tile_grid, tile_origins
 
 WINDOW_OVERLAP = 0.25  # of a window's side, on each side it shares with the next
+# Test-time flips: each window's map is the mean of the model's maps of the window as it is and
+# flipped along these axes (0 rows, 1 columns; (0, 1) both), unflipped. () is one pass.
+TEST_TIME_FLIPS: tuple[tuple[int, ...], ...] = ()
+# A photo whose short side is under this many px (None: the model's window) is segmented scaled
+# up until it is that, as training reads a photo smaller than a window (segment.masksets.
+# read_masked), and its map brought back to the photo's size; 0: never. On the shared sets'
+# held-out crops it lifted pixel F1 on all three sets of small photos and changed no other
+# (masonry 224 px +0.024, GAPs384 133 px +0.035, ShadowCrack 160 px +0.028:
+# results/segmentation-upscale-to-256.json against -shipped-7sets.json). Twice the size,
+# whatever the photo's, did better on GAPs384 but cost masonry 0.010 (-upscale-2x-below-256.json).
+UPSCALE_BELOW: int | None = None
 EDGE_PAD = 16  # px the photo is mirrored out by beyond its right and bottom edges (crack_probability_map)
 SPECK_SHARE = 0.0025  # of a tile's pixels: ~130 px of a 227 px tile, a crack 1 px wide and 130 px long
 
@@ -49,6 +60,20 @@ def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: 
     right and bottom edges came out as rows of short "cracks". (Mirroring the right and
     bottom by 32 px cost up to 0.014 pixel F1 on a shared set, by 16 px at most 0.007, two
     sets up: results/segmentation-pad-after-32.json, -16.json.)"""
+    height, width = pixels.shape[:2]
+    least = predictor.input_size if UPSCALE_BELOW is None else UPSCALE_BELOW
+    if min(height, width) < least:
+        import cv2
+
+        scale = least / min(height, width)
+        larger = resize_pixels(pixels, max(least, round(width * scale)), max(least, round(height * scale)))
+        return cv2.resize(_window_map(predictor, larger, batch_size, should_stop), (width, height),
+                          interpolation=cv2.INTER_AREA)
+    return _window_map(predictor, pixels, batch_size, should_stop)
+
+
+def _window_map(predictor: Predictor, pixels: np.ndarray, batch_size: int,
+                should_stop: Callable[[], bool] | None) -> np.ndarray:
     size = predictor.input_size
     height, width = pixels.shape[:2]
     # Only after the photo: its left and top borders show no such artefact.
@@ -67,6 +92,12 @@ def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: 
         chunk = corners[start:start + batch_size]
         batch = np.stack([mirrored_window(pixels, x, y, size) for x, y in chunk])
         maps = decoder.crack_map(predictor.outputs(batch), predictor.info)
+        if TEST_TIME_FLIPS:
+            for axes in TEST_TIME_FLIPS:
+                flipped = np.ascontiguousarray(np.flip(batch, tuple(a + 1 for a in axes)))
+                maps = maps + np.flip(decoder.crack_map(predictor.outputs(flipped), predictor.info),
+                                      tuple(a + 1 for a in axes))
+            maps = maps / (1 + len(TEST_TIME_FLIPS))
         for (x, y), crack in zip(chunk, maps):
             total[y:y + size, x:x + size] += crack * weights
             weight_sum[y:y + size, x:x + size] += weights

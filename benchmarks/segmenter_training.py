@@ -1,0 +1,84 @@
+"""Training recipes for crackscan-seg, side by side: each is trained as `make models` trains the
+shipped one (the frozen ImageNet backbone, its maps cached once, only the decoder learns), exported
+to int8 LiteRT with the same check, and graded by benchmarks/segmentation.py on the held-out
+fifth of every shared mask set, the sets it did not train on included, with the false alarms on
+the held-out look-alike photos.
+
+    python benchmarks/segmenter_training.py --label LABEL [--sets S ...] [--epochs N]
+        [--windows-per-photo N] [--cap-windows-per-set N]
+
+LABEL names the run (runs/experiments/LABEL) and results/segmenter-training-LABEL.json, with the
+recipe and its training time beside the graded figures (results/segmentation-LABEL.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, write_results
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from build_models import NEGATIVES_PER_SOURCE, SEGMENT_NEGATIVES, SEGMENT_SETS  # noqa: E402
+
+PHOTOS = ROOT.parent / "shared" / "data" / "real-photos"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--sets", nargs="+", default=list(SEGMENT_SETS), help="the mask sets trained on")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--windows-per-photo", type=int)
+    parser.add_argument("--grade-only", action="store_true", help="grade the run already in runs/experiments/LABEL")
+    args = parser.parse_args()
+
+    import os
+    import tempfile
+
+    from crackscan import TrainConfig, export
+    from crackscan.testing import use_offline_keras_home
+
+    if not os.environ.get("KERAS_HOME"):  # ImageNet weights from ../shared where Keras cannot download them
+        use_offline_keras_home(Path(tempfile.mkdtemp(prefix="crackscan-keras-home-")))
+    from crackscan.progress import Progress
+    from crackscan.settings import SEGMENT_TRAIN
+    from crackscan.segment.train import train_segmenter
+
+    settings = dict(SEGMENT_TRAIN)
+    if args.epochs:
+        settings["epochs"] = args.epochs
+    if args.windows_per_photo:
+        settings["windows_per_photo"] = args.windows_per_photo
+    config = TrainConfig(**{k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__})
+    folder = ROOT / "runs" / "experiments" / args.label
+    started = time.perf_counter()
+    if not args.grade_only:
+        metrics = train_segmenter([PHOTOS / name for name in args.sets], folder, config, force=True,
+                                  windows_per_photo=settings["windows_per_photo"], empty_share=settings["empty_share"],
+                                  negatives=[str(PHOTOS.parent / source) for source in SEGMENT_NEGATIVES],
+                                  negatives_per_source=NEGATIVES_PER_SOURCE,
+                                  progress=Progress(on_step=lambda line: print(f"   {line}", flush=True))).metrics
+    else:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    trained_s = time.perf_counter() - started
+    exported = export(folder, "litert", int8=True, force=True, calibration_images=512)
+    print(f"int8 check: {exported.check}", flush=True)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "segmentation.py"), "--model", str(exported.path),
+                    "--label", args.label, "--skip-classifiers", "--skip-speed"], check=True)
+    graded = json.loads((ROOT / "results" / f"segmentation-{args.label}.json").read_text())
+    write_results(f"segmenter-training-{args.label}", {
+        "sets_trained_on": args.sets, "settings": settings, "training_s": round(trained_s, 1),
+        "timing": metrics.get("timing"), "windows": metrics.get("windows"), "photos": metrics.get("photos"),
+        "int8_check_passed": bool(exported.check.get("passed")), "graded": f"results/segmentation-{args.label}.json",
+        "pixel_f1_2px": {name: s["pixel_f1_2px"] for name, s in graded["sets"].items()},
+        "false_alarm_tiles": graded["false_alarms"]["crackscan-seg"]["tiles_flagged"],
+    })
+
+
+if __name__ == "__main__":
+    main()
