@@ -79,8 +79,14 @@ def tiles_of(folder: Path) -> dict[str, list[float]]:
 
 
 def test_ray_engine_gives_the_local_engine_results(local_ray, tiny_model, photos, tmp_path):
+    import glob
+    import tempfile
+
     local = scan_many(tiny_model, [photos], tmp_path / "local", tile=227)
+    worker_copies = glob.glob(f"{tempfile.gettempdir()}/crackscan-worker-*")
     on_ray = scan_many(tiny_model, [photos], tmp_path / "ray", tile=227, engine="ray")
+    # Each actor's copy of the model is gone once loaded: surveys leave nothing in /tmp.
+    assert sorted(glob.glob(f"{tempfile.gettempdir()}/crackscan-worker-*")) == sorted(worker_copies)
     assert len(on_ray.scanned) == len(local.scanned) == 5 and on_ray.engine == "ray"
     expected, got = tiles_of(tmp_path / "local"), tiles_of(tmp_path / "ray")
     assert sorted(got) == sorted(expected) and len(got) == 5

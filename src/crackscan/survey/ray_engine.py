@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -62,9 +63,12 @@ class SurveyWorker:
         # The model travels as a reference to one copy in Ray's object store, held by the
         # driver for the whole survey, so an actor started again after a crash finds it.
         folder = Path(tempfile.mkdtemp(prefix="crackscan-worker-"))
-        path = folder / f"model{suffix}"
-        path.write_bytes(ray.get(model[0]))
-        self.predictor = load(path, num_threads=1)
+        try:
+            path = folder / f"model{suffix}"
+            path.write_bytes(ray.get(model[0]))
+            self.predictor = load(path, num_threads=1)
+        finally:  # loaded (a LiteRT file stays mapped): every actor of every survey left a copy in /tmp
+            shutil.rmtree(folder, ignore_errors=True)
         self.options, self.tiles_dataset = options, Path(tiles_dataset)
         import cv2
 
