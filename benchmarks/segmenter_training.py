@@ -5,7 +5,7 @@ fifth of every shared mask set, the sets it did not train on included, with the 
 the held-out look-alike photos.
 
     python benchmarks/segmenter_training.py --label LABEL [--sets S ...] [--epochs N]
-        [--windows-per-photo N] [--cap-windows-per-set N]
+        [--windows-per-photo N] [--skeleton-recall W] [--grade-only]
 
 LABEL names the run (runs/experiments/LABEL) and results/segmenter-training-LABEL.json, with the
 recipe and its training time beside the graded figures (results/segmentation-LABEL.json).
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=list(SEGMENT_SETS), help="the mask sets trained on")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--windows-per-photo", type=int)
+    parser.add_argument("--skeleton-recall", type=float, help="the skeleton recall loss's weight (default: the product's)")
     parser.add_argument("--grade-only", action="store_true", help="grade the run already in runs/experiments/LABEL")
     args = parser.parse_args()
 
@@ -49,6 +50,10 @@ def main() -> None:
     from crackscan.settings import SEGMENT_TRAIN
     from crackscan.segment.train import train_segmenter
 
+    from crackscan.segment import train as segment_train
+
+    if args.skeleton_recall is not None:
+        segment_train.SKELETON_RECALL_WEIGHT = args.skeleton_recall
     settings = dict(SEGMENT_TRAIN)
     if args.epochs:
         settings["epochs"] = args.epochs
@@ -72,7 +77,8 @@ def main() -> None:
                     "--label", args.label, "--skip-classifiers", "--skip-speed"], check=True)
     graded = json.loads((ROOT / "results" / f"segmentation-{args.label}.json").read_text())
     write_results(f"segmenter-training-{args.label}", {
-        "sets_trained_on": args.sets, "settings": settings, "training_s": round(trained_s, 1),
+        "sets_trained_on": args.sets, "settings": settings,
+        "skeleton_recall_weight": segment_train.SKELETON_RECALL_WEIGHT, "training_s": round(trained_s, 1),
         "timing": metrics.get("timing"), "windows": metrics.get("windows"), "photos": metrics.get("photos"),
         "int8_check_passed": bool(exported.check.get("passed")), "graded": f"results/segmentation-{args.label}.json",
         "pixel_f1_2px": {name: s["pixel_f1_2px"] for name, s in graded["sets"].items()},

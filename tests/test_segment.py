@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -197,3 +198,32 @@ def test_hard_negatives_are_all_clear_windows_split_by_content(mask_set: Path, t
     assert negatives == find_negatives([clear], (0.5, 0.1, 0.4), 42)  # by content: the same every time
     pixels, masks, weights, _ = training_windows(negatives, 96, 4, 0.0, rng, [])
     assert len(pixels) >= 10 and masks.sum() == 0 and weights.min() == 1  # every window kept, all clear
+
+
+def test_the_skeleton_recall_term_counts_a_thin_crack_s_missed_centreline(monkeypatch) -> None:
+    from crackscan.segment import train as segment_train
+
+    monkeypatch.setattr(segment_train, "SKELETON_RECALL_WEIGHT", 1.0)
+    mask = np.zeros((1, 32, 32), np.uint8)
+    mask[0, 4:28, 10:12] = 1  # a crack 2 px wide
+    skeleton = segment_train.tubed_skeletons(mask)
+    assert skeleton[0, 4:28, 10:12].sum() == skeleton.sum() > 0 and skeleton[0, 16, 10:12].any()
+    target = np.stack([mask, np.ones_like(mask), skeleton], axis=-1).astype(np.float32)
+    found = mask[..., None].astype(np.float32) * 0.98 + 0.01
+    missed = np.full_like(found, 0.01)
+    with_term = [float(segment_train._loss(target, p)) for p in (found, missed)]
+    without = [float(segment_train._loss(target[..., :2], p)) for p in (found, missed)]
+    assert with_term[0] - without[0] < 0.05  # found: the term is near 0
+    assert with_term[1] - without[1] > 0.9  # missed: the whole centreline counts
+
+
+def test_a_segmenter_trains_with_the_skeleton_recall_term(mask_set: Path, tmp_path: Path, weights: str,
+                                                          monkeypatch) -> None:
+    from crackscan.segment import train as segment_train
+
+    monkeypatch.setattr(segment_train, "SKELETON_RECALL_WEIGHT", 1.0)
+    run = train_segmenter([mask_set], tmp_path / "run", TrainConfig(weights=weights, **{**TINY_SEGMENT, "epochs": 2}))
+    assert run.metrics["loss"]["skeleton_recall_weight"] == 1.0 and "skeleton recall" in run.metrics["loss"]["terms"]
+    with open(run.path / "history.csv") as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert len(losses) == 2 and all(np.isfinite(losses))

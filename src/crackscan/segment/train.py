@@ -105,6 +105,8 @@ def train_segmenter(data: Sequence[str | Path], out: str | Path, config: TrainCo
                         "per_photo": windows_per_photo, "empty_share": empty_share},
             "skipped": [{"file": f, "reason": r} for f, r in skipped],
             "val": scorer.result().to_dict(),
+            "loss": {"terms": "cross-entropy + soft Dice" + (" + skeleton recall" if SKELETON_RECALL_WEIGHT else ""),
+                     "skeleton_recall_weight": SKELETON_RECALL_WEIGHT},
             "best_epoch": best_epoch,
             "epochs_run": len(history),
             "decoder": {"weights": int(decoder.count_params()), "taps": [name for name, _ in TAPS]},
@@ -127,17 +129,39 @@ def _embed(taps: Any, pixels: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [np.concatenate(chunk) for chunk in chunks]
 
 
+# Skeleton recall (Kirchhoff et al., ECCV 2024) beside cross-entropy and Dice, at this weight: the
+# share of each true crack's centreline (its skeleton, up to 3 px wide) the map misses, so a thin crack's
+# few pixels count as much as a wide one's many. 0: not used.
+SKELETON_RECALL_WEIGHT = 0.0
+
+
 def _loss(y_true: Any, y_pred: Any) -> Any:
-    """Weighted cross-entropy plus soft Dice; y_true packs the mask and the pixel weights
-    (0 where the mask says ignore) as two channels."""
+    """Weighted cross-entropy plus soft Dice (plus skeleton recall where y_true has a third
+    channel); y_true packs the mask, the pixel weights (0 where the mask says ignore) and the
+    true mask's tubed skeleton as channels."""
     ops = _tf.keras().ops
-    truth, weight = y_true[..., :1], y_true[..., 1:]
+    truth, weight = y_true[..., :1], y_true[..., 1:2]
     p = ops.clip(y_pred, 1e-6, 1 - 1e-6)
     cross = -(truth * ops.log(p) + (1 - truth) * ops.log(1 - p))
     cross = ops.sum(cross * weight) / ops.maximum(ops.sum(weight), 1.0)
     overlap = ops.sum(p * truth * weight, axis=(1, 2, 3))
     dice = 1 - (2 * overlap + 1) / (ops.sum(p * weight, axis=(1, 2, 3)) + ops.sum(truth * weight, axis=(1, 2, 3)) + 1)
-    return cross + ops.mean(dice)
+    loss = cross + ops.mean(dice)
+    if y_true.shape[-1] > 2:
+        skeleton = y_true[..., 2:3] * weight
+        loss = loss + SKELETON_RECALL_WEIGHT * (1 - (ops.sum(p * skeleton) + 1) / (ops.sum(skeleton) + 1))
+    return loss
+
+
+def tubed_skeletons(masks: np.ndarray) -> np.ndarray:
+    """Each window's true crack centreline, dilated to 3 px within the crack (uint8 0/1)."""
+    import cv2
+    from skimage.morphology import skeletonize
+
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    # Kept inside the crack: a 1-2 px crack's tube is the crack itself, not pixels beside it.
+    return np.stack([cv2.dilate(skeletonize(mask > 0).astype(np.uint8), cross) * (mask > 0) if mask.any() else
+                     np.zeros_like(mask, np.uint8) for mask in masks]).astype(np.uint8)
 
 
 class _FlippedBatches:
@@ -161,7 +185,8 @@ class _FlippedBatches:
             def __getitem__(self, index: int) -> tuple:
                 rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
                 arrays = [windows[0][rows].astype(np.float32), *(m[rows].astype(np.float32) for m in maps)]
-                target = np.stack([windows[1][rows], windows[2][rows]], axis=-1).astype(np.float32)
+                target = np.stack([part[rows] for part in (windows[1], windows[2], *windows[4:])], axis=-1
+                                  ).astype(np.float32)
                 if flips:
                     for axis in (2, 1):  # columns, rows of N x H x W x C
                         if self.rng.random() < 0.5:
@@ -193,6 +218,8 @@ def _fit_decoder(decoder: Any, train: tuple, train_maps: list[np.ndarray], val: 
             elif config.patience and epoch + 1 - best[1] >= config.patience:
                 self.model.stop_training = True
 
+    if SKELETON_RECALL_WEIGHT:  # each window's skeleton beside its mask, for the loss's third term
+        train, val = (*train, tubed_skeletons(train[1])), (*val, tubed_skeletons(val[1]))
     decoder.fit(_FlippedBatches(train, train_maps, config.batch_size, config.seed, flips=True),
                 validation_data=_FlippedBatches(val, val_maps, config.batch_size, config.seed, flips=False),
                 epochs=config.epochs, verbose=0, callbacks=[Epochs()])
