@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--windows-per-photo", type=int)
     parser.add_argument("--skeleton-recall", type=float, help="the skeleton recall loss's weight (default: the product's)")
+    parser.add_argument("--drawn-negatives", type=int, default=0,
+                        help="this many clear Özgenel patches with joints, tie holes or bug holes drawn on them "
+                             "(synth.drawn_lookalike), as negatives beside the shared ones")
     parser.add_argument("--grade-only", action="store_true", help="grade the run already in runs/experiments/LABEL")
     args = parser.parse_args()
 
@@ -62,10 +65,13 @@ def main() -> None:
     config = TrainConfig(**{k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__})
     folder = ROOT / "runs" / "experiments" / args.label
     started = time.perf_counter()
+    negatives = [str(PHOTOS.parent / source) for source in SEGMENT_NEGATIVES]
+    if args.drawn_negatives:
+        negatives.append(str(_drawn_negatives(ROOT / "runs" / "experiments" / f"{args.label}-drawn", args.drawn_negatives)))
     if not args.grade_only:
         metrics = train_segmenter([PHOTOS / name for name in args.sets], folder, config, force=True,
                                   windows_per_photo=settings["windows_per_photo"], empty_share=settings["empty_share"],
-                                  negatives=[str(PHOTOS.parent / source) for source in SEGMENT_NEGATIVES],
+                                  negatives=negatives,
                                   negatives_per_source=NEGATIVES_PER_SOURCE,
                                   progress=Progress(on_step=lambda line: print(f"   {line}", flush=True))).metrics
     else:
@@ -78,12 +84,30 @@ def main() -> None:
     graded = json.loads((ROOT / "results" / f"segmentation-{args.label}.json").read_text())
     write_results(f"segmenter-training-{args.label}", {
         "sets_trained_on": args.sets, "settings": settings,
-        "skeleton_recall_weight": segment_train.SKELETON_RECALL_WEIGHT, "training_s": round(trained_s, 1),
+        "skeleton_recall_weight": segment_train.SKELETON_RECALL_WEIGHT, "drawn_negatives": args.drawn_negatives, "training_s": round(trained_s, 1),
         "timing": metrics.get("timing"), "windows": metrics.get("windows"), "photos": metrics.get("photos"),
         "int8_check_passed": bool(exported.check.get("passed")), "graded": f"results/segmentation-{args.label}.json",
         "pixel_f1_2px": {name: s["pixel_f1_2px"] for name, s in graded["sets"].items()},
         "false_alarm_tiles": graded["false_alarms"]["crackscan-seg"]["tiles_flagged"],
     })
+
+
+def _drawn_negatives(folder: Path, count: int) -> Path:
+    """``count`` clear Özgenel patches (the last by name, not the first ones the shared negatives
+    take) with a look-alike drawn on each, written once into ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    from crackscan.synth import drawn_lookalike
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted((PHOTOS.parent / "ozgenel-12k" / "Negative").glob("*.jpg"))[-count:]
+    rng = np.random.default_rng(7)
+    for index, source in enumerate(sources):
+        target = folder / f"drawn-{index:04d}.png"
+        if not target.is_file():
+            Image.fromarray(drawn_lookalike(rng, np.asarray(Image.open(source).convert("RGB")))).save(target)
+    return folder
 
 
 if __name__ == "__main__":

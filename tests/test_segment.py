@@ -227,3 +227,20 @@ def test_a_segmenter_trains_with_the_skeleton_recall_term(mask_set: Path, tmp_pa
     with open(run.path / "history.csv") as handle:
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_drawn_lookalikes_are_straight_or_round_and_only_darken(real_data) -> None:
+    """Each kind drawn on a real clear patch darkens it along straight full-length bands or in
+    round pits, nowhere lightens it, and keeps its size."""
+    from crackscan.synth import drawn_lookalike
+
+    patch = np.asarray(Image.open(sorted((real_data / "Negative").glob("*.jpg"))[-1]).convert("RGB"))
+    rng = np.random.default_rng(0)
+    drawn = [drawn_lookalike(rng, patch) for _ in range(24)]
+    for image in drawn:
+        assert image.shape == patch.shape and image.dtype == np.uint8
+        change = patch.astype(int) - image.astype(int)
+        assert change.min() >= -1 and (change.max(axis=-1) > 20).sum() > 20  # darker only, visibly
+    # The joints run across the whole patch: some rows or columns darkened from edge to edge.
+    darkened = [(patch.astype(int) - image.astype(int)).max(axis=-1) > 10 for image in drawn]
+    assert any(d.all(axis=0).any() or d.all(axis=1).any() or d[:, 0].any() and d[:, -1].any() for d in darkened)

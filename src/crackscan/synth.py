@@ -130,6 +130,45 @@ def hard_negative(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 255)
 
 
+def drawn_lookalike(rng: np.random.Generator, photo: np.ndarray) -> np.ndarray:
+    """A clear photo of concrete with what a segmenter takes for a crack and is none, drawn on
+    it: straight and regular where a crack is neither. A formwork or slab joint (a straight dark
+    band of even width across the whole photo), the parallel joints of formwork boards, a grid
+    of tie holes, or scattered bug holes (small round pits)."""
+    image = photo.astype(np.float32)
+    height, width = image.shape[:2]
+    overlay = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(overlay)
+    kind = rng.integers(4)
+    if kind in (0, 1):  # one joint, or boards' joints at a regular spacing
+        angle = rng.choice([0.0, math.pi / 2]) + rng.normal(0, 0.03) if rng.random() < 0.8 else rng.uniform(0, math.pi)
+        band = int(rng.integers(2, 8))
+        spacing = rng.uniform(0.25, 0.45) * max(width, height)
+        offsets = [rng.uniform(-0.3, 0.3) * max(width, height)]
+        if kind == 1:
+            offsets = [offsets[0] + k * spacing for k in range(-3, 4)]
+        reach = 2 * max(width, height)
+        dx, dy = math.cos(angle), math.sin(angle)
+        for offset in offsets:
+            cx, cy = width / 2 - dy * offset, height / 2 + dx * offset
+            draw.line((cx - dx * reach, cy - dy * reach, cx + dx * reach, cy + dy * reach), fill=255, width=band)
+        depth = rng.uniform(0.3, 0.6)
+    elif kind == 2:  # tie holes on a grid
+        radius, step = rng.uniform(3, 10), rng.uniform(0.3, 0.5) * min(width, height)
+        x0, y0 = rng.uniform(0, step), rng.uniform(0, step)
+        for y in np.arange(y0, height, step):
+            for x in np.arange(x0, width, step):
+                draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+        depth = rng.uniform(0.4, 0.7)
+    else:  # bug holes: small pits scattered over the surface
+        for _ in range(int(rng.integers(8, 40))):
+            x, y, radius = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(1, 4)
+            draw.ellipse((x - radius, y - radius * rng.uniform(0.6, 1), x + radius, y + radius), fill=255)
+        depth = rng.uniform(0.3, 0.6)
+    shade = np.asarray(overlay.filter(ImageFilter.GaussianBlur(0.8)), np.float32)[..., None] / 255
+    return np.clip(image * (1 - depth * shade), 0, 255).astype(np.uint8)
+
+
 def make_patch(rng: np.random.Generator, cracked: bool, size: int = PATCH_SIZE) -> np.ndarray:
     image = concrete_texture(rng, size, size)
     if cracked:
