@@ -217,6 +217,7 @@ def test_the_skeleton_recall_term_counts_a_thin_crack_s_missed_centreline(monkey
     assert with_term[1] - without[1] > 0.9  # missed: the whole centreline counts
 
 
+@pytest.mark.slow  # a training, if a tiny one: the fast tier checks the term itself above
 def test_a_segmenter_trains_with_the_skeleton_recall_term(mask_set: Path, tmp_path: Path, weights: str,
                                                           monkeypatch) -> None:
     from crackscan.segment import train as segment_train
