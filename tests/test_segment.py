@@ -218,13 +218,15 @@ def test_the_skeleton_recall_term_counts_a_thin_crack_s_missed_centreline(monkey
 
 
 @pytest.mark.slow  # a training, if a tiny one: the fast tier checks the term itself above
-def test_a_segmenter_trains_with_the_skeleton_recall_term(mask_set: Path, tmp_path: Path, weights: str,
+def test_a_segmenter_trains_with_the_skeleton_recall_term_and_balanced_sets(mask_set: Path, tmp_path: Path, weights: str,
                                                           monkeypatch) -> None:
     from crackscan.segment import train as segment_train
 
     monkeypatch.setattr(segment_train, "SKELETON_RECALL_WEIGHT", 1.0)
+    monkeypatch.setattr(segment_train, "BALANCE_SETS", True)
     run = train_segmenter([mask_set], tmp_path / "run", TrainConfig(weights=weights, **{**TINY_SEGMENT, "epochs": 2}))
     assert run.metrics["loss"]["skeleton_recall_weight"] == 1.0 and "skeleton recall" in run.metrics["loss"]["terms"]
+    assert run.metrics["balanced_sets"]
     with open(run.path / "history.csv") as handle:
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]
     assert len(losses) == 2 and all(np.isfinite(losses))
@@ -245,3 +247,13 @@ def test_drawn_lookalikes_are_straight_or_round_and_only_darken(real_data) -> No
     # The joints run across the whole patch: some rows or columns darkened from edge to edge.
     darkened = [(patch.astype(int) - image.astype(int)).max(axis=-1) > 10 for image in drawn]
     assert any(d.all(axis=0).any() or d.all(axis=1).any() or d[:, 0].any() and d[:, -1].any() for d in darkened)
+
+
+def test_balanced_sets_weigh_the_same_whatever_their_size() -> None:
+    from crackscan.segment.train import _set_balance
+
+    groups = ["big"] * 90 + ["small"] * 10 + ["negatives"] * 20
+    chance = _set_balance(groups)
+    assert chance.sum() == pytest.approx(1)
+    by_group = {name: chance[[g == name for g in groups]].sum() for name in set(groups)}
+    assert all(share == pytest.approx(1 / 3) for share in by_group.values())

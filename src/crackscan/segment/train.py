@@ -77,7 +77,9 @@ def train_segmenter(data: Sequence[str | Path], out: str | Path, config: TrainCo
         decoder = build_decoder(config, tuple(m.shape[-1] for m in train_maps))
         report.step(f"training the decoder ({decoder.count_params():,} weights) for up to {config.epochs} epochs")
         fit_started = time.perf_counter()
-        history, best_epoch = _fit_decoder(decoder, train, train_maps, val, val_maps, config, report)
+        groups = [parts["train"][owner].dataset if parts["train"][owner].mask is not None else "negatives"
+                  for owner in train[3]]
+        history, best_epoch = _fit_decoder(decoder, train, train_maps, val, val_maps, config, report, groups)
         fit_s = time.perf_counter() - fit_started
         # A fresh copy: the trained one carries its compiled loss, which Keras would save with it.
         saved_decoder = build_decoder(config, tuple(m.shape[-1] for m in train_maps))
@@ -105,6 +107,7 @@ def train_segmenter(data: Sequence[str | Path], out: str | Path, config: TrainCo
                         "per_photo": windows_per_photo, "empty_share": empty_share},
             "skipped": [{"file": f, "reason": r} for f, r in skipped],
             "val": scorer.result().to_dict(),
+            "balanced_sets": BALANCE_SETS,
             "loss": {"terms": "cross-entropy + soft Dice" + (" + skeleton recall" if SKELETON_RECALL_WEIGHT else ""),
                      "skeleton_recall_weight": SKELETON_RECALL_WEIGHT},
             "best_epoch": best_epoch,
@@ -129,6 +132,10 @@ def _embed(taps: Any, pixels: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [np.concatenate(chunk) for chunk in chunks]
 
 
+# Each training epoch draws its windows so that every mask set, and the negatives together, weigh
+# the same, however many windows each gave (with replacement; as many windows as there are). False:
+# every window once an epoch, so the largest sets weigh most.
+BALANCE_SETS = False
 # Skeleton recall (Kirchhoff et al., ECCV 2024) beside cross-entropy and Dice, at this weight: the
 # share of each true crack's centreline (its skeleton, up to 3 px wide) the map misses, so a thin crack's
 # few pixels count as much as a wide one's many. 0: not used.
@@ -167,7 +174,8 @@ def tubed_skeletons(masks: np.ndarray) -> np.ndarray:
 class _FlippedBatches:
     """Batches of (pixels, maps) -> (mask, weight), each window flipped at random."""
 
-    def __new__(cls, windows: tuple, maps: list[np.ndarray], batch_size: int, seed: int, flips: bool) -> Any:
+    def __new__(cls, windows: tuple, maps: list[np.ndarray], batch_size: int, seed: int, flips: bool,
+                draw: np.ndarray | None = None) -> Any:
         keras = _tf.keras()
 
         class Batches(keras.utils.PyDataset):
@@ -175,12 +183,17 @@ class _FlippedBatches:
                 super().__init__()
                 self.rng = np.random.default_rng(seed)
                 self.order = np.arange(len(windows[0]))
+                if draw is not None:
+                    self.on_epoch_end()
 
             def __len__(self) -> int:
                 return int(np.ceil(len(self.order) / batch_size))
 
             def on_epoch_end(self) -> None:
-                self.rng.shuffle(self.order)
+                if draw is None:
+                    self.rng.shuffle(self.order)
+                else:  # windows drawn by their set's weight
+                    self.order = self.rng.choice(len(draw), len(draw), p=draw)
 
             def __getitem__(self, index: int) -> tuple:
                 rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
@@ -198,7 +211,8 @@ class _FlippedBatches:
 
 
 def _fit_decoder(decoder: Any, train: tuple, train_maps: list[np.ndarray], val: tuple, val_maps: list[np.ndarray],
-                 config: TrainConfig, report: Progress) -> tuple[list[dict[str, float]], int]:
+                 config: TrainConfig, report: Progress, groups: list[str] | None = None
+                 ) -> tuple[list[dict[str, float]], int]:
     keras = _tf.keras()
     keras.utils.set_random_seed(config.seed)
     decoder.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss)
@@ -220,12 +234,20 @@ def _fit_decoder(decoder: Any, train: tuple, train_maps: list[np.ndarray], val: 
 
     if SKELETON_RECALL_WEIGHT:  # each window's skeleton beside its mask, for the loss's third term
         train, val = (*train, tubed_skeletons(train[1])), (*val, tubed_skeletons(val[1]))
-    decoder.fit(_FlippedBatches(train, train_maps, config.batch_size, config.seed, flips=True),
+    draw = _set_balance(groups) if BALANCE_SETS and groups is not None else None
+    decoder.fit(_FlippedBatches(train, train_maps, config.batch_size, config.seed, flips=True, draw=draw),
                 validation_data=_FlippedBatches(val, val_maps, config.batch_size, config.seed, flips=False),
                 epochs=config.epochs, verbose=0, callbacks=[Epochs()])
     if best[2] is not None:
         decoder.set_weights(best[2])
     return history, best[1]
+
+
+def _set_balance(groups: list[str]) -> np.ndarray:
+    """Each window's chance to be drawn: every group (a set, or the negatives) the same in all."""
+    names, index, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    chance = 1.0 / (len(names) * counts[index])
+    return chance / chance.sum()
 
 
 def _predict(decoder: Any, pixels: np.ndarray, maps: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
