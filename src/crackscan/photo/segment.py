@@ -94,9 +94,9 @@ def _window_map(predictor: Predictor, pixels: np.ndarray, batch_size: int,
         maps = decoder.crack_map(predictor.outputs(batch), predictor.info)
         if TEST_TIME_FLIPS:
             for axes in TEST_TIME_FLIPS:
-                flipped = np.ascontiguousarray(np.flip(batch, tuple(a + 1 for a in axes)))
-                maps = maps + np.flip(decoder.crack_map(predictor.outputs(flipped), predictor.info),
-                                      tuple(a + 1 for a in axes))
+                batch_axes = tuple(a + 1 for a in axes)  # a batch's and its maps' axis 0 is the window
+                flipped = np.ascontiguousarray(np.flip(batch, batch_axes))
+                maps = maps + np.flip(decoder.crack_map(predictor.outputs(flipped), predictor.info), batch_axes)
             maps = maps / (1 + len(TEST_TIME_FLIPS))
         for (x, y), crack in zip(chunk, maps):
             total[y:y + size, x:x + size] += crack * weights

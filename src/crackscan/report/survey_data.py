@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,9 @@ class PhotoFinding:
     summary: dict[str, Any]
     cracks: list[dict[str, Any]]
     overlay: Path | None
-
-    @functools.cached_property
-    def figures(self) -> CrackFigures | None:
-        """The photo's crack figures, typed (checked when the survey was read); None for a
-        classifier's photo, which measured no crack."""
-        return CrackFigures.read(self.summary)
+    # The photo's crack figures, typed (read and checked with its summary); None for a
+    # classifier's photo, which measured no crack.
+    figures: CrackFigures | None = None
 
     @property
     def photo(self) -> str:
@@ -115,7 +111,8 @@ def read_survey(folder: str | Path) -> SurveyData:
             continue
         outputs = survey.result_folder(row.get("outputs") or "")
         try:
-            summary = _checked_summary(json.loads((outputs / SUMMARY_FILE).read_text(errors="surrogateescape")))
+            summary, figures = _checked_summary(json.loads((outputs / SUMMARY_FILE).read_text(
+                errors="surrogateescape")))
         except (OSError, ValueError) as error:
             unreadable.append((name, f"its result {outputs / SUMMARY_FILE} is unreadable ({error})"))
             continue
@@ -125,7 +122,7 @@ def read_survey(folder: str | Path) -> SurveyData:
             unreadable.append((name, f"its {outputs / CRACKS_FILE} is damaged ({error})"))
             continue
         overlay = outputs / OVERLAY_FILE
-        photos.append(PhotoFinding(0, summary, cracks, overlay if overlay.is_file() else None))
+        photos.append(PhotoFinding(0, summary, cracks, overlay if overlay.is_file() else None, figures))
     order = class_order(photos)
     photos.sort(key=lambda photo: photo.severity_key(order))
     for number, photo in enumerate(photos, start=1):
@@ -133,9 +130,9 @@ def read_survey(folder: str | Path) -> SurveyData:
     return SurveyData(folder, manifest, photos, unreadable)
 
 
-def _checked_summary(values: Any) -> dict[str, Any]:
+def _checked_summary(values: Any) -> tuple[dict[str, Any], CrackFigures | None]:
     """A summary.json as the report reads it: an object with its figures as numbers; its EXIF
-    position kept only when it is a position."""
+    position kept only when it is a position. With its crack figures, typed (CrackFigures.read)."""
     if not isinstance(values, dict):
         raise ValueError(f"not an object but {type(values).__name__}")
     values = dict(values)
@@ -166,7 +163,7 @@ def _checked_summary(values: Any) -> dict[str, Any]:
     values = {**values, "exif": exif}
     values["photo"] = readable(values.get("photo") if isinstance(values.get("photo"), str) else
                                str(values.get("photo", "")))
-    return values
+    return values, figures
 
 
 def readable(name: str) -> str:
