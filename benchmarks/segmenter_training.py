@@ -6,7 +6,7 @@ the held-out look-alike photos.
 
     python benchmarks/segmenter_training.py --label LABEL [--sets S ...] [--epochs N]
         [--windows-per-photo N] [--skeleton-recall W] [--drawn-negatives N]
-        [--balance-sets] [--grade-only]
+        [--balance-sets] [--full-resolution] [--grade-only]
 
 LABEL names the run (runs/experiments/LABEL) and results/segmenter-training-LABEL.json, with the
 recipe and its training time beside the graded figures (results/segmentation-LABEL.json).
@@ -40,6 +40,9 @@ def main() -> None:
                         help="this many clear Özgenel patches with joints, tie holes or bug holes drawn on them "
                              "(synth.drawn_lookalike), as negatives beside the shared ones")
     parser.add_argument("--balance-sets", action="store_true", help="every set (and the negatives) weighs the same")
+    parser.add_argument("--full-resolution", action="store_true",
+                        help="the decoder's last stage at full resolution on the input pixels "
+                             "(model.segmenter.FULL_RESOLUTION_STAGE) instead of stride-2 logits upsampled")
     parser.add_argument("--grade-only", action="store_true", help="grade the run already in runs/experiments/LABEL")
     args = parser.parse_args()
 
@@ -57,7 +60,10 @@ def main() -> None:
 
     from crackscan.segment import train as segment_train
 
+    from crackscan.model import segmenter
+
     segment_train.BALANCE_SETS = args.balance_sets or segment_train.BALANCE_SETS
+    segmenter.FULL_RESOLUTION_STAGE = args.full_resolution or segmenter.FULL_RESOLUTION_STAGE
     if args.skeleton_recall is not None:
         segment_train.SKELETON_RECALL_WEIGHT = args.skeleton_recall
     settings = dict(SEGMENT_TRAIN)
@@ -88,7 +94,8 @@ def main() -> None:
     write_results(f"segmenter-training-{args.label}", {
         "sets_trained_on": args.sets, "settings": settings,
         "skeleton_recall_weight": segment_train.SKELETON_RECALL_WEIGHT, "drawn_negatives": args.drawn_negatives,
-        "balanced_sets": segment_train.BALANCE_SETS, "training_s": round(trained_s, 1),
+        "balanced_sets": segment_train.BALANCE_SETS, "full_resolution_stage": segmenter.FULL_RESOLUTION_STAGE,
+        "training_s": round(trained_s, 1),
         "timing": metrics.get("timing"), "windows": metrics.get("windows"), "photos": metrics.get("photos"),
         "int8_check_passed": bool(exported.check.get("passed")), "graded": f"results/segmentation-{args.label}.json",
         "pixel_f1_2px": {name: s["pixel_f1_2px"] for name, s in graded["sets"].items()},

@@ -16,9 +16,9 @@ from PIL import Image
 from crackscan.errors import CrackscanError
 from crackscan.measure.cracks import measure
 from crackscan.measure.scale import photo_scale
-from crackscan.measure.severity import DEFAULT_CLASSES, grade, parse_limit, parse_width_classes
+from crackscan.measure.severity import AT_LIMIT, DEFAULT_CLASSES, grade, parse_limit, parse_width_classes
 from crackscan.photo.result import CRACKS_FILE
-from crackscan.synth import crack_of_known_geometry
+from crackscan.synth import crack_of_known_geometry, photo_of_known_crack
 
 
 def straight(width: float, angle_deg: float, length: float = 240, size: int = 400) -> np.ndarray:
@@ -62,6 +62,60 @@ def test_widths_of_one_or_two_pixels_are_at_the_resolution_limit() -> None:
         for angle in (0, 30, 45):
             [crack] = measure(straight(width, angle))
             assert crack.at_resolution_limit, (width, angle, crack.max_width_px)
+
+
+def bent_crack_photo(width: float, seed: int, blur: float = 0.7) -> tuple[np.ndarray, np.ndarray, float]:
+    """A photo of one bent crack of ``width`` (blur, noise, JPEG q 90), its true coverage and length."""
+    rng = np.random.default_rng(seed)
+    along = np.linspace(0, 1, 50)
+    angle = rng.uniform(0, math.pi)
+    direction = np.array([math.cos(angle), math.sin(angle)])
+    normal = np.array([-direction[1], direction[0]])
+    centreline = 160 + (along[:, None] - 0.5) * 240 * direction + (np.sin(along * math.pi) * 20)[:, None] * normal
+    photo, coverage = photo_of_known_crack(rng, (320, 320), centreline, width, blur_sigma=blur)
+    return photo, coverage, float(np.sum(np.hypot(*np.diff(centreline, axis=0).T)))
+
+
+@pytest.mark.parametrize("width", [2, 3, 6, 9])
+def test_widths_read_on_the_photo_hold_however_fat_the_mask(width: float) -> None:
+    import cv2
+
+    photo, coverage, length = bent_crack_photo(width, seed=width)
+    # A segmenter's mask is 1-2 px wider than the crack: on the mask alone the width inherits it.
+    fat = cv2.dilate((coverage >= 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    [on_mask] = measure(fat)
+    [on_photo] = measure(fat, photo=photo)
+    assert on_mask.mean_width_px > width + 1.2 and on_mask.width_source == "mask"
+    assert on_photo.width_source == "photo"
+    assert on_photo.mean_width_px == pytest.approx(width, abs=0.5)
+    assert on_photo.length_px == pytest.approx(length, rel=0.05)
+    assert 0.05 <= on_photo.width_uncertainty_px < 0.5 < on_mask.width_uncertainty_px
+    assert not on_photo.at_resolution_limit
+
+
+def test_a_crack_no_darker_than_its_surface_keeps_the_mask_s_width() -> None:
+    photo, coverage, _ = bent_crack_photo(4, seed=1)
+    flat = np.full_like(photo, 128)  # the photo shows nothing where the mask says crack
+    [crack] = measure(coverage >= 0.5, photo=flat)
+    assert crack.width_source == "mask" and crack.mean_width_px == pytest.approx(4, abs=0.6)
+    with pytest.raises(ValueError, match="its mask"):
+        measure(coverage >= 0.5, photo=photo[:-1])
+
+
+def test_a_coarse_scale_classes_what_it_resolves_and_no_more() -> None:
+    photo, coverage, _ = bent_crack_photo(1.2, seed=3, blur=0.4)
+    [thin] = grade(measure(coverage >= 0.3, mm_per_pixel=0.5, photo=photo), limit_mm=0.3)
+    # 1.2 px at 0.5 mm/px reads 0.6 mm, past "medium", but the photo does not resolve it.
+    assert thin.at_resolution_limit and thin.width_class == AT_LIMIT and thin.width_class != "wide"
+    assert thin.over_limit is None  # the limit (0.3 mm) is finer than the photo resolves (0.75 mm)
+    row = thin.row()
+    assert row["resolution_limit_mm"] == pytest.approx(0.5 * row["resolution_limit_px"], abs=1e-3)
+    said = DEFAULT_CLASSES.resolved(0.5, 1.5)
+    assert "hairline, fine, medium cannot be told apart" in said and "only wide can be told" in said
+    assert "every class can be told" in DEFAULT_CLASSES.resolved(0.05, 1.5)
+    wide_photo, wide_coverage, _ = bent_crack_photo(6, seed=4)
+    [wide] = grade(measure(wide_coverage >= 0.5, mm_per_pixel=0.5, photo=wide_photo), limit_mm=0.3)
+    assert wide.width_class == "wide" and wide.over_limit  # 3 mm: told at any of these scales
 
 
 def test_fragments_across_a_small_gap_are_one_crack_and_far_ones_two() -> None:

@@ -35,15 +35,21 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .profiles import PhotoWidths, read_widths
 from .scale import px_to_mm
 
-# A crack measured under 2.5 px wide is 1-2 px wide give or take the half pixel a profile can be off:
-# the photo cannot tell its width in mm apart from its neighbours'.
+# A crack whose mask is under 2.5 px wide is 1-2 px wide give or take the half pixel a profile can
+# be off: the photo cannot tell its width in mm apart from its neighbours'. Widths read on the
+# photo resolve down to twice the optics' blur (profiles.PHOTO_RESOLUTION_LIMIT_PX at least).
 RESOLUTION_LIMIT_PX = 2.5
 PROFILE_STEP_PX = 0.25
 DIRECTION_RADIUS_PX = 4  # skeleton points within this distance give a point's direction
 MIN_CRACK_LENGTH_PX = 20
 MIN_CRACK_ASPECT = 3
+PROFILE_INDEPENDENCE_PX = 3.0
+# crackscan-seg's mask reads a crack 0.7-1.9 px wider than it is (synthetic photos, issue 33):
+# what a width read off the mask alone can be off by.
+MASK_WIDTH_BIAS_PX = 1.5
 
 
 @dataclasses.dataclass
@@ -65,6 +71,9 @@ class Crack:
     mm_per_pixel: float | None = None
     width_class: str = ""
     over_limit: bool | None = None
+    width_source: str = "mask"
+    width_uncertainty_px: float = 0.0
+    resolution_limit_px: float = RESOLUTION_LIMIT_PX
 
     def mm(self, value_px: float) -> float | None:
         in_mm = px_to_mm(value_px, self.mm_per_pixel)
@@ -76,7 +85,11 @@ class Crack:
                 "max_width_px": round(self.max_width_px, 2), "mean_width_px": round(self.mean_width_px, 2),
                 "p90_width_px": round(self.p90_width_px, 2), "length_mm": self.mm(self.length_px),
                 "max_width_mm": self.mm(self.max_width_px), "mean_width_mm": self.mm(self.mean_width_px),
-                "p90_width_mm": self.mm(self.p90_width_px), "orientation_deg": round(self.orientation_deg, 1),
+                "p90_width_mm": self.mm(self.p90_width_px), "width_uncertainty_px": round(self.width_uncertainty_px, 2),
+                "width_uncertainty_mm": self.mm(self.width_uncertainty_px), "width_source": self.width_source,
+                "resolution_limit_px": round(self.resolution_limit_px, 2),
+                "resolution_limit_mm": self.mm(self.resolution_limit_px),
+                "orientation_deg": round(self.orientation_deg, 1),
                 "type": self.type, "width_class": self.width_class, "at_resolution_limit": self.at_resolution_limit,
                 "over_limit": self.over_limit, "x": self.x, "y": self.y, "width": self.width, "height": self.height}
 
@@ -84,7 +97,8 @@ class Crack:
         return {**self.row(), "polylines": [[[round(x, 1), round(y, 1)] for x, y in line] for line in self.polylines]}
 
 
-_SAMPLE_ROW = Crack(0, 1.0, 1.0, 1.0, 1.0, 1.0, "", 0, 0, 0, 0, [], False, 0, mm_per_pixel=1.0).row()
+_SAMPLE_ROW = Crack(0, 1.0, 1.0, 1.0, 1.0, 1.0, "", 0, 0, 0, 0, [], False, 0, mm_per_pixel=1.0,
+                    width_uncertainty_px=1.0).row()
 CRACK_FIELDS = tuple(_SAMPLE_ROW)
 # The columns of cracks.csv that hold a measured figure (px, mm, degrees), which a reader of a
 # survey checks to be numbers: the row's own floats, so a new figure is checked once it is written.
@@ -92,16 +106,19 @@ CRACK_NUMBER_FIELDS = tuple(name for name, value in _SAMPLE_ROW.items() if isins
 
 
 def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: float = 0.5, join_gap_px: int = 15,
-            min_area_px: int = 30) -> list[Crack]:
+            min_area_px: int = 30, photo: np.ndarray | None = None) -> list[Crack]:
     """The cracks of a mask: boolean, or a probability map (0-1 float, or 0-255 uint8) read
     at ``threshold``; geometry in px, and in mm with ``mm_per_pixel`` (Crack.mm, the one
-    conversion), as scikit-image's regionprops measures regions. Classing and flagging them
-    against width classes and a limit is a separate step: measure.severity.grade."""
+    conversion), as scikit-image's regionprops measures regions. With the ``photo`` the mask
+    was made from (H x W x 3 or H x W, its size), widths are read on the photo's own profiles
+    (measure.profiles); without it, on the mask's. Classing and flagging them against width
+    classes and a limit is a separate step: measure.severity.grade."""
     from scipy.ndimage import find_objects
     from skimage.measure import label
     from skimage.morphology import skeletonize
 
     probability = _as_probability(mask)
+    gray = None if photo is None else _gray(photo, probability.shape)
     crack = probability >= threshold
     if not crack.any():
         return []
@@ -124,7 +141,7 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
         if not bones.any():
             continue
         box = (int(cols.start), int(rows.start), int(cols.stop - cols.start), int(rows.stop - rows.start))
-        found_crack = Crack(0, *_measure_one(bones, probability, distance, box, threshold), area_px=area,
+        found_crack = Crack(0, **_measure_one(bones, probability, distance, box, threshold, gray), area_px=area,
                             mm_per_pixel=mm_per_pixel)
         if found_crack.length_px >= max(MIN_CRACK_LENGTH_PX, MIN_CRACK_ASPECT * found_crack.max_width_px):
             cracks.append(found_crack)
@@ -143,9 +160,19 @@ def _as_probability(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.float32)
 
 
+def _gray(photo: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    photo = np.asarray(photo)
+    if photo.shape[:2] != tuple(shape):
+        raise ValueError(f"the photo is {photo.shape[1]}x{photo.shape[0]} px and its mask {shape[1]}x{shape[0]}")
+    if photo.ndim == 3:
+        return cv2.cvtColor(np.ascontiguousarray(photo[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return photo.astype(np.float32)
+
+
 def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarray, box: tuple[int, int, int, int],
-                 threshold: float) -> tuple:
-    """One crack's figures from its skeleton ``local`` (the size of its ``box``, x y w h)."""
+                 threshold: float, gray: np.ndarray | None = None) -> dict[str, Any]:
+    """One crack's figures (Crack's fields by name) from its skeleton ``local`` (the size of
+    its ``box``, x y w h), its widths read on the photo ``gray`` where given and readable."""
     x0, y0, w, h = box
     window = (slice(y0, y0 + h), slice(x0, x0 + w))
     offset = np.array([x0, y0], float)
@@ -166,13 +193,14 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
     points = (np.argwhere(local)[:, ::-1] + offset).astype(float)  # x, y in the photo
     # Profiles near a junction cross two cracks, and near a free end run along the crack's end.
     junction_points = [(x + offset[0], y + offset[1]) for x, y in (*junctions, *ends)]
-    along, normals = _path_points_and_normals(polylines)
-    widths = _widths(along, normals, probability, distance, junction_points, threshold)
-    if len(widths) == 0:
-        widths = np.array([2 * float(local_distance[local].max()) - 1])
+    along, normals, spacing = _path_points_and_normals(polylines)
+    widths, weights, read = _widths(along, normals, spacing, probability, distance, junction_points, threshold, gray)
+    if len(widths) == 0 or weights.sum() <= 0:
+        widths, weights = np.array([2 * float(local_distance[local].max()) - 1]), np.ones(1)
     orientation = _orientation(points)
     # The largest width held over more than a point or two: one profile cut along a bend is no width.
     max_width = float(np.percentile(widths, 98))
+    mean_width = float(np.average(widths, weights=weights))  # by length: diagonal steps are longer
     branched = [p for p in paths if lengths[id(p)] > max(3.0, max_width)]
     if loops > 0 and len(branched) >= 3:
         kind = "map"
@@ -180,8 +208,27 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
         kind = "branched"
     else:
         kind = _direction_type(orientation)
-    return (length, max_width, float(widths.mean()), float(np.percentile(widths, 90)), orientation, kind, *box,
-            polylines, max_width < RESOLUTION_LIMIT_PX)
+    on_photo = read is not None and read.usable
+    resolved = read.resolution_limit_px if on_photo else RESOLUTION_LIMIT_PX
+    p90_width = float(np.percentile(widths, 90))
+    return {"length_px": length, "max_width_px": max_width, "mean_width_px": mean_width,
+            "p90_width_px": p90_width, "orientation_deg": orientation, "type": kind,
+            "x": box[0], "y": box[1], "width": box[2], "height": box[3], "polylines": polylines,
+            # On the photo, one noisy profile in fifty must not lift a hairline crack out of the limit.
+            "at_resolution_limit": (p90_width if on_photo else max_width) < resolved, "resolution_limit_px": resolved,
+            "width_source": "photo" if on_photo else "mask",
+            "width_uncertainty_px": width_uncertainty(widths, read.correction_px if on_photo else None)}
+
+
+def width_uncertainty(widths: np.ndarray, blur_correction_px: float | None) -> float:
+    """The uncertainty (px, one standard error) of a crack's mean width: the samples' spread
+    (MAD), samples PROFILE_INDEPENDENCE_PX apart counted as independent (a profile averages
+    three lines), with a quarter of the blur correction added (the band model is a model); a
+    mask's width (no photo read) adds MASK_WIDTH_BIAS_PX, the widening measured on synthetic photos."""
+    spread = 1.4826 * float(np.median(np.abs(widths - np.median(widths)))) if len(widths) else 0.0
+    error = spread / math.sqrt(max(1.0, len(widths) / PROFILE_INDEPENDENCE_PX))
+    model = MASK_WIDTH_BIAS_PX if blur_correction_px is None else 0.25 * abs(blur_correction_px)
+    return max(0.05, math.hypot(error, model))
 
 
 NEIGHBOURS = [(-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)]
@@ -276,10 +323,11 @@ def _polyline_length(line: list) -> float:
     return float(np.sum(np.hypot(*np.diff(simplified, axis=0).T)))
 
 
-def _path_points_and_normals(polylines: list[list[tuple[float, float]]]) -> tuple[np.ndarray, np.ndarray]:
-    """Every point of the traced paths and its unit normal, from the path's own direction
-    over DIRECTION_RADIUS_PX points either side."""
-    points, normals = [], []
+def _path_points_and_normals(polylines: list[list[tuple[float, float]]]
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every point of the traced paths, its unit normal (from the path's own direction over
+    DIRECTION_RADIUS_PX points either side) and the length of path it stands for."""
+    points, normals, spacings = [], [], []
     for line in polylines:
         path = np.asarray(line, float)
         if len(path) < 2:
@@ -289,32 +337,41 @@ def _path_points_and_normals(polylines: list[list[tuple[float, float]]]) -> tupl
         behind = path[np.maximum(index - DIRECTION_RADIUS_PX, 0)]
         tangent = ahead - behind
         tangent /= np.maximum(1e-9, np.hypot(*tangent.T))[:, None]
+        steps = np.hypot(*np.diff(path, axis=0).T)
         points.append(path)
         normals.append(np.stack([-tangent[:, 1], tangent[:, 0]], axis=1))
+        spacings.append((np.concatenate([[0.0], steps]) + np.concatenate([steps, [0.0]])) / 2)
     if not points:
-        return np.zeros((0, 2)), np.zeros((0, 2))
-    return np.concatenate(points), np.concatenate(normals)
+        return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0)
+    return np.concatenate(points), np.concatenate(normals), np.concatenate(spacings)
 
 
-def _widths(points: np.ndarray, normals: np.ndarray, probability: np.ndarray, distance: np.ndarray,
-            junctions: list[tuple[float, float]], threshold: float) -> np.ndarray:
-    """Full width at each path point away from junctions and free ends, across the path."""
+def _widths(points: np.ndarray, normals: np.ndarray, spacing: np.ndarray, probability: np.ndarray,
+            distance: np.ndarray, junctions: list[tuple[float, float]], threshold: float,
+            gray: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, PhotoWidths | None]:
+    """Full width at each path point away from junctions and free ends, across the path, and
+    the length of path each stands for: read on the photo ``gray`` where it can be (with the
+    photo's reading), else on the mask."""
     if len(points) == 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0), None
     half_widths = distance[points[:, 1].astype(int), points[:, 0].astype(int)]
     keep = np.ones(len(points), bool)
     for jx, jy in junctions:
         keep &= np.hypot(points[:, 0] - jx, points[:, 1] - jy) > half_widths + 2
     if keep.sum() < max(1, 0.2 * len(points)):  # a short crack that is mostly junction: keep them all
         keep[:] = True
-    points, normals, half_widths = points[keep], normals[keep], half_widths[keep]
+    points, normals, half_widths, spacing = points[keep], normals[keep], half_widths[keep], spacing[keep]
+    read = None if gray is None else read_widths(gray, points, normals, half_widths)
+    if read is not None and read.usable:
+        found = np.isfinite(read.widths)
+        return read.widths[found], spacing[found], read
     reach = float(min(40.0, half_widths.max() * 2 + 3))
     offsets = np.arange(-reach, reach + PROFILE_STEP_PX / 2, PROFILE_STEP_PX)
     xs = points[:, :1] + normals[:, :1] * offsets
     ys = points[:, 1:] + normals[:, 1:] * offsets
     profile = cv2.remap(probability, xs.astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return crossing_widths(profile, threshold)
+    return crossing_widths(profile, threshold), spacing, read
 
 
 def crossing_widths(profiles: np.ndarray, threshold: float) -> np.ndarray:

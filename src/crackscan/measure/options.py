@@ -10,7 +10,8 @@ import numpy as np
 from .cracks import Crack, measure
 from .scale import Scale, photo_scale, px_to_mm
 from .. import settings
-from .severity import DEFAULT_CLASSES, UNSCALED, WidthClasses, grade, parse_limit, parse_width_classes
+from .profiles import PHOTO_RESOLUTION_LIMIT_PX
+from .severity import AT_LIMIT, DEFAULT_CLASSES, UNSCALED, WidthClasses, grade, parse_limit, parse_width_classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +38,14 @@ class Measuring:
         return cls(values.get("mm_per_pixel"), values.get("distance_m"), bool(values.get("distance_from_drone")),
                    parse_width_classes(classes) if classes else DEFAULT_CLASSES, values.get("limit_mm"))
 
-    def cracks(self, probability: np.ndarray, photo: Any, threshold: float) -> tuple[list[Crack], "CrackFigures"]:
-        """The photo's measured cracks and the figures its summary records."""
+    def cracks(self, probability: np.ndarray, photo: Any, threshold: float, pixels: np.ndarray | None = None
+               ) -> tuple[list[Crack], "CrackFigures"]:
+        """The photo's measured cracks and the figures its summary records; their widths read on
+        the photo's ``pixels`` (the image the mask was made from) where given."""
         height, width = probability.shape
         scale = photo_scale(photo, width, self.mm_per_pixel, self.distance_m, self.distance_from_drone)
         limit_mm, limit_source = parse_limit(self.limit)
-        found = grade(measure(probability, scale.mm_per_pixel, threshold), self.classes, limit_mm)
+        found = grade(measure(probability, scale.mm_per_pixel, threshold, photo=pixels), self.classes, limit_mm)
         return found, crack_figures(found, scale, self.classes, limit_mm, limit_source)
 
 
@@ -62,6 +65,7 @@ class CrackFigures:
     widest_crack_id: int | None
     worst_class: str | None
     width_classes: str
+    classes_resolved: str
     cracks_by_class: dict[str, int]
     length_by_class_px: dict[str, float]
     cracks_at_resolution_limit: int
@@ -93,6 +97,7 @@ class CrackFigures:
                 read[field.name] = None if value is None else str(value)
         read["scale_source"] = read["scale_source"] or ""
         read["width_classes"] = read["width_classes"] or ""
+        read["classes_resolved"] = read["classes_resolved"] or ""
         return cls(**read)
 
 
@@ -126,10 +131,13 @@ NUMBER_FIELDS = tuple(f.name for f in dataclasses.fields(CrackFigures)
 def crack_figures(cracks: list[Crack], scale: Scale, classes: WidthClasses, limit_mm: float | None,
                   limit_source: str | None) -> CrackFigures:
     """A photo's crack figures: count, total length, widest, by class, over the limit."""
-    names = classes.names if scale.mm_per_pixel is not None else [UNSCALED]
+    names = [AT_LIMIT, *classes.names] if scale.mm_per_pixel is not None else [UNSCALED]
     widest = max(cracks, key=lambda c: c.max_width_px, default=None)
     order = {name: i for i, name in enumerate(classes.names)}
     worst = max((c.width_class for c in cracks if c.width_class in order), key=order.get, default=None)
+    if worst is None and cracks and scale.mm_per_pixel is not None:
+        worst = AT_LIMIT  # every crack finer than the photo resolves
+    limit_px = max((c.resolution_limit_px for c in cracks), default=PHOTO_RESOLUTION_LIMIT_PX)
     mm = scale.mm_per_pixel
     shown = scale.to_dict()
     return CrackFigures(
@@ -141,7 +149,7 @@ def crack_figures(cracks: list[Crack], scale: Scale, classes: WidthClasses, limi
         max_width_mm=None if widest is None else widest.mm(widest.max_width_px),
         widest_crack_id=None if widest is None else widest.crack_id,
         worst_class=worst if worst is not None else (UNSCALED if cracks and mm is None else None),
-        width_classes=classes.describe(),
+        width_classes=classes.describe(), classes_resolved=classes.resolved(mm, limit_px),
         cracks_by_class={name: sum(c.width_class == name for c in cracks) for name in names},
         length_by_class_px={name: round(sum(c.length_px for c in cracks if c.width_class == name), 1)
                             for name in names},

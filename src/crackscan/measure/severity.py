@@ -17,7 +17,9 @@ from typing import Any
 from ..errors import CrackscanError
 
 UNSCALED = "unscaled"
-AT_LIMIT = "at resolution limit"
+# The class of a crack narrower than its photo resolves: its width in mm cannot be told, so
+# neither can its class, whatever its blurred width would say.
+AT_LIMIT = "finer than the photo resolves"
 # Exposure limits by name, in mm: --limit-mm takes a number or one of these.
 EXPOSURE_LIMITS_MM = {
     "aci-dry-air": 0.41, "aci-humid": 0.30, "aci-deicing": 0.18, "aci-seawater": 0.15, "aci-water-retaining": 0.10,
@@ -37,6 +39,8 @@ class WidthClasses:
         width_mm = crack.mm(crack.max_width_px)
         if width_mm is None:
             return UNSCALED
+        if crack.at_resolution_limit:
+            return AT_LIMIT
         for name, upper in self.bounds:
             if upper is None or width_mm < upper:
                 return name
@@ -45,6 +49,23 @@ class WidthClasses:
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self.bounds]
+
+    def resolved(self, mm_per_pixel: float | None, limit_px: float) -> str:
+        """Which classes a photo at ``mm_per_pixel`` can tell apart, whose widths under
+        ``limit_px`` are not resolved: a bound under the resolved width separates nothing."""
+        if mm_per_pixel is None:
+            return "no scale: widths in px only, no classes"
+        limit_mm = limit_px * mm_per_pixel
+        unresolved = [name for name, upper in self.bounds if upper is not None and upper <= limit_mm]
+        told = [name for name in self.names if name not in unresolved]
+        head = f"widths under {limit_mm:.3g} mm ({limit_px:g} px at {mm_per_pixel:g} mm/px) are not resolved"
+        if not unresolved:
+            return f"{head}; every class can be told: {', '.join(told)}"
+        if len(told) <= 1:
+            return (f"{head}: {', '.join(unresolved)} cannot be told apart (cracks under it are '{AT_LIMIT}'); "
+                    f"only {told[0]} can be told")
+        return (f"{head}: {', '.join(unresolved)} cannot be told apart (cracks under it are '{AT_LIMIT}'); "
+                f"{', '.join(told)} can")
 
     def describe(self) -> str:
         parts, lower = [], 0.0
@@ -61,14 +82,19 @@ DEFAULT_CLASSES = WidthClasses(
 
 
 def grade(cracks: list, classes: WidthClasses | None = None, limit_mm: float | None = None) -> list:
-    """Each measured crack's width class, and whether it is over ``limit_mm`` (a crack at the
-    photo's resolution limit is never flagged: its width is not resolved); the cracks, graded."""
+    """Each measured crack's width class, and whether it is over ``limit_mm``; the cracks,
+    graded. A crack at the photo's resolution limit is never flagged: it is not over the limit
+    when the photo resolves the limit, and unknown (None) when the limit is finer than that."""
     widths = classes or DEFAULT_CLASSES
     for crack in cracks:
         crack.width_class = widths.class_of(crack)
         width_mm = crack.mm(crack.max_width_px)
         if limit_mm is not None and width_mm is not None:
-            crack.over_limit = width_mm > limit_mm and not crack.at_resolution_limit
+            if not crack.at_resolution_limit:
+                crack.over_limit = width_mm > limit_mm
+            else:
+                resolved_mm = crack.mm(crack.resolution_limit_px)
+                crack.over_limit = False if resolved_mm is not None and resolved_mm <= limit_mm else None
     return cracks
 
 

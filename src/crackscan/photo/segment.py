@@ -167,7 +167,7 @@ def scan_segmenter(predictor: Predictor, photo: ImageSource, tile: int, stride: 
         cracked_area_fraction=crack_pixels / (width * height), max_crack_probability=float(probability.max()),
         model=str(predictor.path) if predictor.path else None, seconds=0.0)
     summary.record({"task": predictor.info.task, "crack_pixels": crack_pixels})
-    cracks, figures = (measuring or Measuring()).cracks(probability, photo, threshold)
+    cracks, figures = (measuring or Measuring()).cracks(probability, photo, threshold, pixels)
     summary.record(figures.to_dict())
     mask = np.round(probability * 255).astype(np.uint8)
     summary.seconds = round(time.perf_counter() - started, 3)

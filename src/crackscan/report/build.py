@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import CrackscanError, MissingDependencyError
 from ..files import atomic_path, refuse_overwrite, write_text
 from ..version import __version__
-from ..measure.severity import UNSCALED
+from ..measure.severity import AT_LIMIT, UNSCALED
 from ..model.tasks import task_of
 from ..photo.result import photo_verdict
 from ..survey.layout import TILES_DATASET
@@ -36,7 +36,7 @@ GEOPARQUET_FILE = "survey.geoparquet"  # beside the GeoJSON when the survey ran 
 PDF_FILE = "report.pdf"
 IMAGES_FOLDER = "images"
 CLASS_COLOURS = {"hairline": "#e6b800", "fine": "#ff8c00", "medium": "#e61e1e", "wide": "#c800c8",
-                 "unscaled": "#e61e1e", "": "#2e7d32"}
+                 "unscaled": "#e61e1e", AT_LIMIT: "#8a8a8a", "": "#2e7d32"}
 REPORT_FILES = (INDEX_FILE, GEOJSON_FILE, PDF_FILE)
 
 
@@ -143,6 +143,7 @@ def survey_figures(data: SurveyData) -> dict[str, Any]:
         "scales": sorted({f"{f.mm_per_pixel:g} mm/px: {f.scale_source}" for f in scaled}) or
         sorted({f.scale_source or "none: pixels only" for f in measured}) or (["none: pixels only"] if photos else []),
         "width_classes": next((f.width_classes for f in measured if f.width_classes), None),
+        "classes_resolved": sorted({f.classes_resolved for f in measured if f.classes_resolved}),
         "model": data.manifest.get("model") or next((p.summary.get("model") for p in photos), None),
         "threshold": data.manifest.get("threshold"),
         "model_reference": model_reference(data.manifest.get("model")),
