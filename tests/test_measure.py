@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ezdxf
+import geojson
 import numpy as np
 import pytest
 from PIL import Image
@@ -179,6 +181,19 @@ def test_a_segmenter_s_scan_writes_measured_cracks(tiny_segmenter: Path, mask_se
     assert polylines["mm_per_pixel"] == 0.1 and polylines["cracks"][0]["polylines"]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["cracks"] == len(rows) and summary["limit_source"].startswith("aci-humid")
+    assert "not resolved" in summary["classes_resolved"]
+    vectors = geojson.loads((folder / "cracks.geojson").read_text())
+    assert vectors.is_valid and len(vectors["features"]) == len(rows)
+    first = vectors["features"][0]
+    assert first["geometry"]["type"] == "MultiLineString" and first["properties"]["width_source"] in ("photo", "mask")
+    xs = [x for line in first["geometry"]["coordinates"] for x, _ in line]
+    assert 0 <= min(xs) and max(xs) <= summary["width"]
+    drawing = ezdxf.readfile(folder / "cracks.dxf")
+    assert drawing.units == ezdxf.units.MM  # a scale was given: the drawing is in mm
+    lines = list(drawing.modelspace().query("LWPOLYLINE"))
+    assert lines and all(line.dxf.layer.startswith("cracks-") for line in lines)
+    assert max(x for line in lines for x, *_ in line.get_points()) <= summary["width"] * 0.1 + 1e-6
+    assert not (folder / "cracks-wgs84.geojson").exists()  # no GPS, no heading: left in pixels
     survey = list(csv.DictReader(open(out / "summary.csv")))
     assert survey[0]["cracks"] == str(len(rows)) and survey[0]["worst_class"]
     bad = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_segmenter), str(mask_set / "images"),
@@ -209,3 +224,27 @@ def test_profile_widths_place_each_edge_between_samples():
     assert widths[0] == pytest.approx(4 * PROFILE_STEP_PX)
     assert widths[1] == pytest.approx((9 + 0.25 / 0.75 - (7 - 0.25 / 0.75)) * PROFILE_STEP_PX)
     assert widths[2] == PROFILE_STEP_PX
+
+
+def test_a_nadir_drone_photo_s_cracks_are_placed_on_the_map() -> None:
+    from crackscan.exif import xmp_number
+    from crackscan.photo.vectors import georeference, map_geojson
+
+    assert xmp_number('drone-dji:GimbalYawDegree="+90.5" drone-dji:GimbalPitchDegree="-89.9"', "GimbalYawDegree") == 90.5
+    assert xmp_number("<drone-dji:GimbalPitchDegree>-89.9<", "GimbalPitchDegree") == -89.9
+    exif = {"latitude": 52.0, "longitude": 13.0, "gimbal_yaw_deg": 90.0, "gimbal_pitch_deg": -90.0}
+    assert georeference(exif, None) is None  # no scale: nothing to place by
+    assert georeference({**exif, "gimbal_pitch_deg": -45.0}, 2.0) is None  # oblique: not placed
+    assert georeference({k: v for k, v in exif.items() if k != "gimbal_yaw_deg"}, 2.0) is None
+    place = georeference(exif, 2.0)  # 2 mm a pixel, the photo's top facing east
+    mask = crack_of_known_geometry((400, 400), np.array([[200, 200], [300, 200]]), 4)
+    [crack] = measure(mask, mm_per_pixel=2.0)
+    placed = map_geojson([crack], "drone.jpg", 400, 400, place)
+    assert geojson.loads(json.dumps(placed)).is_valid  # (geojson rounds to 6 decimals: read the numbers as written)
+    line = np.array(placed["features"][0]["geometry"]["coordinates"][0])
+    # The centreline's 96 px to the photo's right are 0.192 m south when its top faces east:
+    # latitude falls, longitude holds.
+    south_m = (line[:, 1].max() - line[:, 1].min()) * math.pi / 180 * 6_378_137
+    assert south_m == pytest.approx(96 * 0.002, rel=0.02)
+    assert np.ptp(line[:, 0]) * math.pi / 180 * 6_378_137 * math.cos(math.radians(52)) < 0.01
+    assert line[np.argmax(np.abs(line[:, 1] - 52.0)), 1] < 52.0

@@ -27,7 +27,8 @@ def _dms(value: float) -> tuple:
 
 @pytest.fixture(scope="module")
 def survey(tiny_segmenter: Path, mask_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A survey of 8 photos, 6 with GPS in their EXIF, and one unreadable file."""
+    """A survey of 8 photos, 6 with GPS in their EXIF (the first 3 taken straight down by a
+    drone, its gimbal in their XMP), and one unreadable file."""
     photos = tmp_path_factory.mktemp("photos")
     for index, source in enumerate(sorted((mask_set / "images").iterdir())[:8]):
         exif = Image.Exif()
@@ -35,7 +36,9 @@ def survey(tiny_segmenter: Path, mask_set: Path, tmp_path_factory: pytest.TempPa
         exif[0x8769] = {0x9003: f"2026:11:{10 + index:02d} 10:00:00", 0x920A: 4.5, 0xA405: 24}
         if index < 6:
             exif[0x8825] = {1: "N", 2: _dms(51.5 + 0.0003 * index), 3: "W", 4: _dms(0.12 + 0.0002 * index)}
-        Image.open(source).convert("RGB").save(photos / f"pier-{index:02d}.jpg", exif=exif, quality=92)
+        xmp = (f'<x:xmpmeta><rdf:Description drone-dji:GimbalYawDegree="+{30 * index}.0" '
+               'drone-dji:GimbalPitchDegree="-90.0"/></x:xmpmeta>').encode() if index < 3 else b""
+        Image.open(source).convert("RGB").save(photos / f"pier-{index:02d}.jpg", exif=exif, quality=92, xmp=xmp)
     (photos / "broken.jpg").write_bytes(b"not a photo")
     out = tmp_path_factory.mktemp("survey") / "scans"
     done = subprocess.run([sys.executable, "-m", "crackscan.cli", "scan", str(tiny_segmenter), str(photos), "--out",
@@ -71,6 +74,19 @@ def test_geojson_holds_exactly_the_photos_with_gps(report: Path, survey: Path) -
         longitude, latitude = feature["geometry"]["coordinates"]
         assert -0.13 < longitude < -0.11 and 51.49 < latitude < 51.51  # west is negative, x before y
     assert sorted(Path(p).name for p in collection["without_position"]) == ["pier-06.jpg", "pier-07.jpg"]
+
+
+def test_the_cracks_of_nadir_photos_are_lines_on_the_map(report: Path, survey: Path) -> None:
+    geojson = pytest.importorskip("geojson")
+    lines = json.loads((report / "survey-cracks.geojson").read_text())
+    assert geojson.loads(json.dumps(lines)).is_valid
+    placed = {Path(f["properties"]["photo"]).name for f in lines["features"]}
+    cracked = {Path(r["photo"]).name for r in _survey_rows(survey) if r.get("cracks") not in ("", "0", None)}
+    assert placed == cracked & {"pier-00.jpg", "pier-01.jpg", "pier-02.jpg"} and placed
+    for feature in lines["features"]:
+        for longitude, latitude in feature["geometry"]["coordinates"][0]:
+            assert -0.13 < longitude < -0.11 and 51.49 < latitude < 51.51  # within metres of the photo's GPS
+        assert feature["properties"]["length_mm"] == pytest.approx(feature["properties"]["length_px"] * 0.2, abs=0.1)
 
 
 def test_the_pdf_has_the_summary_first_and_a_page_per_photo_with_findings(report: Path, survey: Path) -> None:

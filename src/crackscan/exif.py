@@ -81,11 +81,21 @@ def lens_facts(source: Any) -> dict[str, Any]:
         value = exif_number(detail.get(tag))
         if value is not None and value > 0:
             facts[key] = value
-    found = re.search(r'RelativeAltitude\s*=\s*"([+-]?[0-9.]+)"', xmp) or \
-        re.search(r"<drone-dji:RelativeAltitude>([+-]?[0-9.]+)<", xmp)
-    if found and exif_number(float(found.group(1))) is not None:
-        facts["drone_relative_altitude_m"] = float(found.group(1))
+    altitude = xmp_number(xmp, "RelativeAltitude")
+    if altitude is not None:
+        facts["drone_relative_altitude_m"] = altitude
     return facts
+
+
+def xmp_number(xmp: str, name: str) -> float | None:
+    """A DJI drone's XMP number ``name`` (drone-dji:NAME, as an attribute or an element), or None."""
+    found = re.search(name + r'\s*=\s*"([+-]?[0-9.]+)"', xmp) or re.search(rf"<drone-dji:{name}>([+-]?[0-9.]+)<", xmp)
+    if not found:
+        return None
+    try:
+        return exif_number(float(found.group(1)))
+    except ValueError:
+        return None
 
 
 def photo_facts(source: Any) -> dict[str, Any]:
@@ -94,7 +104,7 @@ def photo_facts(source: Any) -> dict[str, Any]:
     read = _read(source)
     if read is None:
         return {}
-    exif, detail, gps, _, _ = read
+    exif, detail, gps, _, xmp = read
     facts: dict[str, Any] = {}
     taken = detail.get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
     if isinstance(taken, str) and len(taken) >= 19:
@@ -111,6 +121,11 @@ def photo_facts(source: Any) -> dict[str, Any]:
     position = _position(gps)
     if position is not None:
         facts.update(position)
+        # Where the camera looked, for placing the photo's cracks on the map (photo.vectors).
+        for key, name in (("gimbal_yaw_deg", "GimbalYawDegree"), ("gimbal_pitch_deg", "GimbalPitchDegree")):
+            value = xmp_number(xmp, name)
+            if value is not None and abs(value) <= 360:
+                facts[key] = value
     return facts
 
 

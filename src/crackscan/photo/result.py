@@ -22,6 +22,7 @@ from PIL import Image
 from ..errors import CrackscanError
 from ..files import atomic_open, atomic_path, write_text
 from ..measure.cracks import CRACK_FIELDS
+from .vectors import write_vectors
 from .overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_crack_pixels, draw_tile_map
 
 TILES_FILE = "tiles.csv"
@@ -34,6 +35,11 @@ MASK_FILE = "mask.png"
 # A segmenter's scan: each measured crack, a row of cracks.csv, and with its polylines in cracks.json.
 CRACKS_FILE = "cracks.csv"
 CRACK_POLYLINES_FILE = "cracks.json"
+# The same cracks as vectors (photo.vectors): GeoJSON in the photo's pixels, DXF for CAD, and
+# GeoJSON in longitude and latitude where the photo is georeferenced.
+CRACK_VECTORS_FILE = "cracks.geojson"
+CRACK_DXF_FILE = "cracks.dxf"
+CRACK_MAP_FILE = "cracks-wgs84.geojson"
 RESULT_FILES = (TILES_FILE, OVERLAY_FILE, SUMMARY_FILE)  # in the order they are written
 # crack_pixel_share: a segmenter's share of the tile's pixels at or over the threshold (empty
 # for a classifier, which has no pixels to count).
@@ -231,6 +237,7 @@ class PhotoResult:
                  "mm_per_pixel": self.summary.recorded.get("mm_per_pixel"),
                  "scale_source": self.summary.recorded.get("scale_source"),
                  "cracks": [crack.to_dict() for crack in self.cracks]}, indent=1) + "\n")
+            write_vectors(folder, self.cracks, self.source, self.width, self.height, self.summary.recorded)
         with atomic_path(folder / OVERLAY_FILE) as temporary:
             self.overlay().save(temporary, quality=OVERLAY_JPEG_QUALITY)
         write_text(folder / SUMMARY_FILE, json.dumps(self.summary.to_dict(), indent=2) + "\n")

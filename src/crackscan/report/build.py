@@ -25,19 +25,21 @@ from ..files import atomic_path, refuse_overwrite, write_text
 from ..version import __version__
 from ..measure.severity import AT_LIMIT, UNSCALED
 from ..model.tasks import task_of
-from ..photo.result import photo_verdict
+from ..photo.result import CRACK_MAP_FILE, photo_verdict
 from ..survey.layout import TILES_DATASET
 from .survey_data import PhotoFinding, SurveyData, class_order, read_survey
 
 CARDS_PER_PAGE = 25  # a few dozen photos a page: a page of 93 cards was 79,000 px long
 INDEX_FILE = "index.html"
 GEOJSON_FILE = "survey.geojson"
+# Every crack of the georeferenced photos as a line on the map (their cracks-wgs84.geojson, joined).
+CRACK_LINES_FILE = "survey-cracks.geojson"
 GEOPARQUET_FILE = "survey.geoparquet"  # beside the GeoJSON when the survey ran on Ray (it wrote Parquet)
 PDF_FILE = "report.pdf"
 IMAGES_FOLDER = "images"
 CLASS_COLOURS = {"hairline": "#e6b800", "fine": "#ff8c00", "medium": "#e61e1e", "wide": "#c800c8",
                  "unscaled": "#e61e1e", AT_LIMIT: "#8a8a8a", "": "#2e7d32"}
-REPORT_FILES = (INDEX_FILE, GEOJSON_FILE, PDF_FILE)
+REPORT_FILES = (INDEX_FILE, GEOJSON_FILE, CRACK_LINES_FILE, PDF_FILE)
 
 
 @dataclasses.dataclass
@@ -79,6 +81,10 @@ def build_report(survey: str | Path, out: str | Path, pdf: bool = False, force: 
         if (data.folder / TILES_DATASET).is_dir():
             write_geoparquet(geojson_of(data), out / GEOPARQUET_FILE)
             written.add(GEOPARQUET_FILE)
+        lines = crack_lines_of(data)
+        if lines["features"]:
+            write_text(out / CRACK_LINES_FILE, json.dumps(lines) + "\n")
+            written.add(CRACK_LINES_FILE)
     write_text(out / INDEX_FILE, environment.get_template("index.html").render(
         **common, map=_map_points(data.photos), geojson=geojson is not None))
     pdf_path = None
@@ -102,7 +108,7 @@ def _remove_stale(out: Path, pages: int, images: set[str], written: set[str]) ->
     for path in (out / IMAGES_FOLDER).glob("*.jpg"):
         if path.stem.isdigit() and f"{IMAGES_FOLDER}/{path.name}" not in images:
             path.unlink(missing_ok=True)
-    for name in (GEOJSON_FILE, GEOPARQUET_FILE, PDF_FILE):
+    for name in (GEOJSON_FILE, CRACK_LINES_FILE, GEOPARQUET_FILE, PDF_FILE):
         if name not in written:
             (out / name).unlink(missing_ok=True)
 
@@ -163,6 +169,25 @@ def _total_length_m(cracks: list[dict[str, Any]]) -> float | None:
 # A photo's crack figures its GeoJSON point carries (a GIS attribute table's columns).
 GEOJSON_FIGURES = ("cracks", "total_length_px", "total_length_mm", "max_width_mm", "max_width_px", "worst_class",
                    "cracks_over_limit")
+
+
+def crack_lines_of(data: SurveyData) -> dict[str, Any]:
+    """The cracks of the survey's georeferenced photos as lines in longitude and latitude: each
+    photo's own cracks-wgs84.geojson (photo.vectors), read and joined; one that cannot be read
+    is left out, and its photo keeps its point in survey.geojson."""
+    features = []
+    for photo in data.photos:
+        path = photo.outputs / CRACK_MAP_FILE if photo.outputs else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            found = json.loads(path.read_text())
+            found_features = found["features"] if found.get("type") == "FeatureCollection" else []
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue
+        features.extend(f for f in found_features if isinstance(f, dict) and f.get("type") == "Feature"
+                        and isinstance(f.get("geometry"), dict) and f["geometry"].get("type") == "MultiLineString")
+    return {"type": "FeatureCollection", "features": features}
 
 
 def geojson_of(data: SurveyData) -> dict[str, Any]:

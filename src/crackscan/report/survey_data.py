@@ -35,6 +35,7 @@ class PhotoFinding:
     # The photo's crack figures, typed (read and checked with its summary); None for a
     # classifier's photo, which measured no crack.
     figures: CrackFigures | None = None
+    outputs: Path | None = None  # the photo's result folder: its cracks as vectors are there
 
     @property
     def photo(self) -> str:
@@ -122,7 +123,7 @@ def read_survey(folder: str | Path) -> SurveyData:
             unreadable.append((name, f"its {outputs / CRACKS_FILE} is damaged ({error})"))
             continue
         overlay = outputs / OVERLAY_FILE
-        photos.append(PhotoFinding(0, summary, cracks, overlay if overlay.is_file() else None, figures))
+        photos.append(PhotoFinding(0, summary, cracks, overlay if overlay.is_file() else None, figures, outputs))
     order = class_order(photos)
     photos.sort(key=lambda photo: photo.severity_key(order))
     for number, photo in enumerate(photos, start=1):

@@ -1,0 +1,147 @@
+"""A photo's cracks as vectors, for GIS and CAD: centrelines with their widths.
+
+- **cracks.geojson**: one Feature per crack, its centreline a MultiLineString (a branched crack
+  has several paths) in the photo's pixel coordinates (x right, y down, as QuPath and labelling
+  tools write image GeoJSON), its figures (cracks.csv's row: widths and their uncertainty, px and
+  mm, class, type) as properties.
+- **cracks-wgs84.geojson**, only for a photo that is georeferenced: GPS position, a scale, and a
+  camera looking straight down (a drone's gimbal pitch within NADIR_TOLERANCE_DEG of -90) with its
+  heading (gimbal yaw). Each pixel's offset from the photo's centre is turned by the heading into
+  metres east and north of the GPS position: RFC 7946 longitude and latitude, which QGIS and
+  ArcGIS read as they are. An oblique or headless photo is left in pixels: placing it would be
+  invented, not measured.
+- **cracks.dxf**: the centrelines as LWPOLYLINEs on one layer per width class (ezdxf, DXF R2010),
+  y up as CAD draws, in mm where the photo has a scale (``$INSUNITS`` millimetres), else in px;
+  each crack's figures in an XDATA record beside it.
+
+Centrelines are the skeleton's paths simplified to within SIMPLIFY_PX (0.5 px, Douglas-Peucker):
+a vector of every skeleton pixel is ten times larger and no more exact.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..files import atomic_path, write_text
+
+SIMPLIFY_PX = 0.5
+NADIR_TOLERANCE_DEG = 10.0
+EARTH_RADIUS_M = 6_378_137.0  # WGS 84's semi-major axis
+DXF_APP = "CRACKSCAN"
+
+
+def centrelines(crack: Any) -> list[np.ndarray]:
+    from skimage.measure import approximate_polygon
+
+    lines = []
+    for line in crack.polylines:
+        points = np.asarray(line, float)
+        if len(points) >= 2:
+            lines.append(approximate_polygon(points, tolerance=SIMPLIFY_PX))
+    return lines
+
+
+def image_geojson(cracks: Sequence, photo: str, width: int, height: int, scale_source: str | None) -> dict:
+    """The photo's cracks in its pixel coordinates."""
+    return {"type": "FeatureCollection",
+            "crackscan": {"photo": photo, "width": width, "height": height, "coordinates": "image px, x right, y down",
+                          "scale_source": scale_source},
+            "features": [_feature(crack, [[[round(x, 2), round(y, 2)] for x, y in line] for line in centrelines(crack)])
+                         for crack in cracks]}
+
+
+def georeference(exif: dict[str, Any] | None, mm_per_pixel: float | None) -> dict[str, float] | None:
+    """What places a photo's pixels on the ground, or None when the photo does not say enough."""
+    if not exif or mm_per_pixel is None:
+        return None
+    needed = ("latitude", "longitude", "gimbal_yaw_deg", "gimbal_pitch_deg")
+    if any(not isinstance(exif.get(key), (int, float)) or not math.isfinite(exif[key]) for key in needed):
+        return None
+    if abs(exif["gimbal_pitch_deg"] + 90) > NADIR_TOLERANCE_DEG:
+        return None
+    return {"latitude": float(exif["latitude"]), "longitude": float(exif["longitude"]),
+            "heading_deg": float(exif["gimbal_yaw_deg"]), "mm_per_pixel": float(mm_per_pixel)}
+
+
+def to_wgs84(points: np.ndarray, width: int, height: int, place: dict[str, float]) -> np.ndarray:
+    """Pixels (N x 2, x y) of a nadir photo as longitude, latitude (N x 2)."""
+    heading = math.radians(place["heading_deg"])  # the photo's top, clockwise from north
+    right = np.array([math.cos(heading), -math.sin(heading)])  # east, north of the photo's x axis
+    up = np.array([math.sin(heading), math.cos(heading)])
+    metres = place["mm_per_pixel"] / 1000
+    dx = (points[:, 0] - width / 2) * metres
+    dy = (height / 2 - points[:, 1]) * metres
+    east = dx * right[0] + dy * up[0]
+    north = dx * right[1] + dy * up[1]
+    latitude = place["latitude"] + np.degrees(north / EARTH_RADIUS_M)
+    longitude = place["longitude"] + np.degrees(east / (EARTH_RADIUS_M * math.cos(math.radians(place["latitude"]))))
+    return np.stack([longitude, latitude], axis=1)
+
+
+def map_geojson(cracks: Sequence, photo: str, width: int, height: int, place: dict[str, float]) -> dict:
+    """The photo's cracks in longitude and latitude (RFC 7946)."""
+    return {"type": "FeatureCollection",
+            "crackscan": {"photo": photo, "placed_by": "GPS position, scale and gimbal heading of a nadir photo",
+                          **place},
+            "features": [_feature(crack, [[[round(float(lon), 8), round(float(lat), 8)]
+                                           for lon, lat in to_wgs84(line, width, height, place)]
+                                          for line in centrelines(crack)], photo=photo)
+                         for crack in cracks]}
+
+
+def _feature(crack: Any, lines: list, **extra: Any) -> dict:
+    return {"type": "Feature", "geometry": {"type": "MultiLineString", "coordinates": lines},
+            "properties": {**extra, **crack.row()}}
+
+
+def write_dxf(path: Path, cracks: Sequence, height: int, mm_per_pixel: float | None) -> Path:
+    """The photo's crack centrelines as DXF, y up, in mm with a scale (else px)."""
+    import ezdxf
+    from ezdxf import units
+
+    drawing = ezdxf.new("R2010", setup=False)
+    drawing.units = units.MM if mm_per_pixel else units.unitless
+    drawing.appids.add(DXF_APP)
+    space = drawing.modelspace()
+    factor = mm_per_pixel or 1.0
+    for crack in cracks:
+        layer = f"cracks-{_layer_name(crack.width_class or 'unclassed')}"
+        if layer not in drawing.layers:
+            drawing.layers.add(layer)
+        row = crack.row()
+        for line in centrelines(crack):
+            polyline = space.add_lwpolyline([(x * factor, (height - y) * factor) for x, y in line],
+                                            dxfattribs={"layer": layer})
+            polyline.set_xdata(DXF_APP, [(1000, f"{key}={value}") for key, value in row.items()
+                                         if value is not None and value != ""])
+    with atomic_path(path) as temporary:
+        drawing.saveas(temporary)
+    return path
+
+
+def _layer_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60]
+
+
+def write_vectors(folder: Path, cracks: Sequence, photo: str, width: int, height: int,
+                  recorded: dict[str, Any]) -> list[Path]:
+    """A photo's cracks.geojson, cracks.dxf, and cracks-wgs84.geojson where it is georeferenced."""
+    import json
+
+    from .result import CRACK_DXF_FILE, CRACK_MAP_FILE, CRACK_VECTORS_FILE
+
+    mm_per_pixel = recorded.get("mm_per_pixel")
+    written = [write_text(folder / CRACK_VECTORS_FILE, json.dumps(
+        image_geojson(cracks, photo, width, height, recorded.get("scale_source"))) + "\n"),
+        write_dxf(folder / CRACK_DXF_FILE, cracks, height, mm_per_pixel)]
+    place = georeference(recorded.get("exif"), mm_per_pixel)
+    if place is not None:
+        written.append(write_text(folder / CRACK_MAP_FILE, json.dumps(
+            map_geojson(cracks, photo, width, height, place)) + "\n"))
+    elif (folder / CRACK_MAP_FILE).exists():
+        (folder / CRACK_MAP_FILE).unlink()  # a rescan that can no longer place the photo
+    return written
