@@ -54,7 +54,7 @@ def test_a_branching_crack_is_one_branched_crack_of_all_its_length() -> None:
     mask = np.maximum(crack_of_known_geometry((400, 400), np.array([[50, 200], [350, 200]]), 5),
                       crack_of_known_geometry((400, 400), np.array([[200, 200], [300, 60]]), 5))
     [crack] = measure(mask)
-    assert crack.type == "branched"
+    assert crack.branches == 3 and crack.type == "transverse"  # branching is a count, the type its direction
     expected = 300 + math.hypot(100, 140)
     assert abs(crack.length_px - expected) <= 0.03 * expected
 
@@ -118,6 +118,20 @@ def test_a_coarse_scale_classes_what_it_resolves_and_no_more() -> None:
     wide_photo, wide_coverage, _ = bent_crack_photo(6, seed=4)
     [wide] = grade(measure(wide_coverage >= 0.5, mm_per_pixel=0.5, photo=wide_photo), limit_mm=0.3)
     assert wide.width_class == "wide" and wide.over_limit  # 3 mm: told at any of these scales
+
+
+def test_map_cracking_closes_cells_and_a_holed_crack_does_not() -> None:
+    grid = np.zeros((400, 400), np.float32)
+    for at in (60, 200, 340):  # three by three lines: four closed cells of 140 px
+        grid = np.maximum(grid, crack_of_known_geometry((400, 400), np.array([[40, at], [360, at]]), 4))
+        grid = np.maximum(grid, crack_of_known_geometry((400, 400), np.array([[at, 40], [at, 360]]), 4))
+    [network] = measure(grid)
+    assert network.type == "map" and network.branches > 4
+    holed = straight(12, 20) >= 0.5
+    holed[195:199, 180:186] = False  # spalling: small holes in a wide crack's mask
+    holed[202:206, 230:236] = False
+    [spalled] = measure(holed)
+    assert spalled.type == "transverse"
 
 
 def test_fragments_across_a_small_gap_are_one_crack_and_far_ones_two() -> None:

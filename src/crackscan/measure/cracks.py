@@ -17,10 +17,14 @@
   at or over the threshold, its edges placed between samples (sub-pixel). Points near a junction are left out
   (there the profile crosses two cracks). Max, mean and p90 over the points.
 - **Orientation**: the principal axis of the skeleton points, in degrees from the image's
-  horizontal (0-180, counter-clockwise, y up). **Type**: branched when the crack's skeleton
-  has junctions joining branches longer than its width, map cracking when its branches close
-  loops; else by orientation in the image: transverse (within 30 degrees of horizontal),
-  longitudinal (within 30 degrees of vertical), diagonal.
+  horizontal (0-180, counter-clockwise, y up). **Type** (crack_type): map cracking when the
+  crack closes two cells or more, each wider all round than four times the crack (a hole in a
+  spalled crack's mask, or a gap between a fat mask's two edges, is no cell); else by
+  orientation in the image: transverse (within 30 degrees of horizontal),
+  longitudinal (within 30 degrees of vertical), diagonal. Branching is a count beside the
+  type (``branches``: paths longer than the crack is wide), not a type: typed "branched", 55%
+  of crackscan-seg's cracks on DeepCrack's held-out photos agreed with the true masks' type,
+  94% with this rule (benchmarks/measure.py).
 
 Widths under RESOLUTION_LIMIT_PX (2.5) are marked at the resolution limit: a photo cannot tell
 0.1 mm from 0.3 mm across one or two pixels.
@@ -47,6 +51,9 @@ DIRECTION_RADIUS_PX = 4  # skeleton points within this distance give a point's d
 MIN_CRACK_LENGTH_PX = 20
 MIN_CRACK_ASPECT = 3
 PROFILE_INDEPENDENCE_PX = 3.0
+CELLS_FOR_MAP = 2
+MAP_CELL_WIDTHS = 4.0
+MIN_MAP_CELL_PX = 100
 # crackscan-seg's mask reads a crack 0.7-1.9 px wider than it is (synthetic photos, issue 33):
 # what a width read off the mask alone can be off by.
 MASK_WIDTH_BIAS_PX = 1.5
@@ -74,6 +81,7 @@ class Crack:
     width_source: str = "mask"
     width_uncertainty_px: float = 0.0
     resolution_limit_px: float = RESOLUTION_LIMIT_PX
+    branches: int = 1
 
     def mm(self, value_px: float) -> float | None:
         in_mm = px_to_mm(value_px, self.mm_per_pixel)
@@ -90,7 +98,7 @@ class Crack:
                 "resolution_limit_px": round(self.resolution_limit_px, 2),
                 "resolution_limit_mm": self.mm(self.resolution_limit_px),
                 "orientation_deg": round(self.orientation_deg, 1),
-                "type": self.type, "width_class": self.width_class, "at_resolution_limit": self.at_resolution_limit,
+                "type": self.type, "branches": self.branches, "width_class": self.width_class, "at_resolution_limit": self.at_resolution_limit,
                 "over_limit": self.over_limit, "x": self.x, "y": self.y, "width": self.width, "height": self.height}
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,14 +149,35 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
         if not bones.any():
             continue
         box = (int(cols.start), int(rows.start), int(cols.stop - cols.start), int(rows.stop - rows.start))
-        found_crack = Crack(0, **_measure_one(bones, probability, distance, box, threshold, gray), area_px=area,
-                            mm_per_pixel=mm_per_pixel)
+        found_crack = Crack(0, **_measure_one(bones, probability, distance, box, threshold, gray, _cells(pixels)),
+                            area_px=area, mm_per_pixel=mm_per_pixel)
         if found_crack.length_px >= max(MIN_CRACK_LENGTH_PX, MIN_CRACK_ASPECT * found_crack.max_width_px):
             cracks.append(found_crack)
     cracks.sort(key=lambda c: (-c.length_px, c.y, c.x))
     for number, found in enumerate(cracks, start=1):
         found.crack_id = number
     return cracks
+
+
+def _cells(pixels: np.ndarray) -> list[int]:
+    """The areas (px) of the regions a crack's pixels close all round: map cracking's cells."""
+    from scipy.ndimage import binary_fill_holes
+    from skimage.measure import label
+
+    holes = binary_fill_holes(pixels) & ~pixels
+    if not holes.any():
+        return []
+    return [int(n) for n in np.bincount(label(holes, connectivity=1).ravel())[1:]]
+
+
+def crack_type(orientation: float, cells: list[int] | None, mean_width: float) -> str:
+    """map when the crack closes CELLS_FOR_MAP cells or more, each wider all round than
+    MAP_CELL_WIDTHS times the crack is (a hole in a spalled crack's mask is no cell); else
+    by orientation."""
+    least = max(MIN_MAP_CELL_PX, (MAP_CELL_WIDTHS * mean_width) ** 2)
+    if sum(area >= least for area in cells or []) >= CELLS_FOR_MAP:
+        return "map"
+    return _direction_type(orientation)
 
 
 def _as_probability(mask: np.ndarray) -> np.ndarray:
@@ -170,13 +199,13 @@ def _gray(photo: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarray, box: tuple[int, int, int, int],
-                 threshold: float, gray: np.ndarray | None = None) -> dict[str, Any]:
+                 threshold: float, gray: np.ndarray | None = None, cells: list[int] | None = None) -> dict[str, Any]:
     """One crack's figures (Crack's fields by name) from its skeleton ``local`` (the size of
     its ``box``, x y w h), its widths read on the photo ``gray`` where given and readable."""
     x0, y0, w, h = box
     window = (slice(y0, y0 + h), slice(x0, x0 + w))
     offset = np.array([x0, y0], float)
-    paths, junctions, loops, degree = _trace(local)
+    paths, junctions, _, degree = _trace(local)
     local_distance = distance[window]
     # Douglas-Peucker is most of a crack's measuring time: each path is simplified once.
     lengths = {id(path): _polyline_length(path) for path in paths}
@@ -201,13 +230,8 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
     # The largest width held over more than a point or two: one profile cut along a bend is no width.
     max_width = float(np.percentile(widths, 98))
     mean_width = float(np.average(widths, weights=weights))  # by length: diagonal steps are longer
-    branched = [p for p in paths if lengths[id(p)] > max(3.0, max_width)]
-    if loops > 0 and len(branched) >= 3:
-        kind = "map"
-    elif junctions and len(branched) >= 3:
-        kind = "branched"
-    else:
-        kind = _direction_type(orientation)
+    kind = crack_type(orientation, cells, mean_width)
+    branches = sum(lengths[id(p)] > max(3.0, max_width) for p in paths) if junctions else 1
     on_photo = read is not None and read.usable
     resolved = read.resolution_limit_px if on_photo else RESOLUTION_LIMIT_PX
     p90_width = float(np.percentile(widths, 90))
@@ -216,7 +240,7 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
             "x": box[0], "y": box[1], "width": box[2], "height": box[3], "polylines": polylines,
             # On the photo, one noisy profile in fifty must not lift a hairline crack out of the limit.
             "at_resolution_limit": (p90_width if on_photo else max_width) < resolved, "resolution_limit_px": resolved,
-            "width_source": "photo" if on_photo else "mask",
+            "width_source": "photo" if on_photo else "mask", "branches": int(branches),
             "width_uncertainty_px": width_uncertainty(widths, read.correction_px if on_photo else None)}
 
 
