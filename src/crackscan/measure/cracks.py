@@ -39,7 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .profiles import PhotoWidths, read_widths
+from .profiles import PHOTO_RESOLUTION_LIMIT_PX, PhotoWidths, photo_blur, read_widths, unblurred_width
 from .scale import px_to_mm
 
 # A crack whose mask is under 2.5 px wide is 1-2 px wide give or take the half pixel a profile can
@@ -135,7 +135,7 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
         cv2.MORPH_ELLIPSE, (2 * (join_gap_px // 2) + 1,) * 2)) if join_gap_px > 1 else crack.astype(np.uint8)
     groups = label(near > 0, connectivity=2) * crack
     distance = cv2.distanceTransform(crack.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    cracks = []
+    measured = []
     # Each crack in its own box: a skeleton of the whole photo would cost seconds on 12 MP.
     for group, found in enumerate(find_objects(groups), start=1):
         if found is None:
@@ -149,8 +149,17 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
         if not bones.any():
             continue
         box = (int(cols.start), int(rows.start), int(cols.stop - cols.start), int(rows.stop - rows.start))
-        found_crack = Crack(0, **_measure_one(bones, probability, distance, box, threshold, gray, _cells(pixels)),
-                            area_px=area, mm_per_pixel=mm_per_pixel)
+        measured.append((_measure_one(bones, probability, distance, box, threshold, gray), _cells(pixels), area))
+    # The optics' blur is the photo's, not a crack's: fitted on its longest cracks, used for all.
+    sigma = photo_blur([read for figures, _, _ in measured if (read := figures.pop("read")) is not None])
+    cracks = []
+    for figures, cells, area in measured:
+        widths, weights, photo_read = figures.pop("widths"), figures.pop("weights"), figures.pop("photo_read")
+        figures.update(_width_figures(widths, weights, photo_read, sigma))
+        figures["type"] = crack_type(figures["orientation_deg"], cells, figures["mean_width_px"])
+        branch_lengths = figures.pop("branch_lengths")
+        figures["branches"] = sum(length > max(3.0, figures["max_width_px"]) for length in branch_lengths) or 1
+        found_crack = Crack(0, **figures, area_px=area, mm_per_pixel=mm_per_pixel)
         if found_crack.length_px >= max(MIN_CRACK_LENGTH_PX, MIN_CRACK_ASPECT * found_crack.max_width_px):
             cracks.append(found_crack)
     cracks.sort(key=lambda c: (-c.length_px, c.y, c.x))
@@ -199,9 +208,10 @@ def _gray(photo: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarray, box: tuple[int, int, int, int],
-                 threshold: float, gray: np.ndarray | None = None, cells: list[int] | None = None) -> dict[str, Any]:
-    """One crack's figures (Crack's fields by name) from its skeleton ``local`` (the size of
-    its ``box``, x y w h), its widths read on the photo ``gray`` where given and readable."""
+                 threshold: float, gray: np.ndarray | None = None) -> dict[str, Any]:
+    """One crack's geometry (Crack's fields by name) from its skeleton ``local`` (the size of
+    its ``box``, x y w h), with its width samples (read on the photo ``gray`` where given and
+    readable, else on the mask) still to be made figures once the photo's blur is known."""
     x0, y0, w, h = box
     window = (slice(y0, y0 + h), slice(x0, x0 + w))
     offset = np.array([x0, y0], float)
@@ -226,22 +236,32 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
     widths, weights, read = _widths(along, normals, spacing, probability, distance, junction_points, threshold, gray)
     if len(widths) == 0 or weights.sum() <= 0:
         widths, weights = np.array([2 * float(local_distance[local].max()) - 1]), np.ones(1)
-    orientation = _orientation(points)
+    return {"length_px": length, "orientation_deg": _orientation(points),
+            "x": box[0], "y": box[1], "width": box[2], "height": box[3], "polylines": polylines,
+            "branch_lengths": [lengths[id(p)] for p in paths] if junctions else [],
+            "widths": widths, "weights": weights, "read": read,
+            "photo_read": read is not None and read.usable}
+
+
+def _width_figures(widths: np.ndarray, weights: np.ndarray, on_photo: bool, sigma: float | None) -> dict[str, Any]:
+    """A crack's width figures from its samples: on the photo, blur-corrected by the photo's
+    ``sigma`` (profiles.unblurred_width) and resolved down to twice it."""
+    if on_photo and sigma is not None:
+        corrected = unblurred_width(widths, sigma)
+        correction = float(np.median(widths - corrected))
+        widths = corrected
+    else:
+        correction = 0.0
     # The largest width held over more than a point or two: one profile cut along a bend is no width.
     max_width = float(np.percentile(widths, 98))
-    mean_width = float(np.average(widths, weights=weights))  # by length: diagonal steps are longer
-    kind = crack_type(orientation, cells, mean_width)
-    branches = sum(lengths[id(p)] > max(3.0, max_width) for p in paths) if junctions else 1
-    on_photo = read is not None and read.usable
-    resolved = read.resolution_limit_px if on_photo else RESOLUTION_LIMIT_PX
     p90_width = float(np.percentile(widths, 90))
-    return {"length_px": length, "max_width_px": max_width, "mean_width_px": mean_width,
-            "p90_width_px": p90_width, "orientation_deg": orientation, "type": kind,
-            "x": box[0], "y": box[1], "width": box[2], "height": box[3], "polylines": polylines,
+    resolved = max(PHOTO_RESOLUTION_LIMIT_PX, 2 * (sigma or 0.0)) if on_photo else RESOLUTION_LIMIT_PX
+    return {"max_width_px": max_width, "mean_width_px": float(np.average(widths, weights=weights)),
+            "p90_width_px": p90_width,
             # On the photo, one noisy profile in fifty must not lift a hairline crack out of the limit.
             "at_resolution_limit": (p90_width if on_photo else max_width) < resolved, "resolution_limit_px": resolved,
-            "width_source": "photo" if on_photo else "mask", "branches": int(branches),
-            "width_uncertainty_px": width_uncertainty(widths, read.correction_px if on_photo else None)}
+            "width_source": "photo" if on_photo else "mask",
+            "width_uncertainty_px": width_uncertainty(widths, correction if on_photo else None)}
 
 
 def width_uncertainty(widths: np.ndarray, blur_correction_px: float | None) -> float:

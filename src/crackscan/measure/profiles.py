@@ -14,10 +14,12 @@ The mask finds the crack and its centreline (its skeleton); at each centreline p
    the background's noise) reads no width.
 4. **Blur**: optics blur a crack of width w by a point spread of sigma s; the half-depth width of
    a blurred band is wider than w when w is under about 3 s, because the blur lifts the core.
-   The crack's profiles, centred and averaged, are fitted with a blurred band (least squares:
-   background, contrast, w, s), and each sample's half-depth width is mapped back through the
-   band's own half-depth width for that s (``band_half_depth_width``). Wide cracks are
-   unchanged; a 2 px crack under sigma 0.7 loses the ~0.3 px the blur added.
+   Each crack's profiles, centred and averaged, can be fitted with a blurred band (least
+   squares: contrast, w, s, centre); the blur is the photo's, so it is fitted on its
+   BLUR_FIT_CRACKS longest narrow cracks and their median taken (``photo_blur``), and each
+   sample's half-depth width is mapped back through the band's own half-depth width for that s
+   (``unblurred_width``). Wide cracks are unchanged; a 2 px crack under sigma 0.7 loses the
+   ~0.4 px the blur added.
 
 Uncertainty: the standard error of the crack's mean width from the samples' spread (MAD,
 samples three pixels apart counted as independent, since each profile averages three lines),
@@ -40,6 +42,8 @@ MIN_CONTRAST_LEVELS = 4.0  # and at least this many grey levels (0-255)
 # A crack's widths come from the photo when at least this share of its samples read one.
 MIN_READ_SHARE = 0.3
 BLUR_SIGMA_RANGE_PX = (0.3, 1.5)  # what the band fit may say of the optics' blur
+BLUR_FIT_CRACKS = 5  # the longest cracks of a photo its blur is fitted on
+BLUR_FIT_MAX_WIDTH_PX = 8.0  # past 5 sigma the blur no longer shapes a crack's profile
 # Under twice the optics' blur (sigma ~0.7 px for a sharp phone or drone photo) a crack's
 # profile is the blur's own shape: its width is not resolved.
 PHOTO_RESOLUTION_LIMIT_PX = 1.5
@@ -47,31 +51,32 @@ PHOTO_RESOLUTION_LIMIT_PX = 1.5
 
 @dataclasses.dataclass(frozen=True)
 class PhotoWidths:
-    """A crack's widths read on the photo: one per sample that read one (NaN where none did)."""
+    """A crack's half-depth widths read on the photo, one per sample (NaN where none was read),
+    and its profiles centred and averaged (depth below the background, on ``grid`` px), which
+    the photo's blur is fitted on."""
 
     widths: np.ndarray
-    blur_sigma_px: float | None
-    correction_px: float
     read_share: float
-
-    @property
-    def resolution_limit_px(self) -> float:
-        """Under twice the optics' blur, a crack's profile is the blur's: its width is not resolved."""
-        return max(PHOTO_RESOLUTION_LIMIT_PX, 2 * (self.blur_sigma_px or 0.0))
+    grid: np.ndarray | None = None
+    mean_depth: np.ndarray | None = None
 
     @property
     def usable(self) -> bool:
         return self.read_share >= MIN_READ_SHARE and np.isfinite(self.widths).sum() >= 3
+
+    @property
+    def length(self) -> int:
+        return int(np.isfinite(self.widths).sum())
 
 
 def read_widths(gray: np.ndarray, points: np.ndarray, normals: np.ndarray, mask_half_widths: np.ndarray
                 ) -> PhotoWidths:
     """The half-depth widths at ``points`` (N x 2, x y) across ``normals`` (N x 2, unit) in the
     photo ``gray`` (H x W float32), the mask's half widths there (N) telling where the crack ends
-    and its surface begins; blur-corrected by the crack's own fitted band."""
+    and its surface begins; not yet blur-corrected (photo_blur, unblurred_width)."""
     count = len(points)
     if count == 0:
-        return PhotoWidths(np.zeros(0), None, 0.0, 0.0)
+        return PhotoWidths(np.zeros(0), 0.0)
     half = np.maximum(np.asarray(mask_half_widths, np.float32), 1.0)
     reach = float(min(48.0, 2 * half.max() + 6))
     offsets = np.arange(-reach, reach + PROFILE_STEP_PX / 2, PROFILE_STEP_PX, dtype=np.float32)
@@ -103,23 +108,34 @@ def read_widths(gray: np.ndarray, points: np.ndarray, normals: np.ndarray, mask_
     raw = (right - left) * PROFILE_STEP_PX
     readable &= np.isfinite(raw)
     widths = np.where(readable, raw, np.nan)
-    read_share = float(readable.mean())
     if readable.sum() < 3:
-        return PhotoWidths(widths, None, 0.0, read_share)
-    sigma = _fitted_blur(profile[readable], offsets, left[readable], right[readable], left_bg[readable],
-                         right_bg[readable])
-    if sigma is None:
-        return PhotoWidths(widths, None, 0.0, read_share)
-    corrected = unblurred_width(widths, sigma)
-    correction = float(np.nanmedian(widths - corrected))
-    return PhotoWidths(corrected, sigma, correction, read_share)
+        return PhotoWidths(widths, float(readable.mean()))
+    grid, mean_depth = _mean_depth(profile[readable], offsets, left[readable], right[readable],
+                                   left_bg[readable], right_bg[readable])
+    return PhotoWidths(widths, float(readable.mean()), grid, mean_depth)
+
+
+def photo_blur(reads: list[PhotoWidths], cracks: int = BLUR_FIT_CRACKS) -> float | None:
+    """The photo's optical blur (sigma, px): the median of blurred bands fitted to its longest
+    cracks' mean profiles, those narrow enough for the blur to show (a wide crack's edges are
+    the photo's texture as much as its optics); None when no crack tells it."""
+    narrow = [read for read in reads if read.usable and read.mean_depth is not None
+              and np.nanmedian(read.widths) < BLUR_FIT_MAX_WIDTH_PX]
+    narrow.sort(key=lambda read: -read.length)
+    fitted = [sigma for read in narrow[:cracks] if (sigma := _fitted_blur(read.grid, read.mean_depth)) is not None]
+    return float(np.median(fitted)) if fitted else None
 
 
 def _masked_median(values: np.ndarray, where: np.ndarray) -> np.ndarray:
-    masked = np.where(where, values, np.nan)
-    with np.errstate(all="ignore"):
-        found = np.nanmedian(masked, axis=1)
-    return np.where(np.isfinite(found), found, -np.inf).astype(np.float32)
+    """Each row's median over its ``where`` samples (-inf for a row with none); a sort, as
+    nanmedian's masked arrays cost seconds over a 12 MP photo's cracks."""
+    ordered = np.sort(np.where(where, values, np.inf), axis=1)
+    count = where.sum(axis=1)
+    rows = np.arange(len(values))
+    low = ordered[rows, np.maximum(count - 1, 0) // 2]
+    high = ordered[rows, count // 2]
+    median = np.where(count % 2 == 1, low, (low + high) / 2)
+    return np.where(count > 0, median, -np.inf).astype(np.float32)
 
 
 def _crossing(profile: np.ndarray, start: np.ndarray, level: np.ndarray, direction: int) -> np.ndarray:
@@ -174,23 +190,30 @@ def unblurred_width(half_depth_widths: np.ndarray, sigma: float) -> np.ndarray:
     return np.where(widths > table[-1], widths, np.interp(widths, table, _TRUE_WIDTHS, left=_TRUE_WIDTHS[0]))
 
 
-def _fitted_blur(profile: np.ndarray, offsets: np.ndarray, left: np.ndarray, right: np.ndarray,
-                 left_bg: np.ndarray, right_bg: np.ndarray) -> float | None:
-    """The blur sigma (px) of a band fitted to the crack's profiles, each centred between its
-    two half-depth edges and turned into depth below its own background, then averaged."""
-    from scipy.optimize import least_squares
-
+def _mean_depth(profile: np.ndarray, offsets: np.ndarray, left: np.ndarray, right: np.ndarray,
+                left_bg: np.ndarray, right_bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The crack's profiles, each centred between its two half-depth edges and turned into
+    depth below its own background, then averaged (median) on one grid."""
     centre = (left + right) / 2 * PROFILE_STEP_PX + offsets[0]
     span = float(np.median(right - left) * PROFILE_STEP_PX) + 6
     grid = np.arange(-span, span + PROFILE_STEP_PX / 2, PROFILE_STEP_PX)
     background = np.where(offsets[None, :] < centre[:, None], left_bg[:, None], right_bg[:, None])
     depth = background - profile
     aligned = np.stack([np.interp(grid, offsets - c, row) for c, row in zip(centre, depth)])
-    mean_depth = np.median(aligned, axis=0)
+    return grid, np.median(aligned, axis=0)
+
+
+def _fitted_blur(grid: np.ndarray, mean_depth: np.ndarray) -> float | None:
+    """The blur sigma (px) of a blurred band fitted (least squares: contrast, width, sigma,
+    centre) to a crack's mean depth profile."""
+    from scipy.optimize import least_squares
+
     peak = float(mean_depth.max())
     if not np.isfinite(peak) or peak <= 0:
         return None
-    start_width = max(0.5, float(np.median(right - left) * PROFILE_STEP_PX))
+    span = float(grid[-1])
+    above = grid[mean_depth >= peak / 2]
+    start_width = max(0.5, float(above[-1] - above[0])) if len(above) else 1.0
 
     def residual(parameters: np.ndarray) -> np.ndarray:
         contrast, width, sigma, shift = parameters
