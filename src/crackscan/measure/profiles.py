@@ -29,6 +29,7 @@ with a quarter of the blur correction added in quadrature (the band model is a m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import cv2
@@ -57,8 +58,12 @@ class PhotoWidths:
 
     widths: np.ndarray
     read_share: float
-    grid: np.ndarray | None = None
-    mean_depth: np.ndarray | None = None
+    # The read profiles with their offsets, edges and backgrounds: kept for the blur fit, which
+    # only a photo's longest cracks go through (averaging them costs more than reading them).
+    profiles: tuple | None = None
+
+    def mean_depth(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self.profiles is None else _mean_depth(*self.profiles)
 
     @property
     def usable(self) -> bool:
@@ -110,19 +115,18 @@ def read_widths(gray: np.ndarray, points: np.ndarray, normals: np.ndarray, mask_
     widths = np.where(readable, raw, np.nan)
     if readable.sum() < 3:
         return PhotoWidths(widths, float(readable.mean()))
-    grid, mean_depth = _mean_depth(profile[readable], offsets, left[readable], right[readable],
-                                   left_bg[readable], right_bg[readable])
-    return PhotoWidths(widths, float(readable.mean()), grid, mean_depth)
+    return PhotoWidths(widths, float(readable.mean()), (profile[readable], offsets, left[readable], right[readable],
+                                                        left_bg[readable], right_bg[readable]))
 
 
 def photo_blur(reads: list[PhotoWidths], cracks: int = BLUR_FIT_CRACKS) -> float | None:
     """The photo's optical blur (sigma, px): the median of blurred bands fitted to its longest
     cracks' mean profiles, those narrow enough for the blur to show (a wide crack's edges are
     the photo's texture as much as its optics); None when no crack tells it."""
-    narrow = [read for read in reads if read.usable and read.mean_depth is not None
+    narrow = [read for read in reads if read.usable and read.profiles is not None
               and np.nanmedian(read.widths) < BLUR_FIT_MAX_WIDTH_PX]
     narrow.sort(key=lambda read: -read.length)
-    fitted = [sigma for read in narrow[:cracks] if (sigma := _fitted_blur(read.grid, read.mean_depth)) is not None]
+    fitted = [sigma for read in narrow[:cracks] if (sigma := _fitted_blur(*read.mean_depth())) is not None]
     return float(np.median(fitted)) if fitted else None
 
 
@@ -180,11 +184,16 @@ def band_half_depth_width(width: np.ndarray, sigma: float) -> np.ndarray:
 _TRUE_WIDTHS = np.concatenate([np.linspace(0.05, 4, 80), np.linspace(4.1, 12, 40)])
 
 
+@functools.lru_cache(maxsize=16)
+def _half_depth_table(sigma: float) -> np.ndarray:
+    return band_half_depth_width(_TRUE_WIDTHS, sigma)  # once per photo's blur, not per crack
+
+
 def unblurred_width(half_depth_widths: np.ndarray, sigma: float) -> np.ndarray:
     """The band widths whose blurred half-depth widths are ``half_depth_widths`` (the inverse of
     band_half_depth_width, which rises with the width): below the narrowest band's, the band is
     narrower than the blur and its width is read as that narrowest band's."""
-    table = band_half_depth_width(_TRUE_WIDTHS, sigma)
+    table = _half_depth_table(round(float(sigma), 4))
     widths = np.asarray(half_depth_widths, float)
     # Past 12 px (over 8 sigma) the blur no longer moves the half-depth edges.
     return np.where(widths > table[-1], widths, np.interp(widths, table, _TRUE_WIDTHS, left=_TRUE_WIDTHS[0]))
