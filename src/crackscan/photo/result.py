@@ -22,7 +22,7 @@ from PIL import Image
 from ..errors import CrackscanError
 from ..files import atomic_open, atomic_path, write_text
 from ..measure.cracks import CRACK_FIELDS
-from .vectors import write_vectors
+from .vectors import CRACK_DXF_FILE, CRACK_MAP_FILE, CRACK_VECTORS_FILE, write_vectors  # noqa: F401
 from .overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_crack_pixels, draw_tile_map
 
 TILES_FILE = "tiles.csv"
@@ -35,11 +35,9 @@ MASK_FILE = "mask.png"
 # A segmenter's scan: each measured crack, a row of cracks.csv, and with its polylines in cracks.json.
 CRACKS_FILE = "cracks.csv"
 CRACK_POLYLINES_FILE = "cracks.json"
-# The same cracks as vectors (photo.vectors): GeoJSON in the photo's pixels, DXF for CAD, and
-# GeoJSON in longitude and latitude where the photo is georeferenced.
-CRACK_VECTORS_FILE = "cracks.geojson"
-CRACK_DXF_FILE = "cracks.dxf"
-CRACK_MAP_FILE = "cracks-wgs84.geojson"
+# The same cracks as vectors (photo.vectors, which names them): CRACK_VECTORS_FILE (GeoJSON in the
+# photo's pixels), CRACK_DXF_FILE (for CAD), CRACK_MAP_FILE (GeoJSON in longitude and latitude,
+# where the photo is georeferenced).
 RESULT_FILES = (TILES_FILE, OVERLAY_FILE, SUMMARY_FILE)  # in the order they are written
 # crack_pixel_share: a segmenter's share of the tile's pixels at or over the threshold (empty
 # for a classifier, which has no pixels to count).

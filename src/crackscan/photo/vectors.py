@@ -28,6 +28,10 @@ import numpy as np
 
 from ..files import atomic_path, write_text
 
+# The photo folder's vector files (photo.result lists them with the folder's other files).
+CRACK_VECTORS_FILE = "cracks.geojson"
+CRACK_DXF_FILE = "cracks.dxf"
+CRACK_MAP_FILE = "cracks-wgs84.geojson"
 SIMPLIFY_PX = 0.5
 NADIR_TOLERANCE_DEG = 10.0
 EARTH_RADIUS_M = 6_378_137.0  # WGS 84's semi-major axis
@@ -104,7 +108,7 @@ def write_dxf(path: Path, cracks: Sequence, height: int, mm_per_pixel: float | N
     from ezdxf import units
 
     drawing = ezdxf.new("R2010", setup=False)
-    drawing.units = units.MM if mm_per_pixel else units.unitless
+    drawing.units = units.MM if mm_per_pixel else 0  # 0: unitless ($INSUNITS), pixels
     drawing.appids.add(DXF_APP)
     space = drawing.modelspace()
     factor = mm_per_pixel or 1.0
@@ -131,8 +135,6 @@ def write_vectors(folder: Path, cracks: Sequence, photo: str, width: int, height
                   recorded: dict[str, Any]) -> list[Path]:
     """A photo's cracks.geojson, cracks.dxf, and cracks-wgs84.geojson where it is georeferenced."""
     import json
-
-    from .result import CRACK_DXF_FILE, CRACK_MAP_FILE, CRACK_VECTORS_FILE
 
     mm_per_pixel = recorded.get("mm_per_pixel")
     written = [write_text(folder / CRACK_VECTORS_FILE, json.dumps(
