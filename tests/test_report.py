@@ -104,6 +104,19 @@ def test_the_pdf_has_the_summary_first_and_a_page_per_photo_with_findings(report
     assert len(cards) == with_findings
 
 
+def test_the_pdf_s_crack_maps_are_sized_for_the_page(tmp_path: Path) -> None:
+    from crackscan.report.build import PRINT_IMAGE_PX, _print_images
+    from crackscan.report.survey_data import PhotoFinding
+
+    overlay = tmp_path / "overlay.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), dtype=np.uint8)).save(overlay, quality=90)
+    (tmp_path / "print").mkdir()
+    [(number, uri)] = _print_images([PhotoFinding(7, {}, [], overlay)], tmp_path / "print").items()
+    printed = Path(uri.removeprefix("file://"))
+    assert number == 7 and max(Image.open(printed).size) == PRINT_IMAGE_PX
+    assert printed.stat().st_size < overlay.stat().st_size / 2
+
+
 def test_making_a_pdf_leaves_truncated_photos_refused(report: Path, survey: Path, tmp_path: Path) -> None:
     from PIL import ImageFile
 
