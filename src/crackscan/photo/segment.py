@@ -50,9 +50,11 @@ def blend_weights(size: int, margin: int) -> np.ndarray:
     return np.outer(line, line)
 
 
-def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: int = 8,
+def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: int | None = None,
                           should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-    """Each pixel's crack probability (H x W float32) for a photo's pixels (H x W x 3).
+    """Each pixel's crack probability (H x W float32) for a photo's pixels (H x W x 3), its
+    windows in batches of ``batch_size`` (default: the runner's own, whose interpreter is sized
+    for it: a batch of 8 under a runner of 32 went through one window at a time).
 
     The photo is mirrored out by EDGE_PAD px beyond its right and bottom edges before it is
     windowed, so no window's own right or bottom border lies on the photo's edge: there
@@ -67,9 +69,9 @@ def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: 
 
         scale = least / min(height, width)
         larger = resize_pixels(pixels, max(least, round(width * scale)), max(least, round(height * scale)))
-        return cv2.resize(_window_map(predictor, larger, batch_size, should_stop), (width, height),
+        return cv2.resize(_window_map(predictor, larger, batch_size or predictor.batch_size, should_stop), (width, height),
                           interpolation=cv2.INTER_AREA)
-    return _window_map(predictor, pixels, batch_size, should_stop)
+    return _window_map(predictor, pixels, batch_size or predictor.batch_size, should_stop)
 
 
 def _window_map(predictor: Predictor, pixels: np.ndarray, batch_size: int,
