@@ -238,14 +238,11 @@ def synthetic_photos(predictor, cases: int) -> dict:
 def drawn_lines(predictor) -> dict:
     """Lines drawn 6 and 10 px wide by PIL on concrete, blurred, JPEG: their max width read on
     crackscan-seg's mask alone and on the photo, against the same reading of their own mask."""
-    import io
-
-    import cv2
     from PIL import Image, ImageDraw
 
     from crackscan.measure.cracks import measure
     from crackscan.photo.segment import crack_probability_map
-    from crackscan.synth import concrete_texture
+    from crackscan.synth import concrete_texture, photographed
 
     rng = np.random.default_rng(6)
     figures = {}
@@ -256,11 +253,7 @@ def drawn_lines(predictor) -> dict:
         ImageDraw.Draw(mask).line([(60, 300), (300, 120), (540, 180)], fill=255, width=width)
         drawn = np.asarray(mask) > 0
         surface = concrete_texture(rng, 400, 600)
-        photo = np.where(drawn[..., None], surface * 0.3, surface)
-        photo = np.clip(cv2.GaussianBlur(photo.astype(np.float32), (0, 0), 0.7) + rng.normal(0, 3, photo.shape), 0, 255)
-        buffer = io.BytesIO()
-        Image.fromarray(photo.astype(np.uint8)).save(buffer, format="JPEG", quality=90)
-        photo = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        photo = photographed(rng, np.where(drawn[..., None], surface * 0.3, surface))  # blur 0.7, noise, JPEG q 90
         own = max(measure(drawn), key=lambda c: c.length_px).max_width_px
         probability = crack_probability_map(predictor, photo)
         alone = max(measure(probability), key=lambda c: c.length_px, default=None)

@@ -248,16 +248,24 @@ def photo_of_known_crack(rng: np.random.Generator, size: tuple[int, int], centre
     """A photo (H x W x 3 uint8) of one crack of known width on concrete, as a camera sees it:
     the crack's exact coverage (crack_of_known_geometry, so the edges are anti-aliased) darkens
     the texture by ``depth``, then optical blur (Gaussian, ``blur_sigma`` px), sensor noise and
-    JPEG at ``jpeg_quality``; and the coverage itself, the truth."""
-    import io
-
-    import cv2
-
+    JPEG at ``jpeg_quality`` (``photographed``); and the coverage itself, the truth."""
     height, width_px = size
     coverage = crack_of_known_geometry(size, centreline, width)
     surface = concrete_texture(rng, height, width_px)
     core = rng.uniform(0.25, 0.45) * surface.mean()  # a crack's inside: shadowed, darker than any grain
     photo = surface * (1 - coverage[..., None]) + (surface * (1 - depth) * 0.4 + core * 0.6) * coverage[..., None]
+    return photographed(rng, photo, blur_sigma, noise, jpeg_quality), coverage
+
+
+def photographed(rng: np.random.Generator, scene: np.ndarray, blur_sigma: float = 0.7, noise: float = 3.0,
+                 jpeg_quality: int | None = 90) -> np.ndarray:
+    """A scene (H x W x 3, 0-255) as a camera records it: optical blur (Gaussian, ``blur_sigma``
+    px), sensor noise (``noise`` grey levels), 8 bits, and JPEG at ``jpeg_quality`` (None: none)."""
+    import io
+
+    import cv2
+
+    photo = scene
     if blur_sigma > 0:
         photo = cv2.GaussianBlur(photo.astype(np.float32), (0, 0), blur_sigma)
     photo = np.clip(photo + rng.normal(0, noise, photo.shape), 0, 255).astype(np.uint8)
@@ -265,4 +273,4 @@ def photo_of_known_crack(rng: np.random.Generator, size: tuple[int, int], centre
         buffer = io.BytesIO()
         Image.fromarray(photo).save(buffer, format="JPEG", quality=jpeg_quality)
         photo = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-    return photo, coverage
+    return photo
