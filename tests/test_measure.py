@@ -242,7 +242,7 @@ def test_profile_widths_place_each_edge_between_samples():
 
 def test_a_nadir_drone_photo_s_cracks_are_placed_on_the_map() -> None:
     from crackscan.exif import xmp_number
-    from crackscan.photo.vectors import georeference, map_geojson
+    from crackscan.photo.vectors import drawn, georeference, map_geojson
 
     assert xmp_number('drone-dji:GimbalYawDegree="+90.5" drone-dji:GimbalPitchDegree="-89.9"', "GimbalYawDegree") == 90.5
     assert xmp_number("<drone-dji:GimbalPitchDegree>-89.9<", "GimbalPitchDegree") == -89.9
@@ -253,7 +253,7 @@ def test_a_nadir_drone_photo_s_cracks_are_placed_on_the_map() -> None:
     place = georeference(exif, 2.0)  # 2 mm a pixel, the photo's top facing east
     mask = crack_of_known_geometry((400, 400), np.array([[200, 200], [300, 200]]), 4)
     [crack] = measure(mask, mm_per_pixel=2.0)
-    placed = map_geojson([crack], "drone.jpg", 400, 400, place)
+    placed = map_geojson(drawn([crack]), "drone.jpg", 400, 400, place)
     assert geojson.loads(json.dumps(placed)).is_valid  # (geojson rounds to 6 decimals: read the numbers as written)
     line = np.array(placed["features"][0]["geometry"]["coordinates"][0])
     # The centreline's 96 px to the photo's right are 0.192 m south when its top faces east:

@@ -39,14 +39,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .profiles import PHOTO_RESOLUTION_LIMIT_PX, PhotoWidths, photo_blur, read_widths, unblurred_width
+from .profiles import PHOTO_RESOLUTION_LIMIT_PX, PROFILE_STEP_PX, PhotoWidths, photo_blur, read_widths, unblurred_width
 from .scale import px_to_mm
 
 # A crack whose mask is under 2.5 px wide is 1-2 px wide give or take the half pixel a profile can
 # be off: the photo cannot tell its width in mm apart from its neighbours'. Widths read on the
 # photo resolve down to twice the optics' blur (profiles.PHOTO_RESOLUTION_LIMIT_PX at least).
 RESOLUTION_LIMIT_PX = 2.5
-PROFILE_STEP_PX = 0.25
 DIRECTION_RADIUS_PX = 4  # skeleton points within this distance give a point's direction
 MIN_CRACK_LENGTH_PX = 20
 MIN_CRACK_ASPECT = 3
@@ -151,11 +150,12 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
         box = (int(cols.start), int(rows.start), int(cols.stop - cols.start), int(rows.stop - rows.start))
         measured.append((_measure_one(bones, probability, distance, box, threshold, gray), _cells(pixels), area))
     # The optics' blur is the photo's, not a crack's: fitted on its longest cracks, used for all.
-    sigma = photo_blur([read for figures, _, _ in measured if (read := figures.pop("read")) is not None])
+    reads = [figures.pop("read") for figures, _, _ in measured]
+    sigma = photo_blur([read for read in reads if read is not None])
     cracks = []
-    for figures, cells, area in measured:
-        widths, weights, photo_read = figures.pop("widths"), figures.pop("weights"), figures.pop("photo_read")
-        figures.update(_width_figures(widths, weights, photo_read, sigma))
+    for (figures, cells, area), read in zip(measured, reads):
+        widths, weights = figures.pop("widths"), figures.pop("weights")
+        figures.update(_width_figures(widths, weights, read is not None and read.usable, sigma))
         figures["type"] = crack_type(figures["orientation_deg"], cells, figures["mean_width_px"])
         branch_lengths = figures.pop("branch_lengths")
         figures["branches"] = sum(length > max(3.0, figures["max_width_px"]) for length in branch_lengths) or 1
@@ -239,8 +239,7 @@ def _measure_one(local: np.ndarray, probability: np.ndarray, distance: np.ndarra
     return {"length_px": length, "orientation_deg": _orientation(points),
             "x": box[0], "y": box[1], "width": box[2], "height": box[3], "polylines": polylines,
             "branch_lengths": [lengths[id(p)] for p in paths] if junctions else [],
-            "widths": widths, "weights": weights, "read": read,
-            "photo_read": read is not None and read.usable}
+            "widths": widths, "weights": weights, "read": read}
 
 
 def _width_figures(widths: np.ndarray, weights: np.ndarray, on_photo: bool, sigma: float | None) -> dict[str, Any]:

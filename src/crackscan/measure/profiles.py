@@ -53,8 +53,8 @@ PHOTO_RESOLUTION_LIMIT_PX = 1.5
 @dataclasses.dataclass(frozen=True)
 class PhotoWidths:
     """A crack's half-depth widths read on the photo, one per sample (NaN where none was read),
-    and its profiles centred and averaged (depth below the background, on ``grid`` px), which
-    the photo's blur is fitted on."""
+    the share of samples that read one, and what its mean depth profile is made from, which the
+    photo's blur is fitted on (``mean_depth``)."""
 
     widths: np.ndarray
     read_share: float
@@ -67,10 +67,11 @@ class PhotoWidths:
 
     @property
     def usable(self) -> bool:
-        return self.read_share >= MIN_READ_SHARE and np.isfinite(self.widths).sum() >= 3
+        return self.read_share >= MIN_READ_SHARE and self.length >= 3
 
     @property
     def length(self) -> int:
+        """Samples that read a width."""
         return int(np.isfinite(self.widths).sum())
 
 

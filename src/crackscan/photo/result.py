@@ -22,7 +22,7 @@ from PIL import Image
 from ..errors import CrackscanError
 from ..files import atomic_open, atomic_path, write_text
 from ..measure.cracks import CRACK_FIELDS
-from .vectors import CRACK_DXF_FILE, CRACK_MAP_FILE, CRACK_VECTORS_FILE, write_vectors  # noqa: F401
+from .vectors import write_vectors
 from .overlay import OVERLAY_JPEG_QUALITY, OVERLAY_MAX_SIDE, draw_crack_pixels, draw_tile_map
 
 TILES_FILE = "tiles.csv"

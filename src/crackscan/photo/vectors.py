@@ -49,13 +49,19 @@ def centrelines(crack: Any) -> list[np.ndarray]:
     return lines
 
 
-def image_geojson(cracks: Sequence, photo: str, width: int, height: int, scale_source: str | None) -> dict:
-    """The photo's cracks in its pixel coordinates."""
+def drawn(cracks: Sequence) -> list[tuple[dict[str, Any], list[np.ndarray]]]:
+    """Each crack's cracks.csv row and simplified centrelines, made once for all of a photo's
+    vector files (Douglas-Peucker is the costly part)."""
+    return [(crack.row(), centrelines(crack)) for crack in cracks]
+
+
+def image_geojson(cracks: list, photo: str, width: int, height: int, scale_source: str | None) -> dict:
+    """The photo's cracks (``drawn``) in its pixel coordinates."""
     return {"type": "FeatureCollection",
             "crackscan": {"photo": photo, "width": width, "height": height, "coordinates": "image px, x right, y down",
                           "scale_source": scale_source},
-            "features": [_feature(crack, [[[round(x, 2), round(y, 2)] for x, y in line] for line in centrelines(crack)])
-                         for crack in cracks]}
+            "features": [_feature(row, [[[round(x, 2), round(y, 2)] for x, y in line] for line in lines])
+                         for row, lines in cracks]}
 
 
 def georeference(exif: dict[str, Any] | None, mm_per_pixel: float | None) -> dict[str, float] | None:
@@ -86,24 +92,24 @@ def to_wgs84(points: np.ndarray, width: int, height: int, place: dict[str, float
     return np.stack([longitude, latitude], axis=1)
 
 
-def map_geojson(cracks: Sequence, photo: str, width: int, height: int, place: dict[str, float]) -> dict:
-    """The photo's cracks in longitude and latitude (RFC 7946)."""
+def map_geojson(cracks: list, photo: str, width: int, height: int, place: dict[str, float]) -> dict:
+    """The photo's cracks (``drawn``) in longitude and latitude (RFC 7946)."""
     return {"type": "FeatureCollection",
             "crackscan": {"photo": photo, "placed_by": "GPS position, scale and gimbal heading of a nadir photo",
                           **place},
-            "features": [_feature(crack, [[[round(float(lon), 8), round(float(lat), 8)]
-                                           for lon, lat in to_wgs84(line, width, height, place)]
-                                          for line in centrelines(crack)], photo=photo)
-                         for crack in cracks]}
+            "features": [_feature(row, [[[round(float(lon), 8), round(float(lat), 8)]
+                                         for lon, lat in to_wgs84(line, width, height, place)]
+                                        for line in lines], photo=photo)
+                         for row, lines in cracks]}
 
 
-def _feature(crack: Any, lines: list, **extra: Any) -> dict:
+def _feature(row: dict[str, Any], lines: list, **extra: Any) -> dict:
     return {"type": "Feature", "geometry": {"type": "MultiLineString", "coordinates": lines},
-            "properties": {**extra, **crack.row()}}
+            "properties": {**extra, **row}}
 
 
-def write_dxf(path: Path, cracks: Sequence, height: int, mm_per_pixel: float | None) -> Path:
-    """The photo's crack centrelines as DXF, y up, in mm with a scale (else px)."""
+def write_dxf(path: Path, cracks: list, height: int, mm_per_pixel: float | None) -> Path:
+    """The photo's crack centrelines (``drawn``) as DXF, y up, in mm with a scale (else px)."""
     import ezdxf
     from ezdxf import units
 
@@ -112,12 +118,11 @@ def write_dxf(path: Path, cracks: Sequence, height: int, mm_per_pixel: float | N
     drawing.appids.add(DXF_APP)
     space = drawing.modelspace()
     factor = mm_per_pixel or 1.0
-    for crack in cracks:
-        layer = f"cracks-{_layer_name(crack.width_class or 'unclassed')}"
+    for row, lines in cracks:
+        layer = f"cracks-{_layer_name(row['width_class'] or 'unclassed')}"
         if layer not in drawing.layers:
             drawing.layers.add(layer)
-        row = crack.row()
-        for line in centrelines(crack):
+        for line in lines:
             polyline = space.add_lwpolyline([(x * factor, (height - y) * factor) for x, y in line],
                                             dxfattribs={"layer": layer})
             polyline.set_xdata(DXF_APP, [(1000, f"{key}={value}") for key, value in row.items()
@@ -137,13 +142,14 @@ def write_vectors(folder: Path, cracks: Sequence, photo: str, width: int, height
     import json
 
     mm_per_pixel = recorded.get("mm_per_pixel")
+    vectors = drawn(cracks)
     written = [write_text(folder / CRACK_VECTORS_FILE, json.dumps(
-        image_geojson(cracks, photo, width, height, recorded.get("scale_source"))) + "\n"),
-        write_dxf(folder / CRACK_DXF_FILE, cracks, height, mm_per_pixel)]
+        image_geojson(vectors, photo, width, height, recorded.get("scale_source"))) + "\n"),
+        write_dxf(folder / CRACK_DXF_FILE, vectors, height, mm_per_pixel)]
     place = georeference(recorded.get("exif"), mm_per_pixel)
     if place is not None:
         written.append(write_text(folder / CRACK_MAP_FILE, json.dumps(
-            map_geojson(cracks, photo, width, height, place)) + "\n"))
+            map_geojson(vectors, photo, width, height, place)) + "\n"))
     elif (folder / CRACK_MAP_FILE).exists():
         (folder / CRACK_MAP_FILE).unlink()  # a rescan that can no longer place the photo
     return written

@@ -26,7 +26,8 @@ from ..files import atomic_path, refuse_overwrite, write_text
 from ..version import __version__
 from ..measure.severity import AT_LIMIT, UNSCALED
 from ..model.tasks import task_of
-from ..photo.result import CRACK_MAP_FILE, photo_verdict
+from ..photo.result import photo_verdict
+from ..photo.vectors import CRACK_MAP_FILE
 from ..survey.layout import TILES_DATASET
 from .survey_data import PhotoFinding, SurveyData, class_order, read_survey
 
