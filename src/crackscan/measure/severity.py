@@ -58,7 +58,7 @@ class WidthClasses:
         limit_mm = limit_px * mm_per_pixel
         unresolved = [name for name, upper in self.bounds if upper is not None and upper <= limit_mm]
         told = [name for name in self.names if name not in unresolved]
-        head = f"widths under {limit_mm:.3g} mm ({limit_px:g} px at {mm_per_pixel:g} mm/px) are not resolved"
+        head = f"widths under {limit_mm:.2g} mm ({limit_px:.2g} px at {mm_per_pixel:g} mm/px) are not resolved"
         if not unresolved:
             return f"{head}; every class can be told: {', '.join(told)}"
         if len(told) <= 1:
