@@ -85,6 +85,9 @@ def main() -> int:
     parser.add_argument("--regrade-segmenter", action="store_true",
                         help="keep the shipped crackscan-seg; grade it again on the held-out photos as a scan now "
                              "reads them and update its figures in models.json")
+    parser.add_argument("--segmenter-adaptation", action="store_true",
+                        help="keep the shipped crackscan-seg; write only its replay windows for adapt (the decoder is "
+                             "read back from the int8 file itself)")
     args = parser.parse_args()
     if not os.environ.get("KERAS_HOME"):
         from crackscan.testing import use_offline_keras_home
@@ -94,6 +97,8 @@ def main() -> int:
         return write_adaptation_only(args)
     if args.regrade_segmenter:
         return regrade_segmenter(args)
+    if args.segmenter_adaptation:
+        return write_segmenter_adaptation(args)
 
     from crackscan import TrainConfig, evaluate, export, load, train
     from crackscan.model.builtin import split_digest
@@ -166,7 +171,7 @@ def main() -> int:
     return 0
 
 
-def build_segmenter(args: argparse.Namespace, failed: list[str]) -> tuple[bytes, dict, None] | None:
+def build_segmenter(args: argparse.Namespace, failed: list[str]) -> tuple[bytes, dict, bytes] | None:
     """crackscan-seg: trained, exported to int8 LiteRT (checked), graded on each set's held-out photos."""
     from crackscan import TrainConfig, export, load
     from crackscan.runs import is_run, read_json
@@ -201,6 +206,7 @@ def build_segmenter(args: argparse.Namespace, failed: list[str]) -> tuple[bytes,
         failed.append(f"{spec.name}: held-out pixel F1 {overall:.3f} < {spec.min_accuracy}")
         return None
     content = exported.path.read_bytes()
+    replay, adaptation = segmenter_adaptation(args.photos, config)
     return content, {
         "name": spec.name, "file": f"{spec.name}.tflite", "summary": spec.summary, "task": "segment",
         "trained_on": f"pixel crack masks: {', '.join(SEGMENT_SETS)} ({metrics['photos']['train']} training photos)",
@@ -211,7 +217,42 @@ def build_segmenter(args: argparse.Namespace, failed: list[str]) -> tuple[bytes,
         "images_per_second": round(speed, 1), "measured_on": cpu_name(),
         "built": time.strftime("%Y-%m-%d"), "crackscan_version": __version__, "command": COMMAND,
         "settings": dataclasses.asdict(config),
-    }, None
+        "adaptation": adaptation,
+    }, replay
+
+
+def segmenter_adaptation(photos: Path, config) -> tuple[bytes, dict]:
+    """crackscan-seg's replay windows (segment.adapt.replay_payload) from its sets' training
+    photos, and their models.json entry with the SHA-256 of the ImageNet weights its backbone
+    is, which adapt checks: the decoder is read back from the int8 file itself."""
+    from crackscan.model.backbone import imagenet_weights_path
+    from crackscan.segment.adapt import CROP, REPLAY_WINDOWS, replay_payload
+    from crackscan.segment.masksets import find_mask_sets
+
+    items, _ = find_mask_sets([photos / name for name in SEGMENT_SETS])
+    content, about = replay_payload([item for item in items if item.split == "train"], config, REPLAY_WINDOWS)
+    weights = imagenet_weights_path(config).resolve()
+    return content, {"file": f"{SEGMENTER.name}.adapt.npz", "windows": about["windows"], "crop_px": CROP,
+                     "sets": about["sets"], "imagenet_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+
+
+def write_segmenter_adaptation(args: argparse.Namespace) -> int:
+    from crackscan import TrainConfig
+    from crackscan.files import atomic_path, write_text
+    from crackscan.model.builtin import builtin_models
+
+    registry = args.into / "models.json"
+    listed = json.loads(registry.read_text())["models"]
+    entry = next(e for e in listed if e["name"] == SEGMENTER.name)
+    fields = TrainConfig.__dataclass_fields__
+    config = TrainConfig(**{k: v for k, v in builtin_models()[SEGMENTER.name].settings.items() if k in fields})
+    content, entry["adaptation"] = segmenter_adaptation(args.photos, config)
+    with atomic_path(args.into / entry["adaptation"]["file"]) as temporary:
+        temporary.write_bytes(content)
+    write_text(registry, json.dumps({"models": listed}, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {args.into / entry['adaptation']['file']} ({len(content) / 1e6:.2f} MB, "
+          f"{entry['adaptation']['windows']} windows) and its models.json entry")
+    return 0
 
 
 def grade_segmenter(model: Path, held_out: list, photos: Path) -> tuple[dict, float]:

@@ -41,7 +41,7 @@ LAYERS = [
     {"photo.scan"},
     {"site.labels", "site.fit", "evaluate"},
     {"export", "train", "survey.plan", "survey.parquet", "segment.train"},
-    {"site.adapt", "survey.job"},
+    {"site.adapt", "segment.adapt", "survey.job"},
     {"survey.local", "survey.layout", "survey.ray_engine"},
     {"survey.driver", "serve.budgets", "serve.guard", "serve.site_loop", "report.survey_data"},
     {"report.build"},

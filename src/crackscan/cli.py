@@ -84,6 +84,7 @@ EXAMPLES = {
               "crackscan label photos/ --masks masks/ --out labels --per-class 10 --tile 128 --seed 3"],
     "adapt": ["crackscan adapt runs/first site-labels --out runs/first-site",
               "crackscan adapt crackscan-base site-labels --out runs/base-site   # from a built-in model",
+              "crackscan adapt crackscan-seg site/photos --masks site/masks --out runs/seg-site   # the segmenter",
               "crackscan scan runs/first-site site/more-photos --out scans/"],
     "demo": ["crackscan demo", "crackscan demo --out /tmp/demo --weights none   # offline, random backbone"],
 }
@@ -195,14 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_arguments(label, settings.LABEL_SETTINGS)
     label.add_argument("--force", action="store_true", help="add to a labels folder that already holds labels")
 
-    adapt = commands.add_parser("adapt", help="refit a run's head on site labels: a new run that knows your photos",
+    adapt = commands.add_parser("adapt", help="teach a model your site: a new run from site labels or masked photos",
                                 epilog=_examples("adapt"), formatter_class=argparse.RawDescriptionHelpFormatter)
     adapt.add_argument("run", type=Path, help="the run to start from (its training features are reused), or a built-in "
-                                              "model (crackscan-base, crackscan-nano)")
-    adapt.add_argument("labels", type=Path, help="labels folder (crackscan label, the web page) or any class-folder dataset")
+                                              "model (crackscan-base, crackscan-nano; crackscan-seg with --masks)")
+    adapt.add_argument("labels", type=Path, help="labels folder (crackscan label, the web page) or any class-folder "
+                                                 "dataset; for a segmenter, the site's photos (a folder or files)")
+    adapt.add_argument("--masks", type=Path, help="a segmenter's site masks: the photos' crack masks (0 background, "
+                                                  "255 crack), same names")
     adapt.add_argument("--out", type=Path, required=True, help="the new run folder")
     adapt.add_argument("--force", action="store_true", help="replace a run already in --out")
-    settings.add_arguments(adapt, settings.ADAPT_SETTINGS)
+    settings.add_arguments(adapt, (*settings.ADAPT_SETTINGS, *settings.SEGMENT_ADAPT_SETTINGS))
 
     models = commands.add_parser("models", help="the built-in models: what they were trained on, accuracy, speed",
                                  epilog=_examples("models"), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -562,6 +566,15 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    from .model.registry import resolve
+    from .model.tasks import task_of
+    from .runtime.formats import read_model_info
+
+    if args.masks is not None or task_of(read_model_info(resolve(args.run).file)[0]).per_pixel:
+        return cmd_adapt_segmenter(args)
+    if any(getattr(args, s.name) is not None for s in settings.SEGMENT_ADAPT_SETTINGS):
+        raise CrackscanError("--ignore-value and --steps adapt a segmenter, from masked photos or labelled tiles: "
+                             f"{args.run} is a tile classifier")
     result = adapt(args.run, args.labels, args.out, force=args.force, progress=_progress(timed_steps=True),
                    **settings.resolved(args, settings.ADAPT_SETTINGS))
     m = result.metrics
@@ -586,6 +599,30 @@ def cmd_adapt(args: argparse.Namespace) -> int:
               "could move them, and the built-in ships no pixels to check them again, so each is counted wrong",
               file=sys.stderr)
     print(f"adapted in {m['seconds']:.1f} s; new run folder: {result.path} (use it as any run: scan, export, serve)")
+    return 0
+
+
+def cmd_adapt_segmenter(args: argparse.Namespace) -> int:
+    from .segment.adapt import adapt_segmenter
+
+    result = adapt_segmenter(args.run, args.labels, args.masks, args.out, force=args.force,
+                             progress=_progress(timed_steps=True),
+                             **settings.resolved(args, settings.SEGMENT_ADAPT_SETTINGS))
+    m = result.metrics
+    site = m["site_cross_validated"]
+    print(f"site photos ({site['photos']}, {site['folds']} folds, each photo scored by a decoder not taught on it): "
+          f"pixel F1 within 2 px {site['before']['f1']:.3f} -> {site['after']['f1']:.3f} (precision "
+          f"{site['before']['precision']:.3f} -> {site['after']['precision']:.3f}, recall {site['before']['recall']:.3f} "
+          f"-> {site['after']['recall']:.3f})")
+    int8 = m["int8"]
+    if int8.get("passed"):
+        print(f"int8 LiteRT export: pixel F1 {int8['keras_pixel_f1']:.3f} float -> {int8['export_pixel_f1']:.3f} int8 on "
+              f"{int8['windows']} site windows")
+    else:
+        print(f"crackscan: warning: no int8 export, so scans run the float model.keras, several times slower: "
+              f"{int8.get('error')}", file=sys.stderr)
+    print(f"adapted in {m['seconds']:.1f} s; new run folder: {result.path} (use it as any segmenter: scan, survey, "
+          "report, export)")
     return 0
 
 

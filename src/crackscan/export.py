@@ -266,6 +266,17 @@ def _sample(items: list, limit: int, seed: int) -> list:
     return [items[i] for i in sample_rows(len(items), limit, seed)]
 
 
+def _in_views(pixels: np.ndarray, masks: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows in their flips and rotations where the photos gave fewer than ``wanted`` (a run
+    adapted from eight small site photos has eight): int8 ranges calibrated on eight windows,
+    and a check on eight, said more about those windows than about the model."""
+    if len(pixels) >= wanted:
+        return pixels, masks
+    from .site.fit import dihedral
+
+    return dihedral(pixels)[:wanted], dihedral(masks)[:wanted]
+
+
 def export_segmenter(keras_model: Any, info: ModelInfo, *, format: str, int8: bool, run_dir: Path | None,
                      destination: Path, calibration: str | os.PathLike | None, check: str | os.PathLike | None,
                      calibration_images: int, check_images: int, seed: int, step: Callable[[str], None],
@@ -273,17 +284,21 @@ def export_segmenter(keras_model: Any, info: ModelInfo, *, format: str, int8: bo
     """A segmenter's export, checked on windows of its run's validation photos against their
     masks and the Keras model's maps: pixel F1 (2 px tolerance) and probability error. Its
     windows come from the run (``calibration`` and ``check`` folders are a classifier's)."""
-    from .segment.masksets import sample_windows
+    from .segment.masksets import run_photos, sample_windows
     from .segment.pixels import pixel_counts, PixelCounts
 
     if run_dir is None or not (run_dir / runs.SEGMENT_SPLIT_FILE).is_file():
         raise CrackscanError("a segmenter is exported from its run folder (its validation photos check the export)")
-    step("reading windows of the run's validation photos to check the export on")
-    check_pixels, truth = sample_windows(run_dir, ("val",), info.input_size, min(check_images, 200), seed)
+    # A run adapted to a site holds only the site's photos, all taught on: they check it.
+    checked = ("val",) if run_photos(run_dir, ("val",)) else ("train",)
+    step(f"reading windows of the run's {'validation' if checked == ('val',) else 'site'} photos to check the export on")
+    check_pixels, truth = _in_views(*sample_windows(run_dir, checked, info.input_size, min(check_images, 200), seed),
+                                    min(check_images, 200))
     batches = None
     if int8:
         step("reading windows of the run's training photos to calibrate on")
-        calibration, _ = sample_windows(run_dir, ("train",), info.input_size, min(calibration_images, 512), seed)
+        calibration, _ = _in_views(*sample_windows(run_dir, ("train",), info.input_size, min(calibration_images, 512),
+                                                   seed), min(calibration_images, 512))
 
         def batches() -> Iterable[np.ndarray]:
             for start in range(0, len(calibration), 8):

@@ -229,6 +229,13 @@ ADAPT_SETTINGS = (
             "its images (a built-in's check is a worst case: reported, never a refusal)", low=0.0, high=100.0),
 )
 
+# The segmenter's adaptation: from photos with crack masks (segment.adapt).
+SEGMENT_ADAPT_SETTINGS = (
+    IGNORE_VALUE,
+    Setting("steps", int, 42, "fine-tuning steps of 8 windows, for the cross-validation's folds and the final fit "
+            "alike (more: slower, and rarely better on a few photos)", low=1, high=100_000),
+)
+
 # ---- serve: where it listens and the budgets that keep one client from tying it up ------
 SERVE_SETTINGS = (
     Setting("host", str, "127.0.0.1", "address to listen on (127.0.0.1: this machine only)"),

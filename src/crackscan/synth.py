@@ -199,9 +199,11 @@ def make_photo(rng: np.random.Generator, width: int = 2724, height: int = 2043, 
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
-def make_mask_set(root: str | Path, photos: int = 24, size: int = 192, seed: int = 0) -> Path:
+def make_mask_set(root: str | Path, photos: int = 24, size: int = 192, seed: int = 0, joints: bool = False) -> Path:
     """A mask set (root/images, root/masks) of concrete photos, most with a drawn crack: the
-    masks mark its pixels 255 (the crack's darkening over half strength), the rest 0."""
+    masks mark its pixels 255 (the crack's darkening over half strength), the rest 0. With
+    ``joints``, a site whose slabs meet in a straight dark joint across every photo, which
+    the masks leave clear: what a segmenter calls a crack on a site it never saw."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for folder in ("images", "masks"):
@@ -210,6 +212,10 @@ def make_mask_set(root: str | Path, photos: int = 24, size: int = 192, seed: int
         image = concrete_texture(rng, size, size)
         crack = crack_mask(rng, size, size, max_width=rng.uniform(2, 6)) if index % 4 else np.zeros((size, size))
         image *= (1 - rng.uniform(0.6, 0.85) * crack)[..., None]
+        if joints:
+            at = int(rng.integers(size // 4, 3 * size // 4))
+            joint = (slice(at, at + 3), slice(None)) if index % 2 else (slice(None), slice(at, at + 3))
+            image[joint] *= 0.3
         with atomic_path(root / "images" / f"{index:03d}.png") as temporary:
             Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8)).save(temporary, format="PNG")
         with atomic_path(root / "masks" / f"{index:03d}.png") as temporary:

@@ -288,7 +288,12 @@ def site_figures(data: SurveyData) -> list[str]:
         except (OSError, ValueError):
             adapted = None
         after = ((adapted or {}).get("site_cross_validated") or {}).get("after") if isinstance(adapted, dict) else None
-        if isinstance(after, dict) and isinstance(after.get("f1"), (int, float)):
+        if isinstance(after, dict) and isinstance(after.get("f1"), (int, float)) and task_of(adapted).per_pixel:
+            site = adapted["site_cross_validated"]
+            found.append(f"pixel F1 {after['f1']:.3f} within 2 px ({adapted.get('adapted_from', 'its parent')}'s own: "
+                         f"{(site.get('before') or {}).get('f1', float('nan')):.3f}), cross-validated on {site.get('photos')} "
+                         "masked photos of this site, each scored by a decoder not taught on it (crackscan adapt --masks)")
+        elif isinstance(after, dict) and isinstance(after.get("f1"), (int, float)):
             photos = (adapted.get("unlabelled_site_tiles") or {}).get("photos")
             found.append(f"tile F1 {after['f1']:.3f}, cross-validated on {after.get('tiles')} labelled tiles of this "
                          f"site{f' from {photos} photos' if photos else ''} (crackscan adapt)")

@@ -201,3 +201,43 @@ def run_backbone(run: Path, keras_path: Path, step: Callable[[str], None] = lamb
         with contextlib.suppress(WriteError):  # a read-only run still runs, converted each time
             write_bytes(cached, content)
     return BackboneRunner(content, batch_size)
+
+
+def litert_convolutions(content: bytes, scope: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The convolutions of a LiteRT file whose output tensor's name holds ``scope``, in graph
+    order, as (kind, kernel, bias) with the weights dequantized to float32 and laid out as
+    Keras keeps them: "depthwise" (3 x 3 x C x 1) or "conv" (kh x kw x in x out). Batch norms
+    are folded into the convolution before them in a converted file, so the bias carries them.
+
+    An int8 file's weights are per channel (zero point 0), its biases int32 at the input's
+    scale times the weight's: dequantized, the weights sit within half a step of the float
+    ones the file was converted from."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_content=content)
+    except (ValueError, RuntimeError) as error:
+        raise CrackscanError(f"not a LiteRT model ({error})") from None
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+
+    def value(index: int) -> np.ndarray:
+        detail, raw = tensors[index], interpreter.get_tensor(index)
+        scales = detail["quantization_parameters"]["scales"]
+        if not len(scales):
+            return raw.astype(np.float32)
+        zero_points = detail["quantization_parameters"]["zero_points"]
+        axis = detail["quantization_parameters"]["quantized_dimension"]
+        shape = [1] * raw.ndim
+        shape[axis] = -1
+        return ((raw.astype(np.float32) - zero_points.reshape(shape)) * scales.reshape(shape)).astype(np.float32)
+
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D") or scope not in tensors[op["outputs"][0]]["name"]:
+            continue
+        kernel, bias = value(op["inputs"][1]), value(op["inputs"][2])
+        if op["op_name"] == "DEPTHWISE_CONV_2D":  # 1 x kh x kw x C
+            found.append(("depthwise", kernel[0][..., None], bias))
+        else:  # out x kh x kw x in
+            found.append(("conv", kernel.transpose(1, 2, 3, 0), bias))
+    return found

@@ -76,23 +76,32 @@ def find_mask_sets(folders: Sequence[str | Path], split: tuple[float, ...] = SPL
     return found, skipped
 
 
-def read_masked(item: MaskedImage, min_side: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A photo's pixels, its crack mask and its weights (0 where the mask says ignore), at the
-    photo's scale, or scaled up so its short side is ``min_side``."""
+def read_masked(item: MaskedImage, min_side: int = 0, ignore_value: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A photo's pixels, its crack mask and its weights (0 where the mask says ignore:
+    ``ignore_value``, else its folder's masks.json), at the photo's scale, or scaled up so its
+    short side is ``min_side``."""
     pixels = read_pixels(item.photo)
     height, width = pixels.shape[:2]
     if item.mask is None:
         crack, ignored = np.zeros((height, width), bool), None
     else:
-        crack, ignored = read_mask_parts(item.mask, width, height, ignore_value_of(item.mask.parent))
+        crack, ignored = read_mask_parts(item.mask, width, height, ignore_value_of(item.mask.parent, ignore_value))
     weights = np.ones((height, width), np.float32) if ignored is None else (~ignored).astype(np.float32)
-    if min(width, height) < min_side:
-        scale = min_side / min(width, height)
-        size = max(min_side, round(width * scale)), max(min_side, round(height * scale))
-        pixels = resize_pixels(pixels, *size)
-        crack = resize_pixels(crack.astype(np.uint8) * 255, *size) >= 128
-        weights = (resize_pixels((weights * 255).astype(np.uint8), *size) >= 128).astype(np.float32)
-    return pixels, crack, weights
+    return scaled_up(pixels, crack, weights, min_side)
+
+
+def scaled_up(pixels: np.ndarray, crack: np.ndarray, weights: np.ndarray, min_side: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A photo, its crack mask and its pixel weights scaled up so its short side is
+    ``min_side`` (as a scan reads a photo smaller than a window), or as they are."""
+    height, width = pixels.shape[:2]
+    if min(width, height) >= min_side:
+        return pixels, crack, weights
+    scale = min_side / min(width, height)
+    size = max(min_side, round(width * scale)), max(min_side, round(height * scale))
+    return (resize_pixels(pixels, *size), resize_pixels(crack.astype(np.uint8) * 255, *size) >= 128,
+            (resize_pixels((weights * 255).astype(np.uint8), *size) >= 128).astype(np.float32))
 
 
 def windows(width: int, height: int, size: int, stride: int | None = None) -> list[tuple[int, int]]:

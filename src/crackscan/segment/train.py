@@ -172,10 +172,13 @@ def tubed_skeletons(masks: np.ndarray) -> np.ndarray:
 
 
 class _FlippedBatches:
-    """Batches of (pixels, maps) -> (mask, weight), each window flipped at random."""
+    """Batches of (pixels, maps) -> (mask, weight), each window flipped at random; with
+    ``crop``, each batch cut to a crop x crop part of its windows at a random place (a
+    multiple of the coarsest map's stride, so every map is cut where the backbone saw it in
+    context), for a decoder built for any size: a quarter of the pixels a step."""
 
     def __new__(cls, windows: tuple, maps: list[np.ndarray], batch_size: int, seed: int, flips: bool,
-                draw: np.ndarray | None = None) -> Any:
+                draw: np.ndarray | None = None, crop: int | None = None, draws: int | None = None) -> Any:
         keras = _tf.keras()
 
         class Batches(keras.utils.PyDataset):
@@ -192,20 +195,30 @@ class _FlippedBatches:
             def on_epoch_end(self) -> None:
                 if draw is None:
                     self.rng.shuffle(self.order)
-                else:  # windows drawn by their set's weight
-                    self.order = self.rng.choice(len(draw), len(draw), p=draw)
+                else:  # windows drawn by their set's weight, ``draws`` of them (default: as many as there are)
+                    self.order = self.rng.choice(len(draw), draws or len(draw), p=draw)
 
             def __getitem__(self, index: int) -> tuple:
                 rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
                 arrays = [windows[0][rows].astype(np.float32), *(m[rows].astype(np.float32) for m in maps)]
                 target = np.stack([part[rows] for part in (windows[1], windows[2], *windows[4:])], axis=-1
                                   ).astype(np.float32)
+                if crop is not None:
+                    arrays, target = self.cropped(arrays, target)
                 if flips:
                     for axis in (2, 1):  # columns, rows of N x H x W x C
                         if self.rng.random() < 0.5:
                             arrays = [np.flip(a, axis) for a in arrays]
                             target = np.flip(target, axis)
                 return tuple(np.ascontiguousarray(a) for a in arrays), np.ascontiguousarray(target)
+
+            def cropped(self, arrays: list[np.ndarray], target: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+                size, coarsest = target.shape[1], TAPS[-1][1]
+                places = (size - crop) // coarsest + 1
+                y, x = (int(v) * coarsest for v in self.rng.integers(0, places, 2))
+                strides = [1, *(stride for _, stride in TAPS)]
+                arrays = [a[:, y // s:(y + crop) // s, x // s:(x + crop) // s] for a, s in zip(arrays, strides)]
+                return arrays, target[:, y:y + crop, x:x + crop]
 
         return Batches()
 

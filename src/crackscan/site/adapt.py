@@ -47,6 +47,7 @@ from ..model.heads import SiteHead, crack_logit, sigmoid
 from ..model.keras_archive import (load_keras_model, read_crack_head, read_keras_metadata, save_keras_model,
                                    write_site_model)
 from ..model.registry import resolve
+from ..model.tasks import task_of
 from ..progress import Progress, as_progress
 from ..runtime.formats import keras_to_litert, read_model_info, run_backbone
 from ..runtime.int8_backbone import CALIBRATION_IMAGES, CHECK_IMAGES, make_int8_backbone, sample_rows
@@ -250,6 +251,9 @@ def _parent_run(run: str | Path, report: Progress) -> tuple[Path, Path]:
     """The run folder adapt starts from and its model.keras: a run, or for a built-in model
     the float parent made once from it (builtin_parent)."""
     resolved = resolve(run)
+    if task_of(read_model_info(resolved.file)[0]).per_pixel:
+        raise CrackscanError(f"{run} is a segmenter: it adapts from the site's photos and their crack masks, not tile "
+                             f"labels: crackscan adapt {run} PHOTOS --masks MASKS --out RUN")
     if resolved.builtin is not None:
         resolved = resolve(builtin_parent(resolved.builtin.name, report.step))
     parent = resolved.run
