@@ -163,10 +163,11 @@ def test_wheel_and_sdist_carry_both_models(tmp_path):
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     in_sdist = {Path(*Path(name).parts[1:]).as_posix() for name in tarfile.open(sdist).getnames()}
     for model in builtin_models().values():
-        # The model, and for a classifier what adapt starts from.
+        # The model, and what adapt starts from (a classifier's head and features, the segmenter's replay).
         for file in (model.file, *([model.adaptation["file"]] if model.adaptation else [])):
             assert f"crackscan/models/{file}" in in_wheel
             assert f"src/crackscan/models/{file}" in in_sdist
     assert "crackscan/models/models.json" in in_wheel
     assert "crackscan/report/templates/index.html" in in_wheel
-    assert wheel.stat().st_size < 9e6
+    # 12.3 MB of models and adaptation data (compressed little further), 4.6 MB the segmenter's replay.
+    assert wheel.stat().st_size < 14e6
