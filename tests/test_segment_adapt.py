@@ -146,7 +146,7 @@ def test_adapt_says_in_one_line_what_a_segmenter_needs(capsys, tiny_segmenter: P
 @pytest.mark.slow  # the ImageNet backbone at 256 px, a real adaptation and its int8 export: about 90 s
 def test_crackscan_seg_learns_a_site_from_a_few_real_photos(capsys, real_data, tmp_path: Path) -> None:
     """GAPs384 (German roads) is no set crackscan-seg was trained on: 6 of its crops teach it."""
-    site = real_data / "real-photos" / "gaps384-train"
+    site = real_data.parent / "real-photos" / "gaps384-train"
     photos = sorted((site / "images").iterdir())
     chosen = tmp_path / "photos"
     chosen.mkdir()
