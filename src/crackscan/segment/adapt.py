@@ -45,7 +45,7 @@ from ..settings import SEGMENT_ADAPT_SETTINGS, TrainConfig
 from ..version import __version__
 from .masksets import MaskedImage, read_masked, scaled_up, windows
 from .pixels import PixelCounts, pixel_counts
-from .train import SEGMENT_CLASSES, SEGMENT_PATCH_SIZE, _FlippedBatches, _loss
+from .train import SEGMENT_CLASSES, SEGMENT_PATCH_SIZE, _FlippedBatches, _embed, _loss, _predict
 
 MIN_PHOTOS = 2  # one photo scores nothing it was not trained on
 CV_FOLDS = 4
@@ -156,7 +156,7 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
     if len(photos_read) < MIN_PHOTOS:
         raise CrackscanError(f"only {len(photos_read)} site photo could be read: adapting needs {MIN_PHOTOS}")
     report.step(f"the frozen backbone over {len(site)} site windows, once")
-    site.maps = embed(found.taps, pixels)
+    site.maps = _embed(found.taps, pixels, config.embed_batch_size)
 
     report.step(f"cross-validating on the site's {len(photos_read)} photos ({min(CV_FOLDS, len(photos_read))} folds "
                 f"of photos, {steps} steps each)")
@@ -268,14 +268,6 @@ def read_parent(model: str | Path, report: Progress) -> Parent:
     taps = keras_model.get_layer("crackscan_taps")
     report.step(f"embedding {REPLAY_WINDOWS} windows of {model}'s training photos to replay")
     return Parent(str(model), resolved.file, config, decoder_weights, _run_replay(resolved.run, config, taps), taps)
-
-
-def embed(taps: Any, pixels: np.ndarray, batch_size: int = 16) -> list[np.ndarray]:
-    chunks: list[list[np.ndarray]] = [[] for _ in TAPS]
-    for start in range(0, len(pixels), batch_size):
-        for chunk, output in zip(chunks, taps(pixels[start:start + batch_size].astype(np.float32), training=False)):
-            chunk.append(np.asarray(output).astype(np.float16))
-    return [np.concatenate(chunk) for chunk in chunks]
 
 
 def _site_photos(photos: str | Path | Sequence[str | Path], masks: str | Path
@@ -439,14 +431,11 @@ def _batches(pool: Windows, count: int, seed: int) -> Any:
                            draw=np.full(len(pool), 1 / len(pool)), crop=min(CROP, size), draws=count * BATCH_SIZE)
 
 
-def crack_maps(decoder: Any, maps: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
-    out = []
+def crack_maps(decoder: Any, maps: list[np.ndarray]) -> np.ndarray:
+    """The decoder's crack maps of cached windows (its pixels input is unused: zeros)."""
     size = maps[0].shape[1] * TAPS[0][1]
-    for start in range(0, len(maps[0]), batch_size):
-        batch = [m[start:start + batch_size].astype(np.float32) for m in maps]
-        blank = np.zeros((len(batch[0]), size, size, 3), np.float32)
-        out.append(np.asarray(decoder([blank, *batch], training=False))[..., 0])
-    return np.concatenate(out)
+    return _predict(decoder, np.broadcast_to(np.zeros((1, size, size, 3), np.uint8), (len(maps[0]), size, size, 3)),
+                    maps)
 
 
 def _cross_validate(tuner: FineTuner, site: Windows, steps: int
@@ -547,5 +536,6 @@ def _windows_of(items: Sequence[MaskedImage], config: TrainConfig, count: int, s
     take = min(len(cracked), int(round(count * REPLAY_CRACKED_SHARE)))
     rows = np.sort(np.concatenate([rng.choice(cracked, take, replace=False),
                                    rng.choice(clear, min(len(clear), count - take), replace=False)]).astype(int))
-    return Windows(embed(taps, pixels[rows]), masks[rows], weights[rows], np.full(len(rows), -1),
+    return Windows(_embed(taps, pixels[rows], config.embed_batch_size), masks[rows], weights[rows],
+                   np.full(len(rows), -1),
                    [(0, 0)] * len(rows))
