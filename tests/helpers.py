@@ -42,3 +42,31 @@ def jpeg(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def label_studio_rle(mask: "np.ndarray") -> list[int]:
+    """A 2-D uint8 mask in Label Studio's brush code, as its SDK's mask2rle writes it (each
+    pixel's value in all four RGBA channels; runs of one as literals, longer ones repeated,
+    with 3-, 4-, 8- or 16-bit lengths): test_site_annotations checks it byte for byte against
+    a file the SDK wrote."""
+    import numpy as np
+
+    values = np.repeat(np.asarray(mask, np.uint8).ravel(), 4)
+    bits = [f"{len(values):032b}", f"{8 - 1:05b}", "".join(f"{size - 1:04b}" for size in (3, 4, 8, 16))]
+    change = np.flatnonzero(values[1:] != values[:-1])
+    ends = np.append(change, len(values) - 1)
+    lengths = np.diff(np.append(-1, ends))
+    for length, value in zip(lengths.tolist(), values[ends].tolist()):
+        if length == 1:
+            bits.append(f"000000{value:08b}")
+            continue
+        while length > 2**16:
+            bits.append(f"111{2**16 - 1:016b}{value:08b}")
+            length -= 2**16
+        for index, size in enumerate((3, 4, 8, 16)):
+            if length <= 2**size:
+                bits.append(f"1{index:02b}{length - 1:0{size}b}{value:08b}")
+                break
+    text = "".join(bits)
+    text += "0" * (8 - len(text) % 8)  # the SDK pads a whole byte when none is needed, too
+    return [int(text[i:i + 8], 2) for i in range(0, len(text), 8)]

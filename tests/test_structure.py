@@ -36,7 +36,7 @@ LAYERS = [
     {"runtime.int8_backbone"},
     {"runtime.predictor"},
     {"photo.tiling", "photo.overlay", "photo.vectors"},
-    {"photo.result", "segment.masksets", "photo.options"},
+    {"photo.result", "segment.masksets", "segment.annotations", "photo.options"},
     {"photo.segment"},
     {"photo.scan"},
     {"site.labels", "site.fit", "evaluate"},

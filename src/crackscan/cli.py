@@ -202,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "model (crackscan-base, crackscan-nano; crackscan-seg with --masks)")
     adapt.add_argument("labels", type=Path, help="labels folder (crackscan label, the web page) or any class-folder "
                                                  "dataset; for a segmenter, the site's photos (a folder or files)")
-    adapt.add_argument("--masks", type=Path, help="a segmenter's site masks: the photos' crack masks (0 background, "
-                                                  "255 crack), same names")
+    adapt.add_argument("--masks", type=Path, help="a segmenter's site masks: a folder of the photos' crack masks (0 "
+                                                  "background, 255 crack, same names), a Label Studio JSON or CVAT "
+                                                  "XML export, or a colour mask export with its labelmap.txt")
     adapt.add_argument("--out", type=Path, required=True, help="the new run folder")
     adapt.add_argument("--force", action="store_true", help="replace a run already in --out")
     settings.add_arguments(adapt, (*settings.ADAPT_SETTINGS, *settings.SEGMENT_ADAPT_SETTINGS))
@@ -611,9 +612,8 @@ def cmd_adapt_segmenter(args: argparse.Namespace) -> int:
     m = result.metrics
     site = m["site_cross_validated"]
     print(f"site photos ({site['photos']}, {site['folds']} folds, each photo scored by a decoder not taught on it): "
-          f"pixel F1 within 2 px {site['before']['f1']:.3f} -> {site['after']['f1']:.3f} (precision "
-          f"{site['before']['precision']:.3f} -> {site['after']['precision']:.3f}, recall {site['before']['recall']:.3f} "
-          f"-> {site['after']['recall']:.3f})")
+          f"{site['figure']} (precision {site['before']['precision']:.3f} -> {site['after']['precision']:.3f}, recall "
+          f"{site['before']['recall']:.3f} -> {site['after']['recall']:.3f})")
     int8 = m["int8"]
     if int8.get("passed"):
         print(f"int8 LiteRT export: pixel F1 {int8['keras_pixel_f1']:.3f} float -> {int8['export_pixel_f1']:.3f} int8 on "

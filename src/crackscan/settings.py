@@ -234,6 +234,9 @@ SEGMENT_ADAPT_SETTINGS = (
     IGNORE_VALUE,
     Setting("steps", int, 42, "fine-tuning steps of 8 windows, for the cross-validation's folds and the final fit "
             "alike (more: slower, and rarely better on a few photos)", low=1, high=100_000),
+    Setting("crack_label", str, "crack", "in a Label Studio, CVAT or colour mask export: the label (or labels, "
+            "comma-separated) of crack regions; every other region and unlabelled pixel is background",
+            metavar="NAME"),
 )
 
 # ---- serve: where it listens and the budgets that keep one client from tying it up ------

@@ -43,6 +43,7 @@ from ..progress import Progress, as_progress
 from ..runtime.formats import litert_convolutions
 from ..settings import SEGMENT_ADAPT_SETTINGS, TrainConfig
 from ..version import __version__
+from .annotations import UNLABELLED, exported_sources, is_export, labelmap_of
 from .masksets import MaskedImage, read_masked, scaled_up, windows
 from .pixels import PixelCounts, pixel_counts
 from .train import SEGMENT_CLASSES, SEGMENT_PATCH_SIZE, _FlippedBatches, _embed, _loss, _predict
@@ -119,11 +120,14 @@ class SegmenterAdaptation:
 
 def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path], masks: str | Path | None,
                     out: str | Path, ignore_value: int | None = None, force: bool = False,
-                    progress: Progress | bool = False, steps: int = STEPS, int8: bool = True) -> SegmenterAdaptation:
+                    progress: Progress | bool = False, steps: int = STEPS, int8: bool = True,
+                    crack_label: str = "crack") -> SegmenterAdaptation:
     """A new segmenter run that knows the site of ``photos`` and their crack masks in ``masks``
-    (0 background, any other value crack, ``ignore_value`` not labelled), or, with ``masks``
-    None, of a labels folder ``photos`` (crackscan label, the web page): a clear tile teaches
-    that all its pixels are clear, a crack tile that the parent's own mask inside it is right;
+    (0 background, any other value crack, ``ignore_value`` not labelled), or in a labelling
+    tool's export (Label Studio JSON, CVAT XML, colour masks with a labelmap.txt: regions
+    labelled ``crack_label`` are crack); or, with ``masks`` None, of a labels folder ``photos``
+    (crackscan label, the web page): a clear tile teaches that all its pixels are clear, a
+    crack tile that the parent's own mask inside it is right, a mark on the page what it marks;
     no other pixel counts. Refused, writing nothing, when cross-validation on the site's photos
     does not find it better than the parent. With ``int8`` (the CLI's way), its int8 LiteRT
     export is made and checked in it."""
@@ -133,13 +137,8 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
     if runs.is_run(out) and not force:
         raise CrackscanError(f"{out} already holds a run: pass --force to replace it")
     check_writable(out, create=False)
-    skipped: list[tuple[str, str]] = []
-    if masks is not None:  # the site is checked before the parent is read: a mistake is said at once
-        items, skipped = _site_photos(photos, masks)
-        ignore = ignore_value_of(masks, ignore_value)
-        sources = [(item, lambda item=item: read_masked(item, 0, ignore)) for item in items]
-    else:
-        sources = _labelled_photos(Path(photos), parent, report)
+    # The site is read before the parent: a mistake in it is said at once.
+    sources, skipped = _site_sources(photos, masks, ignore_value, crack_label, parent, report)
     if len(sources) < MIN_PHOTOS:
         raise CrackscanError(f"{len(sources)} photo(s) with {'masks' if masks is not None else 'labelled tiles'}: "
                              f"adapting needs at least {MIN_PHOTOS}, so each photo can be scored by a decoder that was "
@@ -162,13 +161,13 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
                 f"of photos, {steps} steps each)")
     tuner = FineTuner(found)
     before, after, per_photo = _cross_validate(tuner, site, steps)
-    if after.f1 <= before.f1:
-        raise CrackscanError(f"the adapted decoder is not better than {found.name} on the site's own photos (pixel F1 "
-                             f"within 2 px, each photo scored by a decoder not taught on it: {before.f1:.3f} -> "
-                             f"{after.f1:.3f}, {len(photos_read)} photos): nothing written. More photos, masks drawn "
-                             "along every crack, or more --steps may teach more")
-    report.step(f"site pixel F1 {before.f1:.3f} -> {after.f1:.3f} cross-validated; fine-tuning on all "
-                f"{len(photos_read)} photos")
+    if not gained(before, after):
+        raise NotBetter(f"the adapted decoder is not better than {found.name} on the site's own photos ("
+                        f"{site_figure(before, after)}, each photo scored by a decoder not taught on it, "
+                        f"{len(photos_read)} photos): nothing written. More photos, masks drawn along every crack, or "
+                        "more --steps may teach more", before, after,
+                        {items[i].photo.name: pair for i, pair in per_photo.items()})
+    report.step(f"site {site_figure(before, after)} cross-validated; fine-tuning on all {len(photos_read)} photos")
     model = end_to_end(found.taps, found.decoder(tuner.fit(site, steps, config.seed)))
     info = ModelInfo(SEGMENT_CLASSES, "crack", config.image_size, SEGMENT_PATCH_SIZE, "MobileNetV2", config.alpha,
                      __version__, task="segment")
@@ -183,7 +182,9 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
                  "skipped": [{"file": f, "reason": r} for f, r in skipped]},
         "site_cross_validated": {
             "folds": min(CV_FOLDS, len(photos_read)), "photos": len(photos_read), "tolerance_px": 2, "threshold": 0.5,
-            "before": before.figures(), "after": after.figures(),
+            "before": before.figures(), "after": after.figures(), "crack_pixels_labelled": before.truth,
+            "pixels_called_crack": {"before": before.predicted, "after": after.predicted},
+            "figure": site_figure(before, after),
             "per_photo": [{"photo": str(items[i].photo), "before": round(b, 4), "after": round(a, 4)}
                           for i, (b, a) in per_photo.items()],
             "how": "each photo's windows scored by a decoder fine-tuned without its fold, float; counts summed"},
@@ -196,7 +197,9 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
     with runs.writing(out, force) as folder:
         save_keras_model(model, folder / runs.MODEL_FILE, info)
         config.save(folder / runs.CONFIG_FILE)
-        if masks is None:  # the masks the labels made, unlabelled pixels ignored: what the run learnt, and its export's check
+        if any(item.mask is None for item in items):
+            # The masks labels, strokes or a tool's regions made, unlabelled pixels ignored:
+            # what the run learnt, and its export's check.
             items = _write_label_masks(folder, items, made_masks)
         rows = [{"photo": str(items[i].photo.resolve()), "mask": str(items[i].mask.resolve()), "set": "site",
                  "split": "train", "sha256": items[i].sha256} for i in photos_read]
@@ -270,11 +273,45 @@ def read_parent(model: str | Path, report: Progress) -> Parent:
     return Parent(str(model), resolved.file, config, decoder_weights, _run_replay(resolved.run, config, taps), taps)
 
 
-def _site_photos(photos: str | Path | Sequence[str | Path], masks: str | Path
-                 ) -> tuple[list[MaskedImage], list[tuple[str, str]]]:
+def _site_sources(photos: str | Path | Sequence[str | Path], masks: str | Path | None, ignore_value: int | None,
+                  crack_label: str, parent: str | Path, report: Progress
+                  ) -> tuple[list[tuple[MaskedImage, Callable[[], tuple]]], list[tuple[str, str]]]:
+    """The site photos, each with a reader of its pixels, crack mask and pixel weights, and
+    the photos left out with why: from mask files, a labelling tool's export, a folder the web
+    page marked (photos/ and masks/), or a labels folder of tiles."""
+    if masks is None and not (Path(photos) / "labels.csv").is_file() and (Path(photos) / MARKED_PHOTOS).is_dir():
+        photos, masks = Path(photos) / MARKED_PHOTOS, Path(photos) / MARKED_MASKS
+    if masks is None:
+        return _labelled_photos(Path(photos), parent, report), []
+    if is_export(masks) or labelmap_of(masks) is not None:
+        sources, skipped, tool = exported_sources(photos, masks, crack_label)
+        report.step(f"{len(sources)} photos with {tool} annotations ({len(skipped)} left out)")
+        return sources, skipped
     paired, missing = pair_with_masks(photos, masks)
+    ignore = ignore_value_of(masks, ignore_value)
     items = [MaskedImage(p.photo, p.mask, "site", "train", file_sha256(p.photo)) for p in paired]
-    return items, list(missing)
+    return [(item, lambda item=item: read_masked(item, 0, ignore)) for item in items], list(missing)
+
+
+class NotBetter(CrackscanError):
+    """The site's cross-validation says the adapted decoder is no better than its parent."""
+
+    def __init__(self, message: str, before: PixelCounts, after: PixelCounts,
+                 per_photo: dict[str, tuple[float, float]]):
+        super().__init__(message)
+        self.before, self.after, self.per_photo = before, after, per_photo
+
+
+def gained(before: PixelCounts, after: PixelCounts) -> bool:
+    """Better on the site: a higher pixel F1 where the labels hold crack pixels; where they
+    hold none (only false cracks marked clear), fewer pixels called crack."""
+    return after.f1 > before.f1 if before.truth else after.predicted < before.predicted
+
+
+def site_figure(before: PixelCounts, after: PixelCounts) -> str:
+    if before.truth:
+        return f"pixel F1 within 2 px {before.f1:.3f} -> {after.f1:.3f}"
+    return f"pixels called crack where the labels say clear {before.predicted:,} -> {after.predicted:,}"
 
 
 def _read_site(sources: list[tuple[MaskedImage, Callable[[], tuple]]], size: int, skipped: list[tuple[str, str]]
@@ -317,8 +354,11 @@ def _read_site(sources: list[tuple[MaskedImage, Callable[[], tuple]]], size: int
     return np.stack(pixels), Windows([], np.stack(masks), np.stack(weights), np.asarray(owners), corners), made
 
 
-LABEL_MASKS_FOLDER = "site-masks"  # in an adapted run: the masks its labelled tiles made
-LABEL_MASK_IGNORED = 128
+LABEL_MASKS_FOLDER = "site-masks"  # in an adapted run: the masks its labels, strokes or a tool's regions made
+LABEL_MASK_IGNORED = UNLABELLED
+# A folder the web page marks photos in: the photos as uploaded, and their masks (255 crack,
+# 0 clear, UNLABELLED where nothing was marked).
+MARKED_PHOTOS, MARKED_MASKS = "photos", "masks"
 
 
 def _labelled_photos(folder: Path, parent: str | Path, report: Progress
