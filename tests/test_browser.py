@@ -1,5 +1,7 @@
 """The web page in a real browser: headless Chromium (Debian's) driven by Playwright."""
 
+import base64
+import io
 import shutil
 from pathlib import Path
 
@@ -269,5 +271,122 @@ def test_the_loop_from_a_built_in_and_a_swap_the_labels_refuse(tiny_model, tmp_p
                 sync_api.expect(status).to_contain_text("Now serving labels-adapted-01")
                 sync_api.expect(page.locator("#model")).to_contain_text("labels-adapted-01")
                 assert (tmp_path / "labels-adapted-01" / "run.json").is_file()
+        finally:
+            browser.close()
+
+
+def _marked_site(folder: Path, photos: int = 4) -> list[dict]:
+    """Photos of one site: a crack of known centreline on each, and a straight dark slab joint
+    the tiny segmenter was never shown (what it calls a crack on a site it never saw)."""
+    from crackscan import synth
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(11)
+    made = []
+    for index in range(photos):
+        height, width = 192, 256
+        xs = np.linspace(16, width - 16, 24)
+        centreline = np.stack([xs, 50 + 10 * index + 12 * np.sin(xs / 40 + index)], axis=1)
+        photo, _ = synth.photo_of_known_crack(rng, (height, width), centreline, width=3.0, jpeg_quality=None, depth=0.75)
+        joint = int(130 + 15 * (index % 3))  # a row: the tiny model calls level joints cracks
+        photo = photo.astype(np.float32)
+        photo[joint:joint + 3] *= 0.3
+        path = folder / f"slab-{index}.png"
+        Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(path)
+        made.append({"path": path, "centreline": centreline, "joint": joint + 1})
+    return made
+
+
+def test_marks_on_a_segmenter_s_cracks_teach_it_the_site(tiny_segmenter, tmp_path):
+    """The page loop for masks, end to end and in the browser: false cracks on the slab joints
+    clicked "Not a crack", a stroke drawn along each crack a few pixels off it, the marks saved
+    as masks, a real adaptation, before and after on each marked photo, and the photos scanned
+    again with the new model only because it was better on them."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("uvicorn")
+    site = _marked_site(tmp_path / "site")
+    labels = tmp_path / "work" / "labels"
+    # The tiny model learns slower than crackscan-seg: twice the default steps (42), as in test_segment_adapt.
+    with running_server(tiny_segmenter, labels=labels, adapt_steps=84) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url)
+            sync_api.expect(page.locator("#mark-mode")).to_be_visible()
+            sync_api.expect(page.get_by_role("button", name="Save marks")).to_be_visible()
+            answers = {}
+            for photo in site:
+                with page.expect_response("**/v1/scan") as scanned:
+                    page.set_input_files("#files", str(photo["path"]))
+                answers[photo["path"].name] = scanned.value.json()
+            on_joints = 0
+            page.get_by_role("radio", name="Not a crack").check()
+            for photo in site:
+                card = page.locator("article.result", has_text=photo["path"].name)
+                crack_map = card.locator("canvas.overlay")
+                sync_api.expect(crack_map).to_be_visible()
+                factor = crack_map.evaluate("c => c.getBoundingClientRect().width") / 256
+                for crack in answers[photo["path"].name]["cracks"]:
+                    points = np.concatenate([np.asarray(line, float) for line in crack["polylines"]])
+                    if np.abs(points[:, 1] - photo["joint"]).mean() < 4:  # the model's crack is the joint
+                        x, y = points[len(points) // 2]
+                        crack_map.click(position={"x": x * factor, "y": y * factor})
+                        on_joints += 1
+            assert on_joints >= 2, "the tiny segmenter called too few slab joints cracks for this test to mean much"
+            page.get_by_role("radio", name="Missed crack").check()
+            for photo in site:
+                crack_map = page.locator("article.result", has_text=photo["path"].name).locator("canvas.overlay")
+                crack_map.scroll_into_view_if_needed()
+                box = crack_map.bounding_box()
+                factor = box["width"] / 256
+                drawn = photo["centreline"] + [0, 2.5]  # a hand's stroke, beside the crack
+                page.mouse.move(box["x"] + drawn[0][0] * factor, box["y"] + drawn[0][1] * factor)
+                page.mouse.down()
+                for x, y in drawn[1:]:
+                    page.mouse.move(box["x"] + x * factor, box["y"] + y * factor, steps=2)
+                page.mouse.up()
+            sync_api.expect(page.locator("#site-status")).to_have_text(
+                f"{on_joints} false cracks and 4 missed cracks marked on 4 photos, not saved yet")
+            page.get_by_role("button", name="Save marks").click()
+            sync_api.expect(page.locator("#site-status")).to_contain_text("Saved marks on 4 photos")
+            masks = sorted((labels / "masks").glob("*.png"))
+            assert len(masks) == 4 and len(list((labels / "photos").iterdir())) == 4
+            assert (labels / "masks" / "masks.json").is_file()
+            for photo in site:
+                [mask] = [m for m in masks if m.stem.endswith(photo["path"].stem)]
+                values = np.asarray(Image.open(mask))
+                x, y = photo["centreline"][12]
+                assert values[int(round(y)) - 1:int(round(y)) + 2, int(round(x))].max() == 255  # snapped onto it
+                assert set(np.unique(values)) <= {0, 128, 255}
+
+            rescans = []
+            page.on("response", lambda response: rescans.append(response) if response.url.endswith("/v1/scan") else None)
+            with page.expect_response("**/v1/adapt", timeout=300_000) as adapted:
+                page.get_by_role("button", name="Adapt").click()
+            answer = adapted.value.json()
+            assert adapted.value.ok, answer
+            assert answer["swapped"], answer  # the joints were the site's systematic error: it must learn them
+            assert answer["run"] == "labels-adapted-01" and answer["int8"]
+            cv = answer["site_cross_validated"]
+            assert cv["after"]["precision"] > cv["before"]["precision"] and len(cv["per_photo"]) == 4
+            assert all("/" not in one["photo"] for one in cv["per_photo"])  # names, never the server's paths
+            sync_api.expect(page.locator("#site-status")).to_contain_text("Scanned again with it", timeout=120_000)
+            sync_api.expect(page.locator("#adapt-photos li")).to_have_count(4)
+            sync_api.expect(page.locator("#adapt-photos")).to_contain_text("slab-0.png: pixel F1 within 2 px")
+            sync_api.expect(page.locator("figure.before img")).to_have_count(4)
+            # Scanned again with the new model, less of the joints is called crack.
+            def on_joint(answers_of: dict) -> float:
+                called = []
+                for photo in site:
+                    answer = answers_of[photo["path"].name]
+                    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png_base64"]))))
+                    assert answer["mask_size"] == [256, 192]
+                    called.append((mask[photo["joint"] - 2:photo["joint"] + 3] >= 128).any(axis=0).mean())
+                return float(np.mean(called))
+            again = {answer["summary"]["photo"]: answer for answer in (response.json() for response in rescans)}
+            assert len(again) == 4
+            assert on_joint(again) < 0.5 * on_joint(answers), (on_joint(answers), on_joint(again))
+            sync_api.expect(page.locator("#model")).to_contain_text("labels-adapted-01")
+            assert sorted(p.name for p in labels.parent.iterdir()) == ["labels", "labels-adapted-01"]
         finally:
             browser.close()

@@ -3,6 +3,7 @@
 import base64
 import csv
 import io
+import json
 import shutil
 
 import numpy as np
@@ -192,3 +193,57 @@ def test_a_built_in_served_with_labels_can_adapt_and_a_bare_file_says_why(tiny_m
     with TestClient(create_app(tiny_model, labels=tmp_path / "b"), base_url=LOCAL) as site:
         health = site.get("/health").json()
         assert not health["can_adapt"] and "a file, not a run folder or a built-in" in health["why_not_adapt"]
+
+
+def test_a_segmenter_s_marks_are_checked_kept_as_masks_and_a_refusal_is_shown(tiny_segmenter, tiny_run, photo_bytes,
+                                                                             tmp_path, monkeypatch):
+    """Marks teach a segmenter, tiles a classifier: each server refuses the other's; bad
+    marks are a 422 that names the problem and writes nothing; good ones become the photo's
+    mask in the labels folder (marking it again replaces it); an adaptation the site's photos
+    call no better is answered with both figures, the photos by name, and nothing swapped."""
+    from crackscan.segment.adapt import NotBetter
+    from crackscan.segment.pixels import PixelCounts
+
+    upload = {"file": ("wall.jpg", photo_bytes, "image/jpeg")}
+    good = '{"not_cracks": [{"points": [[10, 10], [200, 40]], "width": 4}], "strokes": [{"points": [[20, 300], [400, 320]]}]}'
+    with TestClient(create_app(tiny_run.path, labels=tmp_path / "tiles"), base_url=LOCAL) as tiles:
+        answer = tiles.post("/v1/marks", files=upload, data={"marks": good})
+        assert answer.status_code == 409 and "tile classifier" in answer.json()["detail"]
+    labels = tmp_path / "labels"
+    with TestClient(create_app(tiny_segmenter, labels=labels), base_url=LOCAL, raise_server_exceptions=False) as site:
+        assert site.get("/health").json()["teaches_by"] == "marks"
+        answer = site.post("/v1/labels", files=upload, data={"labels": "[]"})
+        assert answer.status_code == 409 and "marks" in answer.json()["detail"]
+        for text, problem in (("[1]", "an object"), ('{"strokes": []}', "no marks"), ('{"paint": [1]}', "an object"),
+                              ('{"strokes": [{"points": [[1, 2, 3]]}]}', "[x, y]"),
+                              ('{"strokes": [{"points": [[0, 0], [900, 10]]}]}', "outside the 500x400"),
+                              ('{"not_cracks": [{"points": [[0, 0]]}]}', "its width"),
+                              ('{"strokes": [{"points": [[0, NaN]]}]}', "[x, y]")):
+            answer = site.post("/v1/marks", files=upload, data={"marks": text})
+            assert answer.status_code == 422 and problem in answer.json()["detail"], (text, answer.text)
+        assert not labels.exists() or not any(labels.iterdir())
+        for _ in range(2):
+            answer = site.post("/v1/marks", files={"file": ("../site/wall 1.jpg", photo_bytes, "image/jpeg")},
+                               data={"marks": good})
+            assert answer.status_code == 200, answer.text
+        assert answer.json()["marked_photos"] == 1 and answer.json()["crack_pixels"] > 0
+        [photo] = (labels / "photos").iterdir()
+        [mask] = (labels / "masks").glob("*.png")
+        assert photo.read_bytes() == photo_bytes and photo.name.endswith("-wall_1.jpg") and mask.stem == photo.stem
+        values = np.asarray(Image.open(mask))
+        assert values.shape == (400, 500) and values[10:40, 100].min() == 0 and values[200, 250] == 128
+        assert (values == 255).any() and json.loads((labels / "masks" / "masks.json").read_text()) == {"ignore_value": 128}
+        answer = site.post("/v1/adapt")
+        assert answer.status_code == 422 and "at least 2" in answer.json()["detail"]
+
+        def refused(*args, **kwargs):
+            raise NotBetter("not better", PixelCounts(5, 10, 5, 10), PixelCounts(4, 10, 4, 10),
+                            {"1f2e3d4c-wall_1.jpg": (PixelCounts(5, 10, 5, 10), PixelCounts(4, 10, 4, 10))})
+
+        monkeypatch.setattr("crackscan.segment.adapt.adapt_segmenter", refused)
+        answer = site.post("/v1/adapt")
+        assert answer.status_code == 200 and answer.json()["swapped"] is False
+        cv = answer.json()["site_cross_validated"]
+        assert cv["figure"] == "pixel F1 within 2 px 0.500 -> 0.400" and cv["per_photo"][0]["photo"] == "1f2e3d4c-wall_1.jpg"
+        assert site.get("/health").json()["adapted_runs"] == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+            "labels", "tiles"]

@@ -230,10 +230,11 @@ ADAPT_SETTINGS = (
 )
 
 # The segmenter's adaptation: from photos with crack masks (segment.adapt).
+ADAPT_STEPS = Setting("steps", int, 42, "fine-tuning steps of 8 windows, for the cross-validation's folds and the "
+                      "final fit alike (more: slower, and rarely better on a few photos)", low=1, high=100_000)
 SEGMENT_ADAPT_SETTINGS = (
     IGNORE_VALUE,
-    Setting("steps", int, 42, "fine-tuning steps of 8 windows, for the cross-validation's folds and the final fit "
-            "alike (more: slower, and rarely better on a few photos)", low=1, high=100_000),
+    ADAPT_STEPS,
     Setting("crack_label", str, "crack", "in a Label Studio, CVAT or colour mask export: the label (or labels, "
             "comma-separated) of crack regions; every other region and unlabelled pixel is background",
             metavar="NAME"),
@@ -266,6 +267,10 @@ SERVE_SETTINGS = (
             "uncompressed)", low=0.0, high=100_000.0, low_open=True),
     Setting("max_labels_folder_mb", float, 2048.0, "most MB the --labels folder may hold", low=0.0,
             high=10_000_000.0, low_open=True),
+    # A segmenter's Adapt on the page runs five fine-tunings of this many steps (four folds
+    # and the final fit), ~0.2 s a step on 2 cores: its time, bounded as the rest.
+    dataclasses.replace(ADAPT_STEPS, name="adapt_steps", help="fine-tuning steps of a segmenter's Adapt on the page "
+                        "(as crackscan adapt --steps)", high=10_000),
     Setting("allow_host", str, "", "more host names the server answers to, comma-separated (e.g. the name a "
             "TLS proxy forwards; * for any); loopback names and the bound address always work", metavar="NAMES"),
     Setting("token", str, None, "the access token every request must carry; default: none on loopback, "

@@ -41,7 +41,7 @@ from ..model.segmenter import (TAPS, backbone_taps, build_decoder, end_to_end, f
                                weights_from_convolutions)
 from ..progress import Progress, as_progress
 from ..runtime.formats import litert_convolutions
-from ..settings import SEGMENT_ADAPT_SETTINGS, TrainConfig
+from ..settings import ADAPT_STEPS, TrainConfig
 from ..version import __version__
 from .annotations import UNLABELLED, exported_sources, is_export, labelmap_of
 from .masksets import MaskedImage, read_masked, scaled_up, windows
@@ -53,7 +53,7 @@ CV_FOLDS = 4
 WINDOWS_PER_PHOTO = 24  # at most, cracked ones first: a 12 MP photo has 190 windows
 # Fine-tuning takes this many steps of BATCH_SIZE windows, however many the site gave: its
 # time is set, not its epochs (8 small photos give 8 windows, 8 photos of 12 MP 192).
-STEPS = SEGMENT_ADAPT_SETTINGS[1].default
+STEPS = ADAPT_STEPS.default
 LEARNING_RATE = 5e-4
 BATCH_SIZE = 8
 # Fine-tuning steps see a random 128 px part of each window's cached maps: a quarter of the
@@ -161,13 +161,14 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
                 f"of photos, {steps} steps each)")
     tuner = FineTuner(found)
     before, after, per_photo = _cross_validate(tuner, site, steps)
-    if not gained(before, after):
+    sparse = masks is None  # tiles or marks: the rest of each photo unlabelled
+    if not gained(before, after, sparse):
         raise NotBetter(f"the adapted decoder is not better than {found.name} on the site's own photos ("
-                        f"{site_figure(before, after)}, each photo scored by a decoder not taught on it, "
+                        f"{site_figure(before, after, sparse)}, each photo scored by a decoder not taught on it, "
                         f"{len(photos_read)} photos): nothing written. More photos, masks drawn along every crack, or "
                         "more --steps may teach more", before, after,
-                        {items[i].photo.name: pair for i, pair in per_photo.items()})
-    report.step(f"site {site_figure(before, after)} cross-validated; fine-tuning on all {len(photos_read)} photos")
+                        {items[i].photo.name: pair for i, pair in per_photo.items()}, sparse)
+    report.step(f"site {site_figure(before, after, sparse)} cross-validated; fine-tuning on all {len(photos_read)} photos")
     model = end_to_end(found.taps, found.decoder(tuner.fit(site, steps, config.seed)))
     info = ModelInfo(SEGMENT_CLASSES, "crack", config.image_size, SEGMENT_PATCH_SIZE, "MobileNetV2", config.alpha,
                      __version__, task="segment")
@@ -184,9 +185,9 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
             "folds": min(CV_FOLDS, len(photos_read)), "photos": len(photos_read), "tolerance_px": 2, "threshold": 0.5,
             "before": before.figures(), "after": after.figures(), "crack_pixels_labelled": before.truth,
             "pixels_called_crack": {"before": before.predicted, "after": after.predicted},
-            "figure": site_figure(before, after),
-            "per_photo": [{"photo": str(items[i].photo), "before": round(b, 4), "after": round(a, 4)}
-                          for i, (b, a) in per_photo.items()],
+            "figure": site_figure(before, after, sparse),
+            "per_photo": [{"photo": str(items[i].photo), "before": round(b.f1, 4), "after": round(a.f1, 4),
+                           "figure": site_figure(b, a, sparse)} for i, (b, a) in per_photo.items()],
             "how": "each photo's windows scored by a decoder fine-tuned without its fold, float; counts summed"},
         "replay_windows": 0 if found.replay is None else len(found.replay),
         "method": {"trained": "the decoder (batch norms folded), from the parent's weights; backbone frozen",
@@ -297,21 +298,36 @@ class NotBetter(CrackscanError):
     """The site's cross-validation says the adapted decoder is no better than its parent."""
 
     def __init__(self, message: str, before: PixelCounts, after: PixelCounts,
-                 per_photo: dict[str, tuple[float, float]]):
+                 per_photo: dict[str, tuple[PixelCounts, PixelCounts]], sparse: bool = False):
         super().__init__(message)
-        self.before, self.after, self.per_photo = before, after, per_photo
+        self.before, self.after, self.per_photo, self.sparse = before, after, per_photo, sparse
 
 
-def gained(before: PixelCounts, after: PixelCounts) -> bool:
+def gained(before: PixelCounts, after: PixelCounts, sparse: bool = False) -> bool:
     """Better on the site: a higher pixel F1 where the labels hold crack pixels; where they
-    hold none (only false cracks marked clear), fewer pixels called crack."""
-    return after.f1 > before.f1 if before.truth else after.predicted < before.predicted
+    hold none (only false cracks marked clear), fewer pixels called crack. With ``sparse``
+    labels (tiles, marks on the page: most of each photo unlabelled), also a precision no
+    lower: a few strokes along cracks could otherwise buy recall with the very joints the
+    user marked clear, and still raise the F1 of so few pixels."""
+    if not before.truth:
+        return after.predicted < before.predicted
+    if sparse and after.precision < before.precision:
+        return False
+    return after.f1 > before.f1
 
 
-def site_figure(before: PixelCounts, after: PixelCounts) -> str:
-    if before.truth:
-        return f"pixel F1 within 2 px {before.f1:.3f} -> {after.f1:.3f}"
-    return f"pixels called crack where the labels say clear {before.predicted:,} -> {after.predicted:,}"
+def false_crack_pixels(counts: PixelCounts) -> int:
+    return counts.predicted - counts.predicted_hit
+
+
+def site_figure(before: PixelCounts, after: PixelCounts, sparse: bool = False) -> str:
+    if not before.truth:
+        return f"pixels called crack where the labels say clear {before.predicted:,} -> {after.predicted:,}"
+    figure = f"pixel F1 within 2 px {before.f1:.3f} -> {after.f1:.3f}"
+    if sparse:
+        figure += (f", precision {before.precision:.3f} -> {after.precision:.3f} (pixels called crack where the "
+                   f"labels say clear {false_crack_pixels(before):,} -> {false_crack_pixels(after):,})")
+    return figure
 
 
 def _read_site(sources: list[tuple[MaskedImage, Callable[[], tuple]]], size: int, skipped: list[tuple[str, str]]
@@ -479,9 +495,9 @@ def crack_maps(decoder: Any, maps: list[np.ndarray]) -> np.ndarray:
 
 
 def _cross_validate(tuner: FineTuner, site: Windows, steps: int
-                    ) -> tuple[PixelCounts, PixelCounts, dict[int, tuple[float, float]]]:
+                    ) -> tuple[PixelCounts, PixelCounts, dict[int, tuple[PixelCounts, PixelCounts]]]:
     """Pixel counts within 2 px of the parent's decoder and of decoders fine-tuned without each
-    fold of photos, on every site window; and each photo's two F1s."""
+    fold of photos, on every site window; and each photo's two."""
     photos = sorted(set(site.owners.tolist()))
     folds = [photos[i::min(CV_FOLDS, len(photos))] for i in range(min(CV_FOLDS, len(photos)))]
     parent = tuner.parent
@@ -501,7 +517,7 @@ def _cross_validate(tuner: FineTuner, site: Windows, steps: int
             one_after += pixel_counts(after_maps[row] >= 0.5, site.masks[row] > 0, counted=counted)
         before += one_before
         after += one_after
-        per_photo[photo] = (one_before.f1, one_after.f1)
+        per_photo[photo] = (one_before, one_after)
     return before, after, per_photo
 
 

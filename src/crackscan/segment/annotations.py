@@ -425,6 +425,17 @@ def near_path(path: np.ndarray, size: tuple[int, int], inner: float, outer: floa
     return core, margin
 
 
+def marks_mask(pixels: np.ndarray, not_cracks: Sequence[tuple[np.ndarray, float]], strokes: Sequence[np.ndarray]
+               ) -> np.ndarray:
+    """A photo's mask from the web page's marks: each false crack (its centreline and width,
+    as the scan measured it) clear out to SNAP_PX beyond its edges, each stroke along a missed
+    crack snapped onto it (crack, in a band left unlabelled), and every other pixel UNLABELLED."""
+    regions = [Region(("not a crack",), "line", points=np.asarray(line, float), width_px=width + 2 * SNAP_PX)
+               for line, width in not_cracks]
+    regions += [Region(("crack",), "line", points=np.asarray(line, float)) for line in strokes]
+    return rasterize(regions, pixels, frozenset({"crack"}), rest=UNLABELLED)
+
+
 # ---- a site's photos with what the tools say of them ---------------------------------
 
 Reader = Callable[[], "tuple[np.ndarray, np.ndarray, np.ndarray]"]

@@ -40,7 +40,7 @@ from ..version import __version__
 from .budgets import (HEAVY_PIXELS, BodyBudget, HeavyWork, NormalWork, PixelBudget, header_timeout_protocol,
                       return_freed_memory_to_the_system, serve_limits, stop_when_client_leaves, warm)
 from .guard import RequestGuard, hosts_answered, is_loopback, new_token, token_problem
-from .site_loop import LabelBudgetExceeded, LoopBusy, SiteLoop, parse_labels
+from .site_loop import LabelBudgetExceeded, LoopBusy, SiteLoop, parse_labels, parse_marks
 
 log = logging.getLogger("crackscan.server")
 
@@ -91,8 +91,9 @@ async def read_uploads(uploads: list[Any], limits: dict[str, Any]) -> tuple[list
 def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None = None, *,
                hosts: frozenset[str] | None = None, token: str | None = None, **limits: Any) -> Any:
     """The FastAPI app. With ``labels`` (a folder), the page's labelling loop is on: tiles
-    flipped on the page are saved there (/v1/labels), and /v1/adapt refits the served run's
-    head on them and serves the new run at once. The server then writes nowhere but that
+    flipped on the page (/v1/labels), or for a segmenter marks on its cracks (/v1/marks), are
+    saved there, and /v1/adapt teaches the served model from them and serves the new run
+    when the site's cross-validation says it is better. The server then writes nowhere but that
     folder and the new run folders beside it. ``hosts`` are the Host names it answers to
     (default: loopback names), ``token`` the access token every request must carry (guard).
     Answers name files by their name, never by the server's absolute paths.
@@ -120,7 +121,8 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
     # A run adapts from its folder, a built-in model by its name (adapt makes its float parent).
     origin = None if served is None else served.run or (served.builtin.name if served.builtin else None)
     loop = SiteLoop(labels, origin, predictor,
-                    limits["max_label_mb"], limits["max_labels_folder_mb"], load_on=normal)
+                    limits["max_label_mb"], limits["max_labels_folder_mb"], load_on=normal,
+                    adapt_steps=limits["adapt_steps"])
     page = resources.files("crackscan.serve.web").joinpath("index.html").read_text()
     app = FastAPI(title="crackscan", version=__version__,
                   description="Crack / no-crack classification of concrete images and whole-photo crack maps.")
@@ -156,6 +158,7 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
                 "input_size": info.input_size, "patch_size": info.patch_size, "version": __version__,
                 "run": _name(resolve(predictor.path).run) if predictor.path else None,
                 "labels": _name(loop.folder), "can_adapt": loop.can_adapt, "why_not_adapt": loop.why_not(),
+                "teaches_by": "marks" if loop.per_pixel else "tiles",
                 "adapted_runs": [run.name for run in loop.made], "kept_aside": sorted(loop.kept_aside),
                 "limits": limits}
 
@@ -227,6 +230,9 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         """Stores labelled tiles of a photo (crops at the photo's pixels) in the labels folder."""
         if loop.folder is None:
             raise HTTPException(409, "this server keeps no labels: start it with --labels DIR")
+        if loop.per_pixel:
+            raise HTTPException(409, "this server serves a segmenter: it learns from marks on its cracks (/v1/marks), "
+                                     "not from tiles")
         [(name, content)], pixels = await read_uploads([file], limits)
         async with busy.hold(pixels):
             try:
@@ -235,6 +241,29 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
                                        limits["max_label_side"])
                 # Saving writes crops: on the low-priority threads, as the heavy work is.
                 saved = await heavy.run(lambda: loop.save(photo, content, name, entries))
+            except CrackscanError as error:
+                raise refused(error, None if isinstance(error, (ImageReadError, WriteError, LabelBudgetExceeded))
+                              else 422) from None
+        return saved
+
+    @app.post("/v1/marks")
+    async def save_marks(file: UploadFile = File(..., description="the photo the marks are on"),
+                         marks: str = Form(..., description='JSON: {"not_cracks": [{"points": [[x, y], ...], "width": '
+                                                            'w}], "strokes": [{"points": [[x, y], ...]}]}')
+                         ) -> dict[str, Any]:
+        """Stores a photo and the mask its marks make (false cracks clear, strokes along missed
+        cracks snapped onto them, the rest unmarked) in the labels folder: a segmenter's labels."""
+        if loop.folder is None:
+            raise HTTPException(409, "this server keeps no labels: start it with --labels DIR")
+        if not loop.per_pixel:
+            raise HTTPException(409, "this server serves a tile classifier: it learns from labelled tiles (/v1/labels), "
+                                     "not marks")
+        [(name, content)], pixels = await read_uploads([file], limits)
+        async with busy.hold(pixels):
+            try:
+                photo = await heavy.run(lambda: decode(name, content))
+                not_cracks, strokes = parse_marks(marks, photo.shape[1], photo.shape[0])
+                saved = await heavy.run(lambda: loop.save_marks(photo, content, name, not_cracks, strokes))
             except CrackscanError as error:
                 raise refused(error, None if isinstance(error, (ImageReadError, WriteError, LabelBudgetExceeded))
                               else 422) from None
