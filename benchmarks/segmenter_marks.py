@@ -3,8 +3,8 @@
 For each set: the same ``--photos`` photos segmenter_adapt.py teaches (the same draw), each
 scanned with crackscan-seg; then a simulated inspector marks them as the web page lets one:
 every measured crack that lies off the true cracks (under a fifth of its centreline within
-2 px of the mask) is clicked "Not a crack", and each true crack it missed (under half of its
-centreline within 2 px of the model's mask, as measured on the true mask) gets a stroke drawn
+2 px of the mask) is clicked "Not a crack", and each stretch of a true crack it missed (15 px
+or more of the true mask's centreline not within 2 px of the model's mask) gets a stroke drawn
 along it by a shaky hand (a smooth offset of up to ``--hand`` px), at most ``--strokes`` a
 photo, the longest first. The marks go through the server's own code (SiteLoop.save_marks:
 the snapping, the masks it writes) and the page's Adapt (SiteLoop.adapt: cross-validation,
@@ -72,6 +72,14 @@ def main() -> int:
         columns = np.clip(np.round(points[:, 0]).astype(int), 0, area.shape[1] - 1)
         return float(area[rows, columns].mean())
 
+    def missed_runs(line: np.ndarray, found: np.ndarray, shortest: int = 15) -> list[np.ndarray]:
+        """The stretches of a true crack's centreline the model's mask is not within 2 px of."""
+        rows = np.clip(np.round(line[:, 1]).astype(int), 0, found.shape[0] - 1)
+        columns = np.clip(np.round(line[:, 0]).astype(int), 0, found.shape[1] - 1)
+        off = ~found[rows, columns]
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], off.astype(int), [0]])))
+        return [line[a:b] for a, b in zip(edges[0::2], edges[1::2]) if b - a >= shortest]
+
     def shaky(line: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         along = np.linspace(0, 1, len(line))
         offset = sum(rng.uniform(-1, 1) * np.sin(np.pi * (k + 1) * along + rng.uniform(0, 6)) for k in range(3)) / 3
@@ -94,16 +102,15 @@ def main() -> int:
             pixels = read_pixels(item.photo)
             truth = read_mask(item.mask, pixels.shape[1], pixels.shape[0])
             result = scan(parent, pixels, threshold=0.5)
-            said = result.mask >= 0.5
+            said = result.mask >= (128 if result.mask.dtype == np.uint8 else 0.5)  # a uint8 map is 0-255
             near_truth, near_said = _near(truth, 2), _near(said, 2)
             false = [(np.asarray(line, float), crack.max_width_px) for crack in result.cracks
                      for line in crack.polylines
                      if share_near(np.concatenate([np.asarray(p, float) for p in crack.polylines]), near_truth) < 0.2]
-            missed = sorted((crack for crack in measure(truth)
-                             if share_near(np.concatenate([np.asarray(p, float) for p in crack.polylines]),
-                                           near_said) < 0.5), key=lambda c: -c.length_px)[:args.strokes]
-            drawn = [shaky(np.asarray(line, float), rng) for crack in missed for line in crack.polylines
-                     if len(line) >= 2]
+            missed = sorted((run for crack in measure(truth) for line in crack.polylines
+                             for run in missed_runs(np.asarray(line, float), near_said)), key=len,
+                            reverse=True)[:args.strokes]
+            drawn = [shaky(run, rng) for run in missed]
             clicks += len({id(line) for line, _ in false})
             strokes += len(drawn)
             if false or drawn:

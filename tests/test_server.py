@@ -218,7 +218,8 @@ def test_a_segmenter_s_marks_are_checked_kept_as_masks_and_a_refusal_is_shown(ti
                               ('{"strokes": [{"points": [[1, 2, 3]]}]}', "[x, y]"),
                               ('{"strokes": [{"points": [[0, 0], [900, 10]]}]}', "outside the 500x400"),
                               ('{"not_cracks": [{"points": [[0, 0]]}]}', "its width"),
-                              ('{"strokes": [{"points": [[0, NaN]]}]}', "[x, y]")):
+                              ('{"strokes": [{"points": [[0, NaN]]}]}', "[x, y]"),
+                              ('{"strokes": [{"points": [[0, 0]]}], "threshold": 1.5}', "between 0 and 1")):
             answer = site.post("/v1/marks", files=upload, data={"marks": text})
             assert answer.status_code == 422 and problem in answer.json()["detail"], (text, answer.text)
         assert not labels.exists() or not any(labels.iterdir())
@@ -231,8 +232,17 @@ def test_a_segmenter_s_marks_are_checked_kept_as_masks_and_a_refusal_is_shown(ti
         [mask] = (labels / "masks").glob("*.png")
         assert photo.read_bytes() == photo_bytes and photo.name.endswith("-wall_1.jpg") and mask.stem == photo.stem
         values = np.asarray(Image.open(mask))
-        assert values.shape == (400, 500) and values[10:40, 100].min() == 0 and values[200, 250] == 128
-        assert (values == 255).any() and json.loads((labels / "masks" / "masks.json").read_text()) == {"ignore_value": 128}
+        assert values.shape == (400, 500) and values[10:40, 100].max() == 0  # the false crack, clear
+        assert (values[295:325, 100:380] == 255).any() and (values[295:325, 100:380] == 128).any()  # the stroke
+        # Every other pixel is the crack map the user saw, at the page's threshold: what they accepted.
+        from crackscan.images import read_pixels
+        from crackscan.photo.segment import crack_probability_map
+
+        seen = crack_probability_map(crackscan.load(tiny_segmenter), read_pixels(photo_bytes)) >= 0.5
+        away = np.ones((400, 500), bool)
+        away[:60, :], away[280:340, :] = False, False
+        assert (values[away] == np.where(seen[away], 255, 0)).all()
+        assert json.loads((labels / "masks" / "masks.json").read_text()) == {"ignore_value": 128}
         answer = site.post("/v1/adapt")
         assert answer.status_code == 422 and "at least 2" in answer.json()["detail"]
 

@@ -138,7 +138,7 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
         raise CrackscanError(f"{out} already holds a run: pass --force to replace it")
     check_writable(out, create=False)
     # The site is read before the parent: a mistake in it is said at once.
-    sources, skipped = _site_sources(photos, masks, ignore_value, crack_label, parent, report)
+    sources, skipped, sparse = _site_sources(photos, masks, ignore_value, crack_label, parent, report)
     if len(sources) < MIN_PHOTOS:
         raise CrackscanError(f"{len(sources)} photo(s) with {'masks' if masks is not None else 'labelled tiles'}: "
                              f"adapting needs at least {MIN_PHOTOS}, so each photo can be scored by a decoder that was "
@@ -161,7 +161,6 @@ def adapt_segmenter(parent: str | Path, photos: str | Path | Sequence[str | Path
                 f"of photos, {steps} steps each)")
     tuner = FineTuner(found)
     before, after, per_photo = _cross_validate(tuner, site, steps)
-    sparse = masks is None  # tiles or marks: the rest of each photo unlabelled
     if not gained(before, after, sparse):
         raise NotBetter(f"the adapted decoder is not better than {found.name} on the site's own photos ("
                         f"{site_figure(before, after, sparse)}, each photo scored by a decoder not taught on it, "
@@ -276,22 +275,23 @@ def read_parent(model: str | Path, report: Progress) -> Parent:
 
 def _site_sources(photos: str | Path | Sequence[str | Path], masks: str | Path | None, ignore_value: int | None,
                   crack_label: str, parent: str | Path, report: Progress
-                  ) -> tuple[list[tuple[MaskedImage, Callable[[], tuple]]], list[tuple[str, str]]]:
-    """The site photos, each with a reader of its pixels, crack mask and pixel weights, and
-    the photos left out with why: from mask files, a labelling tool's export, a folder the web
-    page marked (photos/ and masks/), or a labels folder of tiles."""
+                  ) -> tuple[list[tuple[MaskedImage, Callable[[], tuple]]], list[tuple[str, str]], bool]:
+    """The site photos, each with a reader of its pixels, crack mask and pixel weights; the
+    photos left out with why; and whether the labels are sparse (tiles: most of each photo
+    unlabelled). From mask files, a labelling tool's export, a folder the web page marked
+    (photos/ and masks/), or a labels folder of tiles."""
     if masks is None and not (Path(photos) / "labels.csv").is_file() and (Path(photos) / MARKED_PHOTOS).is_dir():
         photos, masks = Path(photos) / MARKED_PHOTOS, Path(photos) / MARKED_MASKS
     if masks is None:
-        return _labelled_photos(Path(photos), parent, report), []
+        return _labelled_photos(Path(photos), parent, report), [], True
     if is_export(masks) or labelmap_of(masks) is not None:
         sources, skipped, tool = exported_sources(photos, masks, crack_label)
         report.step(f"{len(sources)} photos with {tool} annotations ({len(skipped)} left out)")
-        return sources, skipped
+        return sources, skipped, False
     paired, missing = pair_with_masks(photos, masks)
     ignore = ignore_value_of(masks, ignore_value)
     items = [MaskedImage(p.photo, p.mask, "site", "train", file_sha256(p.photo)) for p in paired]
-    return [(item, lambda item=item: read_masked(item, 0, ignore)) for item in items], list(missing)
+    return [(item, lambda item=item: read_masked(item, 0, ignore)) for item in items], list(missing), False
 
 
 class NotBetter(CrackscanError):
@@ -305,10 +305,9 @@ class NotBetter(CrackscanError):
 
 def gained(before: PixelCounts, after: PixelCounts, sparse: bool = False) -> bool:
     """Better on the site: a higher pixel F1 where the labels hold crack pixels; where they
-    hold none (only false cracks marked clear), fewer pixels called crack. With ``sparse``
-    labels (tiles, marks on the page: most of each photo unlabelled), also a precision no
-    lower: a few strokes along cracks could otherwise buy recall with the very joints the
-    user marked clear, and still raise the F1 of so few pixels."""
+    hold none, fewer pixels called crack. With ``sparse`` labels (tiles: most of each photo
+    unlabelled), also a precision no lower: a few crack tiles could otherwise buy recall with
+    the very joints the user marked clear, and still raise the F1 of so few pixels."""
     if not before.truth:
         return after.predicted < before.predicted
     if sparse and after.precision < before.precision:

@@ -271,14 +271,15 @@ def colour_mask(path: Path, colours: list[tuple[int, int, int]]) -> np.ndarray:
 
 # ---- regions to pixels ---------------------------------------------------------------
 
-def rasterize(regions: Sequence[Region], pixels: np.ndarray, crack_labels: frozenset[str], rest: int = 0
-              ) -> np.ndarray:
+def rasterize(regions: Sequence[Region], pixels: np.ndarray, crack_labels: frozenset[str], rest: int = 0,
+              base: np.ndarray | None = None) -> np.ndarray:
     """A photo's mask from its regions: 255 crack, 0 background, UNLABELLED around strokes;
-    ``rest`` where no region speaks. Cracks are drawn over whatever else covers them."""
+    where no region speaks, ``base`` (a mask of those values) or else ``rest``. Cracks are
+    drawn over whatever else covers them."""
     from PIL import Image, ImageDraw
 
     height, width = pixels.shape[:2]
-    values = np.full((height, width), rest, np.uint8)
+    values = np.full((height, width), rest, np.uint8) if base is None else base.astype(np.uint8).copy()
     crack, band = np.zeros((height, width), bool), np.zeros((height, width), bool)
     gray = None
     for region in sorted(regions, key=lambda r: bool(crack_labels & {label.casefold() for label in r.labels})):
@@ -425,15 +426,33 @@ def near_path(path: np.ndarray, size: tuple[int, int], inner: float, outer: floa
     return core, margin
 
 
-def marks_mask(pixels: np.ndarray, not_cracks: Sequence[tuple[np.ndarray, float]], strokes: Sequence[np.ndarray]
-               ) -> np.ndarray:
-    """A photo's mask from the web page's marks: each false crack (its centreline and width,
-    as the scan measured it) clear out to SNAP_PX beyond its edges, each stroke along a missed
-    crack snapped onto it (crack, in a band left unlabelled), and every other pixel UNLABELLED."""
+def marks_mask(pixels: np.ndarray, not_cracks: Sequence[tuple[np.ndarray, float]], strokes: Sequence[np.ndarray],
+               accepted: np.ndarray) -> np.ndarray:
+    """A photo's mask from the web page's marks on the crack map the user saw (``accepted``:
+    the model's crack pixels at the page's threshold): each false crack clear, its whole patch
+    of the map and out to SNAP_PX beyond its measured edges; each stroke along a missed crack
+    snapped onto it (crack, in a band left unlabelled); every other pixel as the map drew it.
+
+    The user looked at the whole map and corrected what was wrong, so what they left is what
+    they accept. Strokes alone label no clear pixel, and a decoder that calls everything crack
+    scores best on them: GAPs384 fell from 0.51 to 0.19 on other photos that way, and to 0.33
+    with only 8 px around each mark accepted; with the whole map it rose to 0.62
+    (benchmarks/segmenter_marks.py, results/segmenter-marks.json)."""
+    from scipy.ndimage import label
+
     regions = [Region(("not a crack",), "line", points=np.asarray(line, float), width_px=width + 2 * SNAP_PX)
                for line, width in not_cracks]
-    regions += [Region(("crack",), "line", points=np.asarray(line, float)) for line in strokes]
-    return rasterize(regions, pixels, frozenset({"crack"}), rest=UNLABELLED)
+    regions += [Region(("crack",), "line", points=line) for line in strokes]
+    height, width = pixels.shape[:2]
+    # A false crack is clear wherever the map drew it: its whole patch, which a blurred map
+    # draws wider than the crack measured on the photo.
+    patches, _ = label(accepted)
+    cleared = np.zeros((height, width), bool)
+    for line, crack_width in not_cracks:
+        under = patches[near_path(np.asarray(line, float), (width, height), crack_width / 2 + 1, 0)[0]]
+        cleared |= np.isin(patches, under[under > 0])
+    base = np.where(accepted & ~cleared, 255, 0)
+    return rasterize(regions, pixels, frozenset({"crack"}), base=base)
 
 
 # ---- a site's photos with what the tools say of them ---------------------------------

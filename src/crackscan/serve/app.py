@@ -251,8 +251,9 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
                          marks: str = Form(..., description='JSON: {"not_cracks": [{"points": [[x, y], ...], "width": '
                                                             'w}], "strokes": [{"points": [[x, y], ...]}]}')
                          ) -> dict[str, Any]:
-        """Stores a photo and the mask its marks make (false cracks clear, strokes along missed
-        cracks snapped onto them, the rest unmarked) in the labels folder: a segmenter's labels."""
+        """Stores a photo and the mask its marks make (the served model's crack map at the page's
+        threshold, its false cracks made clear and strokes along missed cracks snapped onto
+        them) in the labels folder: a segmenter's labels."""
         if loop.folder is None:
             raise HTTPException(409, "this server keeps no labels: start it with --labels DIR")
         if not loop.per_pixel:
@@ -262,8 +263,8 @@ def create_app(model: str | os.PathLike | Any, labels: str | os.PathLike | None 
         async with busy.hold(pixels):
             try:
                 photo = await heavy.run(lambda: decode(name, content))
-                not_cracks, strokes = parse_marks(marks, photo.shape[1], photo.shape[0])
-                saved = await heavy.run(lambda: loop.save_marks(photo, content, name, not_cracks, strokes))
+                not_cracks, strokes, threshold = parse_marks(marks, photo.shape[1], photo.shape[0])
+                saved = await heavy.run(lambda: loop.save_marks(photo, content, name, not_cracks, strokes, threshold))
             except CrackscanError as error:
                 raise refused(error, None if isinstance(error, (ImageReadError, WriteError, LabelBudgetExceeded))
                               else 422) from None

@@ -4,8 +4,9 @@ when the site's cross-validation says it is better.
 
 A tile classifier is taught by tiles flipped on the page (crack / clear), a segmenter by
 marks on its cracks: a false crack clicked "not a crack", a stroke along a crack it missed.
-The labels folder then holds photos/ and masks/ (255 crack, 0 clear, 128 unmarked), which
-`crackscan adapt crackscan-seg LABELS` reads as well."""
+The labels folder then holds photos/ and masks/ (the crack map the user saw, corrected by
+the marks: 255 crack, 0 clear, 128 in the band around a stroke), which `crackscan adapt
+crackscan-seg LABELS` reads as well."""
 
 import hashlib
 import json
@@ -71,17 +72,19 @@ def parse_labels(text: str, width: int, height: int, info: Any, max_side: int = 
     return checked
 
 
-def parse_marks(text: str, width: int, height: int) -> tuple[list[tuple[np.ndarray, float]], list[np.ndarray]]:
+def parse_marks(text: str, width: int, height: int
+                ) -> tuple[list[tuple[np.ndarray, float]], list[np.ndarray], float]:
     """The page's marks on one photo, checked: false cracks (``not_cracks``: a centreline and
-    the crack's width in px) and strokes along missed cracks (``strokes``: a line), every
-    point inside the photo."""
+    the crack's width in px), strokes along missed cracks (``strokes``: a line), every point
+    inside the photo; and the threshold the marked crack map was drawn at."""
     try:
         marks = json.loads(text)
     except (ValueError, RecursionError):
         raise CrackscanError('marks must be JSON: {"not_cracks": [{"points": [[x, y], ...], "width": w}], '
                              '"strokes": [{"points": [[x, y], ...]}]}') from None
-    if not isinstance(marks, dict) or set(marks) - {"not_cracks", "strokes"}:
-        raise CrackscanError('marks must be an object with "not_cracks" and "strokes" lists')
+    if not isinstance(marks, dict) or set(marks) - {"not_cracks", "strokes", "threshold"}:
+        raise CrackscanError('marks must be an object with "not_cracks" and "strokes" lists (and the "threshold" '
+                             'the crack map was drawn at)')
     lists = {key: marks.get(key) or [] for key in ("not_cracks", "strokes")}
     if not all(isinstance(v, list) for v in lists.values()):
         raise CrackscanError('"not_cracks" and "strokes" must be lists')
@@ -107,7 +110,10 @@ def parse_marks(text: str, width: int, height: int) -> tuple[list[tuple[np.ndarr
         if not isinstance(crack_width, (int, float)) or isinstance(crack_width, bool) or not 0 < crack_width <= 500:
             raise CrackscanError("each false crack needs its width: a number of px from 0 to 500")
         not_cracks.append((line(entry), float(crack_width)))
-    return not_cracks, [line(entry) for entry in lists["strokes"]]
+    threshold = marks.get("threshold", 0.5)
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
+        raise CrackscanError(f"threshold must be a number between 0 and 1, got {threshold!r:.40}")
+    return not_cracks, [line(entry) for entry in lists["strokes"]], float(threshold)
 
 
 class SiteLoop:
@@ -156,9 +162,12 @@ class SiteLoop:
                     "serve a run folder or a built-in model with --labels DIR")
         return None
 
-    def save_marks(self, photo: Any, content: bytes, name: str, not_cracks: list, strokes: list) -> dict[str, Any]:
+    def save_marks(self, photo: Any, content: bytes, name: str, not_cracks: list, strokes: list,
+                   threshold: float = 0.5) -> dict[str, Any]:
         """Keeps the photo (as uploaded) and the mask its marks make in the labels folder's
-        photos/ and masks/; marking the same photo again replaces its mask."""
+        photos/ and masks/: the served model's crack map at the page's ``threshold``, as the
+        user saw it, corrected by the marks; marking the same photo again replaces its mask."""
+        from ..photo.segment import crack_probability_map
         from ..files import atomic_path, write_bytes, write_text
         from ..masks import MASKS_SETTINGS_FILE
         from ..segment.adapt import MARKED_MASKS, MARKED_PHOTOS
@@ -174,7 +183,7 @@ class SiteLoop:
         if self.folder_bytes + cost > self.max_folder_bytes:
             raise LabelBudgetExceeded(f"the labels folder holds {self.folder_bytes / 2**20:.0f} MB; these marks would "
                                       f"take it over its {self.max_folder_bytes / 2**20:g} MB")
-        values = marks_mask(photo, not_cracks, strokes)
+        values = marks_mask(photo, not_cracks, strokes, crack_probability_map(self.predictor, photo) >= threshold)
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem)[:60] or "photo"
         suffix = Path(name).suffix.lower() if re.fullmatch(r"\.[a-z0-9]{2,5}", Path(name).suffix.lower()) else ""
         kept = f"{hashlib.sha256(content).hexdigest()[:8]}-{stem}"
