@@ -217,7 +217,11 @@ def test_labelled_tiles_teach_the_segmenter_with_the_rest_of_each_photo_unlabell
     labels.save()
     adapted = adapt_segmenter(tiny_segmenter, tmp_path / "labels", None, tmp_path / "site", int8=False, steps=84)
     site = adapted.metrics["site_cross_validated"]
-    assert adapted.metrics["site"]["labels"] and site["after"]["precision"] > site["before"]["precision"]
+    assert adapted.metrics["site"]["labels"]
+    if site["crack_pixels_labelled"]:
+        assert site["after"]["precision"] > site["before"]["precision"]
+    else:  # the parent's mask was empty in every crack tile (a draw of the test segmenter): only clear pixels
+        assert site["pixels_called_crack"]["after"] < site["pixels_called_crack"]["before"]
     made = sorted((tmp_path / "site" / LABEL_MASKS_FOLDER).glob("*.png"))
     assert made and json.loads((tmp_path / "site" / LABEL_MASKS_FOLDER / "masks.json").read_text()) == {
         "ignore_value": LABEL_MASK_IGNORED}
