@@ -23,7 +23,6 @@ from ..errors import CrackscanError, LimitExceeded, write_error
 from ..model.tasks import task_of
 from ..runtime.predictor import Predictor, load, load_head_on_backbone
 from ..site.adapt import adapt
-
 from ..site.labels import LabelSet
 
 MAX_LABELS_PER_REQUEST = 4096
@@ -176,13 +175,7 @@ class SiteLoop:
         from PIL import Image
 
         height, width = photo.shape[:2]
-        cost = len(content) + width * height  # the mask's uncompressed size bounds its PNG
-        if cost > self.max_request_bytes:
-            raise LabelBudgetExceeded(f"these marks would write {cost / 2**20:.1f} MB, over the "
-                                      f"{self.max_request_bytes / 2**20:g} MB one request may write")
-        if self.folder_bytes + cost > self.max_folder_bytes:
-            raise LabelBudgetExceeded(f"the labels folder holds {self.folder_bytes / 2**20:.0f} MB; these marks would "
-                                      f"take it over its {self.max_folder_bytes / 2**20:g} MB")
+        cost = self._within_budget(len(content) + width * height, "marks")  # the mask's raw size bounds its PNG
         values = marks_mask(photo, not_cracks, strokes, crack_probability_map(self.predictor, photo) >= threshold)
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem)[:60] or "photo"
         suffix = Path(name).suffix.lower() if re.fullmatch(r"\.[a-z0-9]{2,5}", Path(name).suffix.lower()) else ""
@@ -210,13 +203,7 @@ class SiteLoop:
         shown = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)[:200] or "upload"
         info = self.predictor.info
         # Bounded before anything is written, by the crops' uncompressed size (PNG is smaller).
-        cost = len(content) + sum(w * h * 3 for (_, _, w, h), _ in entries)
-        if cost > self.max_request_bytes:
-            raise LabelBudgetExceeded(f"these labels would write {cost / 2**20:.1f} MB, over the "
-                                      f"{self.max_request_bytes / 2**20:g} MB one request may write")
-        if self.folder_bytes + cost > self.max_folder_bytes:
-            raise LabelBudgetExceeded(f"the labels folder holds {self.folder_bytes / 2**20:.0f} MB; these labels would "
-                                      f"take it over its {self.max_folder_bytes / 2**20:g} MB")
+        cost = self._within_budget(len(content) + sum(w * h * 3 for (_, _, w, h), _ in entries), "labels")
         with self._lock:
             labels = LabelSet(self.folder, (info.negative_class, info.positive_class))
             kept = labels.keep_photo(content, shown)
@@ -225,6 +212,16 @@ class SiteLoop:
             labels.save()
             self.folder_bytes += cost
         return {"saved": len(entries), "labels": self.folder.name, "counts": labels.counts()}
+
+    def _within_budget(self, cost: int, what: str) -> int:
+        """``cost`` bytes, if one request may write them and the labels folder can take them."""
+        if cost > self.max_request_bytes:
+            raise LabelBudgetExceeded(f"these {what} would write {cost / 2**20:.1f} MB, over the "
+                                      f"{self.max_request_bytes / 2**20:g} MB one request may write")
+        if self.folder_bytes + cost > self.max_folder_bytes:
+            raise LabelBudgetExceeded(f"the labels folder holds {self.folder_bytes / 2**20:.0f} MB; these {what} would "
+                                      f"take it over its {self.max_folder_bytes / 2**20:g} MB")
+        return cost
 
     def adapt(self) -> dict[str, Any]:
         if self._lock.locked():
