@@ -14,7 +14,7 @@ from crackscan.errors import CrackscanError
 from crackscan.segment.annotations import (UNLABELLED, Region, _gray, decode_label_studio_rle, exported_sources,
                                            rasterize, read_export, snapped_stroke)
 
-from .helpers import label_studio_rle, run_cli
+from .helpers import label_studio_rle, level_joint_site, run_cli
 
 DATA = Path(__file__).parent / "data"
 
@@ -140,9 +140,7 @@ def test_a_colour_mask_export_is_read_by_its_labelmap(tmp_path: Path) -> None:
 def test_adapt_learns_the_site_from_a_label_studio_export(capsys, tiny_segmenter: Path, tmp_path: Path) -> None:
     """As an inspector would: the joint site's cracks painted with Label Studio's brush, the
     slab joints left unpainted; crackscan adapt reads the export as it comes."""
-    from crackscan import synth
-
-    site = synth.make_mask_set(tmp_path / "site", photos=8, size=192, seed=5, joints=True)
+    site = level_joint_site(tmp_path / "site")
     entries = [(photo.name, np.asarray(Image.open(site / "masks" / photo.name)), [])
                for photo in sorted((site / "images").iterdir())]
     export = _label_studio_export(tmp_path / "project-1-at-2026-12-03.json", entries)
