@@ -78,14 +78,22 @@ def int8_model(run: Path | None, data: Path, work: Path) -> Path:
     return crackscan.export(run_dir, "litert", int8=True, out=work / "model.int8.tflite").path
 
 
-def photo_of_patches(files: list[Path], rng, width: int = 4032, height: int = 3024, patch: int = 227):
-    """A survey-size photo (the size the Özgenel patches were cut from) tiled with real patches."""
+def photo_of_patches(files: list[Path], rng, width: int = 4032, height: int = 3024):
+    """A survey-size photo (the size the Özgenel patches were cut from) tiled with real patches,
+    or with real photos of any size at their own scale: left to right, each row as high as its
+    first photo."""
     from PIL import Image
 
     photo = Image.new("RGB", (width, height))
-    for y in range(0, height, patch):
-        for x in range(0, width, patch):
-            photo.paste(Image.open(files[rng.integers(len(files))]).convert("RGB"), (x, y))
+    y = 0
+    while y < height:
+        x, row = 0, None
+        while x < width:
+            patch = Image.open(files[rng.integers(len(files))]).convert("RGB")
+            row = row or patch.height
+            photo.paste(patch.crop((0, 0, patch.width, row)), (x, y))
+            x += patch.width
+        y += row
     return photo
 
 

@@ -1,10 +1,18 @@
-"""crackscan-seg's crack probability map of a 12 MP photo, its windows in batches of one size
-against another, and crackscan-base's scan of the same photo, all in one run (ratios).
+"""crackscan-seg's whole-photo scan against crackscan-base's, on the same 12 MP photos, in one run.
 
-The photo is a held-out DeepCrack photo resized to 4032x3024. Each figure is the best of
---repeats runs (the machine may be shared).
+Three 4032x3024 JPEGs (quality 92) of real photos at their own scale, side by side:
+- DeepCrack's photos (concrete and asphalt, many cracks: about 200 measured on the photo);
+- CRACK500's (phone photos of pavement);
+- Özgenel's concrete patches, as the other scan benchmarks draw them.
 
-    python benchmarks/segment_speed.py [--batches 8 32] [--repeats 3]
+Each model scans each photo as `crackscan scan` does, less process start: read, crack map or
+tiles, cracks measured, every output file written. Each figure is the best of --repeats, the
+models in turn (the machine may be shared). crackscan-seg is timed three ways:
+- as shipped (large windows, runtime.resize);
+- with windows of the model's own size, the layout before issue 34 (--window-largest 0);
+- its crack map alone and its measuring alone, so the two costs are apart.
+
+    python benchmarks/segment_speed.py [--repeats 3]
 
 Results: results/segment-speed.json.
 """
@@ -12,59 +20,95 @@ Results: results/segment-speed.json.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import write_results
+from common import DEFAULT_DATA, photo_of_patches, real_image_files, write_results
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real-photos"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    from PIL import Image
 
     import crackscan
-    from crackscan.photo.segment import crack_probability_map, tile_origins
+    from crackscan.images import read_for_shrinking
+    from crackscan.measure.options import Measuring
+    from crackscan.photo import segment
     from crackscan.runtime.runners import cpu_name
 
-    source = sorted((PHOTOS / "deepcrack-train" / "images").glob("*.jpg"))[0]
-    pixels = np.asarray(Image.open(source).convert("RGB").resize((4032, 3024), Image.Resampling.BILINEAR))
-    segmenter = crackscan.load("crackscan-seg")
-    base = crackscan.load("crackscan-base")
-    size = segmenter.input_size
-    print(f"CPU: {cpu_name()}; {source.name} at 4032x3024; crackscan-seg runner batch {segmenter.batch_size}")
+    work = Path(tempfile.mkdtemp(prefix="crackscan-segment-speed-"))
+    rng = np.random.default_rng(0)
+    sources = {"deepcrack": sorted((PHOTOS / "deepcrack-train" / "images").glob("*.jpg")),
+               "crack500": sorted((PHOTOS / "crack500-train" / "images").glob("*.jpg")),
+               "ozgenel": real_image_files(args.data)}
+    photos = {}
+    for name, files in sources.items():
+        photos[name] = work / f"{name}.jpg"
+        photo_of_patches(files, rng).save(photos[name], quality=92)
+    print(f"CPU: {cpu_name()}; three 4032x3024 photos of real photos side by side: {', '.join(photos)}")
 
-    def best(work) -> float:
-        times = []
+    models = {"crackscan-base": crackscan.load("crackscan-base"), "crackscan-seg": crackscan.load("crackscan-seg")}
+    largest = segment.WINDOW_LARGEST
+    runs = 0
+
+    def scan_and_write(model: str, photo: Path, window_largest: int) -> float:
+        nonlocal runs
+        segment.WINDOW_LARGEST = window_largest
+        started = time.perf_counter()
+        result = crackscan.scan(models[model], photo)
+        result.write(work / f"out-{runs}")
+        runs += 1
+        return time.perf_counter() - started
+
+    ways = {"crackscan-base": ("crackscan-base", largest), "crackscan-seg": ("crackscan-seg", largest),
+            "crackscan-seg, model-size windows": ("crackscan-seg", 0)}
+    for name, photo in photos.items():  # warm-up: interpreters, resized files, page cache
+        for model, window in ways.values():
+            scan_and_write(model, photo, window)
+    times: dict = {way: {name: [] for name in photos} for way in ways}
+    for _ in range(args.repeats):
+        for name, photo in photos.items():
+            for way, (model, window) in ways.items():
+                times[way][name].append(scan_and_write(model, photo, window))
+    segment.WINDOW_LARGEST = largest
+
+    parts: dict = {"map_s": {}, "measure_s": {}, "cracks": {}}
+    seg = models["crackscan-seg"]
+    for name, photo in photos.items():
+        pixels, _ = read_for_shrinking(photo, None, None)
+        best_map, best_measure = float("inf"), float("inf")
         for _ in range(args.repeats):
             started = time.perf_counter()
-            work()
-            times.append(time.perf_counter() - started)
-        return min(times)
+            probability = segment.crack_probability_map(seg, pixels)
+            best_map = min(best_map, time.perf_counter() - started)
+            started = time.perf_counter()
+            cracks, _ = Measuring().cracks(probability, photo, 0.5, pixels)
+            best_measure = min(best_measure, time.perf_counter() - started)
+        parts["map_s"][name], parts["measure_s"][name], parts["cracks"][name] = best_map, best_measure, len(cracks)
 
-    base_s = best(lambda: crackscan.scan(base, pixels, keep_image=False))
-    figures = {"cpu": cpu_name(), "photo": source.name, "base_scan_s": base_s, "batches": {}}
-    reference = None
-    for batch in args.batches:
-        seconds = best(lambda: crack_probability_map(segmenter, pixels, batch_size=batch))
-        probability = crack_probability_map(segmenter, pixels, batch_size=batch)
-        same = reference is None or float(np.abs(probability - reference).max())
-        reference = probability if reference is None else reference
-        figures["batches"][batch] = {"map_s": seconds, "over_base_scan": seconds / base_s,
-                                     "max_difference_from_first": 0.0 if same is True else same}
-        print(f"windows in batches of {batch}: probability map {seconds:.2f} s = {seconds / base_s:.2f}x crackscan-base's "
-              f"whole scan ({base_s:.2f} s); largest difference from the first batch size: "
-              f"{figures['batches'][batch]['max_difference_from_first']:.2g}", flush=True)
-    first, last = args.batches[0], args.batches[-1]
-    print(f"batch {last} against {first}: {figures['batches'][first]['map_s'] / figures['batches'][last]['map_s']:.2f}x "
-          f"as fast ({len(tile_origins(3024 + 16, size, size - size // 4)) * len(tile_origins(4032 + 16, size, size - size // 4))} windows)")
-    write_results("segment-speed", figures)
+    best = {way: {name: min(values) for name, values in by_photo.items()} for way, by_photo in times.items()}
+    totals = {way: sum(by_photo.values()) for way, by_photo in best.items()}
+    base = totals["crackscan-base"]
+    print("| photo | crackscan-base | crackscan-seg | seg, model-size windows | seg map | seg measuring | cracks |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in photos:
+        print(f"| {name} | {best['crackscan-base'][name]:.2f} s | {best['crackscan-seg'][name]:.2f} s | "
+              f"{best['crackscan-seg, model-size windows'][name]:.2f} s | {parts['map_s'][name]:.2f} s | "
+              f"{parts['measure_s'][name]:.2f} s | {parts['cracks'][name]} |")
+    ratios = {way: total / base for way, total in totals.items()}
+    print(f"three photos: crackscan-seg {totals['crackscan-seg']:.1f} s = {ratios['crackscan-seg']:.2f}x crackscan-base's "
+          f"{base:.1f} s (target at most 2x); with model-size windows {ratios['crackscan-seg, model-size windows']:.2f}x; "
+          f"large windows {totals['crackscan-seg, model-size windows'] / totals['crackscan-seg']:.2f}x as fast")
+    write_results("segment-speed", {"photos": list(photos), "window_largest_px": largest,
+                                    "window_margin_px": segment.WINDOW_MARGIN, "best_s": best, "total_s": totals,
+                                    "over_base": ratios, "seg_parts": parts})
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--skip-classifiers", action="store_true", help="leave out the classifiers' tile F1")
     parser.add_argument("--window-overlap", type=float,
                         help="a segmenter's window overlap, a share of its side (default: the product's)")
+    parser.add_argument("--window-largest", type=int,
+                        help="px, a side of the largest window a resizable model runs (0: the model's own size)")
+    parser.add_argument("--window-margin", type=int, help="px neighbouring large windows share")
     parser.add_argument("--label", default="crackscan-seg", help="names the results file: results/segmentation-LABEL.json")
     parser.add_argument("--edge-pad", type=int,
                         help="px a photo is mirrored out by before windowing (default: the product's; 0: none)")
@@ -69,6 +72,10 @@ def main() -> None:
 
     if args.window_overlap is not None:
         segment.WINDOW_OVERLAP = args.window_overlap
+    if args.window_largest is not None:
+        segment.WINDOW_LARGEST = args.window_largest
+    if args.window_margin is not None:
+        segment.WINDOW_MARGIN = args.window_margin
     if args.edge_pad is not None:
         segment.EDGE_PAD = args.edge_pad
     if args.flips is not None:
@@ -80,10 +87,12 @@ def main() -> None:
     from crackscan.runtime.runners import cpu_name
     from crackscan.segment.masksets import find_mask_sets
 
-    print(f"CPU: {cpu_name()}; model {args.model}; windows overlapping by {segment.WINDOW_OVERLAP:g} of a side; "
+    print(f"CPU: {cpu_name()}; model {args.model}; windows up to {segment.WINDOW_LARGEST or 'the model'}'s px sharing "
+          f"{segment.WINDOW_MARGIN} px (fixed-size models: overlapping by {segment.WINDOW_OVERLAP:g} of a side); "
           f"photos mirrored out by {segment.EDGE_PAD} px; test-time flips {segment.TEST_TIME_FLIPS or 'none'}; "
           f"small photos scaled up below {'the window' if segment.UPSCALE_BELOW is None else segment.UPSCALE_BELOW} px")
-    recorded: dict = {"model": args.model, "window_overlap": segment.WINDOW_OVERLAP, "edge_pad_px": segment.EDGE_PAD,
+    recorded: dict = {"model": args.model, "window_largest_px": segment.WINDOW_LARGEST,
+                      "window_margin_px": segment.WINDOW_MARGIN, "window_overlap": segment.WINDOW_OVERLAP, "edge_pad_px": segment.EDGE_PAD,
                       "test_time_flips": [list(a) for a in segment.TEST_TIME_FLIPS],
                       "upscale_below_px": segment.UPSCALE_BELOW, "sets": {}}
     seg = crackscan.load(args.model)

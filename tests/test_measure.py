@@ -262,3 +262,13 @@ def test_a_nadir_drone_photo_s_cracks_are_placed_on_the_map() -> None:
     assert south_m == pytest.approx(96 * 0.002, rel=0.02)
     assert np.ptp(line[:, 0]) * math.pi / 180 * 6_378_137 * math.cos(math.radians(52)) < 0.01
     assert line[np.argmax(np.abs(line[:, 1] - 52.0)), 1] < 52.0
+
+
+def test_a_crack_s_paths_are_chained_into_few_lines_with_every_point_kept() -> None:
+    from crackscan.photo.vectors import chained
+
+    paths = [[(0, 0), (1, 0), (2, 0)], [(2, 0), (3, 1)], [(4, 2), (3, 1)], [(2, 0), (2, 1), (2, 2)], [(9, 9), (9, 8)]]
+    lines = chained(paths)
+    assert len(lines) == 3  # a junction at (2, 0) joins two of its three paths; (9, 9) stands alone
+    assert sorted({p for line in lines for p in line}) == sorted({p for path in paths for p in path})
+    assert all(abs(a[0] - b[0]) <= 1 and abs(a[1] - b[1]) <= 1 for line in lines for a, b in zip(line, line[1:]))

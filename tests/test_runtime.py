@@ -59,3 +59,42 @@ def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(tiny_model, t
 def test_a_served_litert_model_makes_its_one_image_interpreter_when_loaded(tiny_model):
     predictor = crackscan.load(tiny_model)
     assert predictor.runner._single is not None
+
+
+def test_a_fully_convolutional_litert_file_runs_at_any_window_size_with_its_own_weights():
+    """crackscan-seg's int8 file rewritten for a 288 x 416 window (runtime.resize) draws the
+    crack of a real DeepCrack photo as its 256 px file does, and a classifier, whose dense
+    head fixes its input, is left at its size."""
+    from PIL import Image
+
+    from crackscan.photo import segment
+    from crackscan.runtime.resize import litert_at_size, resizable
+    from crackscan.segment.pixels import pixel_counts
+
+    from .conftest import SHARED
+
+    seg = crackscan.load("crackscan-seg")
+    sized = seg.sized(288, 416)
+    assert sized is not None and sized.batch_size == 1
+    assert sized(np.zeros((1, 288, 416, 3), np.uint8)).shape == (1, 288, 416, 1)
+    assert seg.sized(288, 416) is sized  # kept, not rewritten again
+    assert not resizable(crackscan.load("crackscan-base").runner.model_content)
+    assert crackscan.load("crackscan-base").sized(320, 320) is None
+    with pytest.raises(CrackscanError, match="does not divide"):
+        litert_at_size(seg.runner.model_content, 300, 416)
+
+    photos = SHARED / "data" / "real-photos" / "deepcrack-train" if SHARED else None
+    if photos is None or not photos.is_dir():
+        pytest.skip("needs ../shared's deepcrack-train")
+    photo = sorted((photos / "images").glob("*.jpg"))[3]
+    pixels = np.asarray(Image.open(photo).convert("RGB"))
+    truth = np.asarray(Image.open(photos / "masks" / f"{photo.stem}.png")) > 127
+    large = segment.crack_probability_map(seg, pixels) >= 0.5  # one 416 x 576 window
+    old = segment.WINDOW_LARGEST
+    try:
+        segment.WINDOW_LARGEST = 0
+        small = segment.crack_probability_map(seg, pixels) >= 0.5  # six of 256 px
+    finally:
+        segment.WINDOW_LARGEST = old
+    assert pixel_counts(large, truth).f1 > 0.8 and pixel_counts(small, truth).f1 > 0.8
+    assert pixel_counts(large, small).f1 > 0.9

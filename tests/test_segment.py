@@ -80,6 +80,46 @@ def test_windows_blend_without_seams() -> None:
         np.testing.assert_allclose(probability, 0.7, atol=1e-5)
 
 
+class _ResizableConstant:
+    """A fake fully convolutional runner: 0.7 everywhere, at its own size or any size asked."""
+
+    batch_size = 4
+
+    def __init__(self, height: int = 96, width: int = 96, sizes: list | None = None):
+        self.height, self.width, self.sizes = height, width, [] if sizes is None else sizes
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        assert batch.shape[1:3] == (self.height, self.width)
+        return np.full((len(batch), self.height, self.width, 1), 0.7, np.float32)
+
+    def sized(self, height: int, width: int) -> "_ResizableConstant":
+        self.sizes.append((height, width))
+        return _ResizableConstant(height, width, self.sizes)
+
+
+def test_a_resizable_model_covers_a_photo_with_few_large_windows_without_seams(monkeypatch) -> None:
+    info = ModelInfo(("background", "crack"), "crack", 96, 227, task="segment")
+    monkeypatch.setattr(segment, "WINDOW_LARGEST", 256)
+    runner = _ResizableConstant()
+    probability = crack_probability_map(Predictor(runner, info), np.zeros((300, 700, 3), np.uint8))
+    assert probability.shape == (300, 700)
+    np.testing.assert_allclose(probability, 0.7, atol=1e-5)
+    assert set(runner.sizes) == {(192, 256)}  # 316 px in two windows, 716 in three, each a multiple of 32
+    runner.sizes.clear()
+    crack_probability_map(Predictor(runner, info), np.zeros((80, 700, 3), np.uint8))
+    assert runner.sizes == []  # a photo no higher than the model's window runs as training saw it
+
+
+@pytest.mark.parametrize("length", [97, 256, 316, 1000, 4048, 6160])
+def test_large_windows_cover_a_side_with_the_fewest_that_share_the_margin(length: int) -> None:
+    side, origins = segment.window_layout(length, 96, 1024)
+    assert side % segment.WINDOW_STEP == 0 and 96 <= side <= max(1024, -(-length // 32) * 32)
+    assert origins[0] == 0 and origins[-1] + side >= length
+    assert all(b - a <= side - segment.WINDOW_MARGIN for a, b in zip(origins, origins[1:]))
+    fewer = len(origins) - 1
+    assert fewer == 0 or fewer * 1024 - (fewer - 1) * segment.WINDOW_MARGIN < length
+
+
 def test_a_photo_smaller_than_a_window_is_segmented_at_the_scale_training_read_it() -> None:
     """A 48 x 64 crop reaches a 96 px model scaled to 96 x 128, as training scales up such photos
     (its 2 px crack 4 px wide), and its map comes back at the crop's size, the crack where it

@@ -121,7 +121,6 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
     (measure.profiles); without it, on the mask's. Classing and flagging them against width
     classes and a limit is a separate step: measure.severity.grade."""
     from scipy.ndimage import find_objects
-    from skimage.measure import label
     from skimage.morphology import skeletonize
 
     probability = _as_probability(mask)
@@ -132,7 +131,9 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
     # Fragments within join_gap_px of each other share a label; the pixels stay the mask's own.
     near = cv2.dilate(crack.astype(np.uint8), cv2.getStructuringElement(
         cv2.MORPH_ELLIPSE, (2 * (join_gap_px // 2) + 1,) * 2)) if join_gap_px > 1 else crack.astype(np.uint8)
-    groups = label(near > 0, connectivity=2) * crack
+    # OpenCV's labelling, 8-connected as scikit-image's connectivity=2: a tenth of its time on 12 MP.
+    groups = cv2.connectedComponents(near, connectivity=8, ltype=cv2.CV_32S)[1]
+    groups[~crack] = 0
     distance = cv2.distanceTransform(crack.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     measured = []
     # Each crack in its own box: a skeleton of the whole photo would cost seconds on 12 MP.
@@ -170,13 +171,15 @@ def measure(mask: np.ndarray, mm_per_pixel: float | None = None, threshold: floa
 
 def _cells(pixels: np.ndarray) -> list[int]:
     """The areas (px) of the regions a crack's pixels close all round: map cracking's cells."""
-    from scipy.ndimage import binary_fill_holes
-    from skimage.measure import label
-
-    holes = binary_fill_holes(pixels) & ~pixels
-    if not holes.any():
-        return []
-    return [int(n) for n in np.bincount(label(holes, connectivity=1).ravel())[1:]]
+    # The background's 4-connected regions (binary_fill_holes' own rule) that do not reach the
+    # box's edge, in one OpenCV pass (scipy's fill and a second labelling took 5x as long).
+    # Label 0 is the crack's own pixels.
+    count, _, stats, _ = cv2.connectedComponentsWithStats((~pixels).astype(np.uint8), connectivity=4)
+    height, width = pixels.shape
+    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    inside = (left > 0) & (top > 0) & (left + stats[:, cv2.CC_STAT_WIDTH] < width) & \
+        (top + stats[:, cv2.CC_STAT_HEIGHT] < height)
+    return [int(stats[i, cv2.CC_STAT_AREA]) for i in range(1, count) if inside[i]]
 
 
 def crack_type(orientation: float, cells: list[int] | None, mean_width: float) -> str:
@@ -274,54 +277,64 @@ def width_uncertainty(widths: np.ndarray, blur_correction_px: float | None) -> f
     return max(0.05, math.hypot(error, model))
 
 
-NEIGHBOURS = [(-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)]
 
 
-def _trace(bones: np.ndarray) -> tuple[list[list[tuple[int, int]]], list[tuple[int, int]], int]:
-    """The skeleton as paths between nodes (ends and junctions), the junctions, and the number
-    of independent loops (cycles of the pixel graph)."""
-    height, width = bones.shape
-    on = {(int(x), int(y)) for y, x in np.argwhere(bones)}
+def _trace(bones: np.ndarray) -> tuple[list[list[tuple[int, int]]], list[tuple[int, int]], int, dict]:
+    """The skeleton as paths between nodes (ends and junctions), the junctions, the number of
+    independent loops (cycles of the pixel graph) and each pixel's degree.
 
-    def neighbours(point: tuple[int, int]) -> list[tuple[int, int]]:
-        x, y = point
-        found = [(x + dx, y + dy) for dx, dy in NEIGHBOURS if (x + dx, y + dy) in on]
-        # A diagonal step where a straight one reaches the same pixel is the same connection twice.
-        straight = {p for p in found if p[0] == x or p[1] == y}
-        return [p for p in found if p in straight or not any(
-            (q[0] == p[0] or q[1] == p[1]) and abs(q[0] - p[0]) + abs(q[1] - p[1]) == 1 for q in straight)]
+    Pixels are 8-connected, but a diagonal step where a straight one reaches the same pixel is
+    the same connection twice and is dropped (that rule is symmetric, so the graph is too).
+    The links are found for all pixels at once with array shifts; only the walk is Python."""
+    ys, xs = np.nonzero(bones)
+    if len(ys) == 0:
+        return [], [], 0, {}
+    padded = np.pad(bones.astype(bool), 1)
+    index = np.full(padded.shape, -1, np.int64)
+    index[ys + 1, xs + 1] = np.arange(len(ys))
 
-    graph = {p: neighbours(p) for p in on}
-    for p, near in graph.items():  # keep the graph symmetric after pruning
-        for q in near:
-            if p not in graph[q]:
-                graph[q].append(p)
-    nodes = {p for p, near in graph.items() if len(near) != 2}
-    junctions = [p for p, near in graph.items() if len(near) >= 3]
-    edges = sum(len(near) for near in graph.values()) // 2
-    components = _component_count(graph)
-    loops = max(0, edges - len(graph) + components)
-    seen_edges: set[tuple[tuple[int, int], tuple[int, int]]] = set()
+    def on(dx: int, dy: int) -> np.ndarray:
+        return padded[ys + 1 + dy, xs + 1 + dx]
+
+    links = {(dx, dy): on(dx, dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))}
+    for dx in (-1, 1):
+        for dy in (-1, 1):
+            links[dx, dy] = on(dx, dy) & ~links[dx, 0] & ~links[0, dy]
+    graph: list[list[int]] = [[] for _ in range(len(ys))]
+    for (dx, dy), linked in links.items():
+        sources = np.flatnonzero(linked)
+        for source, target in zip(sources.tolist(), index[ys[sources] + 1 + dy, xs[sources] + 1 + dx].tolist()):
+            graph[source].append(target)
+    degrees = [len(near) for near in graph]
+    points = list(zip(xs.tolist(), ys.tolist()))
+    nodes = [i for i, d in enumerate(degrees) if d != 2]
+    is_node = [d != 2 for d in degrees]
+    junctions = [points[i] for i, d in enumerate(degrees) if d >= 3]
+    edges = sum(degrees) // 2
+    # Dropping a diagonal never disconnects (the straight pixel joins both ends): the
+    # components are the skeleton's 8-connected ones.
+    components = cv2.connectedComponents(bones.astype(np.uint8), connectivity=8)[0] - 1
+    loops = max(0, edges - len(points) + components)
+    seen_edges: set[tuple[int, int]] = set()
     paths = []
-    starts = list(nodes) or [next(iter(graph))]  # a closed loop has no node: start anywhere
-    for start in starts:
+    for start in nodes or [0]:  # a closed loop has no node: start anywhere
         for first in graph[start]:
             if (start, first) in seen_edges:
                 continue
             path = [start, first]
             seen_edges.update({(start, first), (first, start)})
             previous, current = start, first
-            while current not in nodes and current != start:
+            while not is_node[current] and current != start:
                 following = [q for q in graph[current] if q != previous and (current, q) not in seen_edges]
                 if not following:
                     break
                 previous, current = current, following[0]
                 seen_edges.update({(previous, current), (current, previous)})
                 path.append(current)
-            paths.append(path)
-    if not paths and on:
-        paths = [[next(iter(on))]]
-    return paths, junctions, loops, {p: len(near) for p, near in graph.items()}
+            paths.append([points[i] for i in path])
+    if not paths:
+        paths = [[points[0]]]
+    return paths, junctions, loops, dict(zip(points, degrees))
 
 
 def _without_spurs(paths: list, degree: dict, distance: np.ndarray, lengths: dict[int, float]) -> list:
@@ -340,30 +353,21 @@ def _without_spurs(paths: list, degree: dict, distance: np.ndarray, lengths: dic
     return kept or paths
 
 
-def _component_count(graph: dict) -> int:
-    seen: set = set()
-    count = 0
-    for start in graph:
-        if start in seen:
-            continue
-        count += 1
-        stack = [start]
-        while stack:
-            p = stack.pop()
-            if p in seen:
-                continue
-            seen.add(p)
-            stack.extend(q for q in graph[p] if q not in seen)
-    return count
+def simplified(line: Any, tolerance: float) -> np.ndarray:
+    """A polyline (N x 2, x y) simplified to within ``tolerance`` px (Douglas-Peucker, OpenCV's:
+    scikit-image's approximate_polygon is the same algorithm in Python, 700x slower on a
+    200-point path, and was most of a crack's measuring time)."""
+    points = np.asarray(line, np.float64).reshape(-1, 2)
+    if len(points) < 3:
+        return points
+    kept = cv2.approxPolyDP(points.astype(np.float32).reshape(-1, 1, 2), tolerance, False).reshape(-1, 2)
+    return kept.astype(np.float64)
 
 
 def _polyline_length(line: list) -> float:
-    from skimage.measure import approximate_polygon
-
     if len(line) < 2:
         return 0.0
-    simplified = approximate_polygon(np.asarray(line, float), tolerance=1.0)
-    return float(np.sum(np.hypot(*np.diff(simplified, axis=0).T)))
+    return float(np.sum(np.hypot(*np.diff(simplified(line, 1.0), axis=0).T)))
 
 
 def _path_points_and_normals(polylines: list[list[tuple[float, float]]]

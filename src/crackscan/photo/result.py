@@ -234,7 +234,7 @@ class PhotoResult:
                 {"photo": self.source, "width": self.width, "height": self.height,
                  "mm_per_pixel": self.summary.recorded.get("mm_per_pixel"),
                  "scale_source": self.summary.recorded.get("scale_source"),
-                 "cracks": [crack.to_dict() for crack in self.cracks]}, indent=1) + "\n")
+                 "cracks": [crack.to_dict() for crack in self.cracks]}, separators=(",", ":")) + "\n")
             write_vectors(folder, self.cracks, self.source, self.width, self.height, self.summary.recorded)
         with atomic_path(folder / OVERLAY_FILE) as temporary:
             self.overlay().save(temporary, quality=OVERLAY_JPEG_QUALITY)

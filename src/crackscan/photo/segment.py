@@ -26,7 +26,12 @@ from ..runtime.predictor import Predictor
 from .result import PhotoResult, PhotoSummary, Tile
 from .tiling import MAX_TILES, tile_count, tile_grid, tile_origins
 
-WINDOW_OVERLAP = 0.25  # of a window's side, on each side it shares with the next
+WINDOW_OVERLAP = 0.25  # of a window's side, on each side it shares with the next (a fixed-size model)
+# A model that can be resized (runtime.resize) runs windows of up to WINDOW_LARGEST px a side
+# sharing WINDOW_MARGIN px with their neighbours (0: the model's own size, as a fixed one).
+WINDOW_LARGEST = 1024
+WINDOW_MARGIN = 64
+WINDOW_STEP = 32  # the network's largest stride: a window's side is a multiple of it
 # Test-time flips: each window's map is the mean of the model's maps of the window as it is and
 # flipped along these axes (0 rows, 1 columns; (0, 1) both), unflipped. () is one pass.
 TEST_TIME_FLIPS: tuple[tuple[int, ...], ...] = ()
@@ -42,12 +47,15 @@ EDGE_PAD = 16  # px the photo is mirrored out by beyond its right and bottom edg
 SPECK_SHARE = 0.0025  # of a tile's pixels: ~130 px of a 227 px tile, a crack 1 px wide and 130 px long
 
 
-def blend_weights(size: int, margin: int) -> np.ndarray:
+def blend_weights(height: int, width: int, margin: int) -> np.ndarray:
     """A window's blending weights: 1 inside, falling linearly to near 0 over ``margin`` px at
     its edges."""
-    ramp = np.minimum(1.0, (np.arange(size) + 0.5) / max(1, margin))
-    line = np.minimum(ramp, ramp[::-1]).astype(np.float32)
-    return np.outer(line, line)
+
+    def line(size: int) -> np.ndarray:
+        ramp = np.minimum(1.0, (np.arange(size) + 0.5) / max(1, margin))
+        return np.minimum(ramp, ramp[::-1]).astype(np.float32)
+
+    return np.outer(line(height), line(width))
 
 
 def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: int | None = None,
@@ -75,47 +83,85 @@ def crack_probability_map(predictor: Predictor, pixels: np.ndarray, batch_size: 
     return _window_map(predictor, pixels, batch_size, should_stop)
 
 
+def window_layout(length: int, size: int, largest: int | None) -> tuple[int, list[int]]:
+    """One axis of a photo's windows: their side and where each starts.
+
+    A model of a fixed size (``largest`` None) gets windows of its size overlapping by
+    WINDOW_OVERLAP of a side. A resizable one gets as few windows as cover ``length`` with at
+    most ``largest`` px each and WINDOW_MARGIN px shared by neighbours, all of one side (a
+    multiple of WINDOW_STEP, so each is the network's own grid), spread evenly: a 4048 px side
+    is five windows of 864 px, where windows of 256 px overlapping by 64 sent each pixel
+    through the network 1.33 times on each axis."""
+    if largest is None:
+        margin = int(size * WINDOW_OVERLAP)
+        return size, tile_origins(max(length, size), size, size - margin)
+    count = max(1, -(-(length - WINDOW_MARGIN) // (largest - WINDOW_MARGIN)))
+    side = -(-(length + (count - 1) * WINDOW_MARGIN) // count)
+    side = max(size, -(-side // WINDOW_STEP) * WINDOW_STEP)
+    if count == 1 or side >= length:
+        return side, [0]
+    return side, [round(index * (length - side) / (count - 1)) for index in range(count)]
+
+
 def _window_map(predictor: Predictor, pixels: np.ndarray, batch_size: int,
                 should_stop: Callable[[], bool] | None) -> np.ndarray:
     size = predictor.input_size
     height, width = pixels.shape[:2]
     # Only after the photo: its left and top borders show no such artefact.
     after = min(EDGE_PAD, height - 1, width - 1)
-    canvas_h, canvas_w = max(size, height + after), max(size, width + after)
-    margin = int(size * WINDOW_OVERLAP)
-    stride = size - margin
-    weights = blend_weights(size, margin)
-    total = np.zeros((canvas_h, canvas_w), np.float32)
-    weight_sum = np.zeros((canvas_h, canvas_w), np.float32)
-    corners = [(x, y) for y in tile_origins(canvas_h, size, stride) for x in tile_origins(canvas_w, size, stride)]
+    canvas_h, canvas_w = height + after, width + after
+    # A photo no wider or higher than the model's window is run as training saw such photos
+    # (scaled up to one window, segment.masksets.read_masked): a larger window would only add
+    # mirrored pixels, and cost the three sets of small crops 0.012-0.023 pixel F1
+    # (results/segmentation-windows-1024-small-photos-too.json against -baseline-zen3.json).
+    largest = WINDOW_LARGEST if WINDOW_LARGEST and WINDOW_LARGEST > size and min(height, width) > size else None
+    side_h, rows = window_layout(canvas_h, size, largest)
+    side_w, cols = window_layout(canvas_w, size, largest)
+    runner = predictor.runner
+    if (side_h, side_w) != (size, size):
+        runner = predictor.sized(side_h, side_w)
+        if runner is None:  # the format fixes the window: the model's own size
+            largest = None
+            side_h, rows = window_layout(canvas_h, size, None)
+            side_w, cols = window_layout(canvas_w, size, None)
+            runner = predictor.runner
+        else:
+            batch_size = max(1, batch_size * size * size // (side_h * side_w))
+    margin = int(size * WINDOW_OVERLAP) if largest is None else WINDOW_MARGIN
+    weights = blend_weights(side_h, side_w, margin)
+    # The canvas holds every window whole: a window may reach past the photo (mirrored there).
+    total = np.zeros((max(canvas_h, rows[-1] + side_h), max(canvas_w, cols[-1] + side_w)), np.float32)
+    weight_sum = np.zeros_like(total)
+    corners = [(x, y) for y in rows for x in cols]
     decoder = predictor.decoder
     for start in range(0, len(corners), batch_size):
         if should_stop is not None and should_stop():
             raise Cancelled(f"scan stopped after {start} of {len(corners)} windows")
         chunk = corners[start:start + batch_size]
-        batch = np.stack([mirrored_window(pixels, x, y, size) for x, y in chunk])
-        maps = decoder.crack_map(predictor.outputs(batch), predictor.info)
+        batch = np.stack([mirrored_window(pixels, x, y, side_w, side_h) for x, y in chunk])
+        maps = decoder.crack_map(runner(batch), predictor.info)
         if TEST_TIME_FLIPS:
             for axes in TEST_TIME_FLIPS:
                 batch_axes = tuple(a + 1 for a in axes)  # a batch's and its maps' axis 0 is the window
                 flipped = np.ascontiguousarray(np.flip(batch, batch_axes))
-                maps = maps + np.flip(decoder.crack_map(predictor.outputs(flipped), predictor.info), batch_axes)
+                maps = maps + np.flip(decoder.crack_map(runner(flipped), predictor.info), batch_axes)
             maps = maps / (1 + len(TEST_TIME_FLIPS))
         for (x, y), crack in zip(chunk, maps):
-            total[y:y + size, x:x + size] += crack * weights
-            weight_sum[y:y + size, x:x + size] += weights
+            total[y:y + side_h, x:x + side_w] += crack * weights
+            weight_sum[y:y + side_h, x:x + side_w] += weights
     np.divide(total, weight_sum, out=total)
     return total[:height, :width]
 
 
-def mirrored_window(pixels: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
-    """The size x size window at (x, y) of the photo mirrored out beyond its edges (as np.pad's
-    "reflect", repeated for a photo smaller than the window), gathered from the photo itself:
-    no mirrored copy of the whole photo is made."""
+def mirrored_window(pixels: np.ndarray, x: int, y: int, size: int, size_h: int | None = None) -> np.ndarray:
+    """The window at (x, y), ``size`` px wide and ``size_h`` (default ``size``) high, of the
+    photo mirrored out beyond its edges (as np.pad's "reflect", repeated for a photo smaller
+    than the window), gathered from the photo itself: no mirrored copy of the whole photo is made."""
     height, width = pixels.shape[:2]
-    if 0 <= x and 0 <= y and x + size <= width and y + size <= height:
-        return pixels[y:y + size, x:x + size]
-    rows = _reflected(np.arange(y, y + size), height)
+    size_h = size if size_h is None else size_h
+    if 0 <= x and 0 <= y and x + size <= width and y + size_h <= height:
+        return pixels[y:y + size_h, x:x + size]
+    rows = _reflected(np.arange(y, y + size_h), height)
     cols = _reflected(np.arange(x, x + size), width)
     return pixels[rows[:, None], cols[None, :]]
 

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..files import atomic_path, write_text
+from ..measure.cracks import simplified
 
 # The photo folder's vector files (photo.result lists them with the folder's other files).
 CRACK_VECTORS_FILE = "cracks.geojson"
@@ -39,14 +40,43 @@ DXF_APP = "CRACKSCAN"
 
 
 def centrelines(crack: Any) -> list[np.ndarray]:
-    from skimage.measure import approximate_polygon
+    """A crack's centreline as few lines as its skeleton allows, each simplified: the traced
+    paths (junction to junction) chained end to end where they meet. A branching crack of 12 MP
+    photo was 18 paths on average, and each is an entity in the DXF, which ezdxf writes at
+    ~0.2 ms an entity with its crack's data."""
+    return [simplified(line, SIMPLIFY_PX) for line in chained(crack.polylines) if len(line) >= 2]
 
-    lines = []
-    for line in crack.polylines:
-        points = np.asarray(line, float)
-        if len(points) >= 2:
-            lines.append(approximate_polygon(points, tolerance=SIMPLIFY_PX))
-    return lines
+
+def chained(lines: Sequence[Sequence[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
+    """Polylines joined where one ends where another begins or ends (either way round), until
+    none can be joined: the same points, as fewer lines."""
+    lines = [list(map(tuple, line)) for line in lines if len(line)]
+    ends: dict[tuple, list[int]] = {}
+    for index, line in enumerate(lines):
+        for end in {line[0], line[-1]}:
+            ends.setdefault(end, []).append(index)
+    used = [False] * len(lines)
+
+    def take(end: tuple) -> list | None:
+        for index in ends.get(end, ()):
+            if not used[index]:
+                used[index] = True
+                line = lines[index]
+                return line if line[0] == end else line[::-1]
+        return None
+
+    joined = []
+    for index, line in enumerate(lines):
+        if used[index]:
+            continue
+        used[index] = True
+        chain = list(line)
+        while (following := take(chain[-1])) is not None:
+            chain.extend(following[1:])
+        while (preceding := take(chain[0])) is not None:
+            chain[:0] = preceding[::-1][:-1]
+        joined.append(chain)
+    return joined
 
 
 def drawn(cracks: Sequence) -> list[tuple[dict[str, Any], list[np.ndarray]]]:

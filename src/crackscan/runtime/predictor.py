@@ -129,6 +129,12 @@ class Predictor:
         """The model's raw output for model-ready pixels (N x size x size x 3, 0-255)."""
         return self.runner(images)
 
+    def sized(self, height: int, width: int) -> Runner | None:
+        """A runner of this model on height x width inputs, or None where its format fixes the
+        input size (only a LiteRT file of a fully convolutional graph can be resized)."""
+        sized = getattr(self.runner, "sized", None)
+        return sized(height, width) if sized is not None else None
+
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for model-ready pixels, whatever the task."""
         return self.decoder.class_probabilities(self.outputs(images), self.info)

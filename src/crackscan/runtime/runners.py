@@ -20,6 +20,7 @@ from .. import _tf
 from ..errors import CrackscanError, MissingDependencyError, first_line
 
 DEFAULT_BATCH_SIZE = 32
+SIZED_KEPT = 3  # interpreters at other input sizes a LiteRT runner keeps (photos of a survey share a few sizes)
 
 
 @runtime_checkable
@@ -76,6 +77,7 @@ class LiteRTRunner:
         # One lock per interpreter (each holds one set of tensors): a lone image, on its own
         # interpreter, need not wait behind a scan's full batches.
         self._full_lock, self._single_lock = threading.Lock(), threading.Lock()
+        self._sized_lock, self._sized, self._resizable = threading.Lock(), {}, None
         self.interpreter, self._input, self._output = self._interpreter(batch_size)
         # Made now, on the thread that loads the model: XNNPACK's worker threads take the
         # priority of the thread that makes them, and a server runs heavy work on threads at
@@ -99,6 +101,26 @@ class LiteRTRunner:
     @property
     def model_content(self) -> bytes:
         return self._content
+
+    def sized(self, height: int, width: int) -> "LiteRTRunner | None":
+        """The same network on height x width inputs, one at a time (runtime.resize), or None
+        where the file fixes its size: a segmenter runs large windows through it. The last few
+        sizes are kept, each an interpreter of its own."""
+        from .resize import litert_at_size, resizable
+
+        with self._sized_lock:
+            if self._resizable is None:
+                self._resizable = resizable(self._content)
+            if not self._resizable:
+                return None
+            key = (height, width)
+            runner = self._sized.pop(key, None)
+            if runner is None:
+                runner = LiteRTRunner(litert_at_size(self._content, height, width), 1, self._num_threads)
+            self._sized[key] = runner  # last used last
+            while len(self._sized) > SIZED_KEPT:
+                self._sized.pop(next(iter(self._sized)))
+            return runner
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return _run_batched(images, self.batch_size, self._invoke_full, self._invoke_one)
