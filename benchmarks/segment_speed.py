@@ -11,6 +11,7 @@ models in turn (the machine may be shared). crackscan-seg is timed three ways:
 - as shipped (large windows, runtime.resize);
 - with windows of the model's own size, the layout before issue 34 (--window-largest 0);
 - its crack map alone and its measuring alone, so the two costs are apart.
+Last, the peak memory of `crackscan scan crackscan-seg` on one 50 MP photo of Özgenel patches.
 
     python benchmarks/segment_speed.py [--repeats 3]
 
@@ -20,6 +21,8 @@ Results: results/segment-speed.json.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,7 +58,7 @@ def main() -> None:
     print(f"CPU: {cpu_name()}; three 4032x3024 photos of real photos side by side: {', '.join(photos)}")
 
     models = {"crackscan-base": crackscan.load("crackscan-base"), "crackscan-seg": crackscan.load("crackscan-seg")}
-    largest = segment.WINDOW_LARGEST
+    largest = getattr(segment, "WINDOW_LARGEST", 0)  # code before issue 34 has none
     runs = 0
 
     def scan_and_write(model: str, photo: Path, window_largest: int) -> float:
@@ -93,6 +96,19 @@ def main() -> None:
             best_measure = min(best_measure, time.perf_counter() - started)
         parts["map_s"][name], parts["measure_s"][name], parts["cracks"][name] = best_map, best_measure, len(cracks)
 
+    # Memory: one 50 MP photo of Özgenel patches through the CLI in a child process, which
+    # reports its own VmHWM (a forked child's ru_maxrss would count this process's pages).
+    big = work / "big"
+    big.mkdir()
+    photo_of_patches(sources["ozgenel"], rng, width=8192, height=6144).save(big / "photo-50mp.jpg", quality=92)
+    reporter = ("import sys; from crackscan.cli import main; code = main(sys.argv[1:]); "
+                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr); "
+                "sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", reporter, "scan", "crackscan-seg", str(big), "--out", str(work / "big-out")],
+                          check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_mb = int(done.stderr.split("VmHWM:")[1].split()[0]) / 1024  # kB
+    print(f"crackscan scan crackscan-seg of one 8192x6144 (50 MP) photo: peak memory {peak_mb:.0f} MB (target under 1,500)")
+
     best = {way: {name: min(values) for name, values in by_photo.items()} for way, by_photo in times.items()}
     totals = {way: sum(by_photo.values()) for way, by_photo in best.items()}
     base = totals["crackscan-base"]
@@ -107,8 +123,8 @@ def main() -> None:
           f"{base:.1f} s (target at most 2x); with model-size windows {ratios['crackscan-seg, model-size windows']:.2f}x; "
           f"large windows {totals['crackscan-seg, model-size windows'] / totals['crackscan-seg']:.2f}x as fast")
     write_results("segment-speed", {"photos": list(photos), "window_largest_px": largest,
-                                    "window_margin_px": segment.WINDOW_MARGIN, "best_s": best, "total_s": totals,
-                                    "over_base": ratios, "seg_parts": parts})
+                                    "window_margin_px": getattr(segment, "WINDOW_MARGIN", None), "best_s": best, "total_s": totals,
+                                    "over_base": ratios, "seg_parts": parts, "peak_memory_50mp_mb": peak_mb})
 
 
 if __name__ == "__main__":

@@ -42,6 +42,15 @@ def offline_keras(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     return home
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """crackscan's cache (backbones converted once, built-in parents) in the session's own
+    folder: a test sees what this session made, never what an earlier one left in ~/.cache."""
+    folder = tmp_path_factory.mktemp("crackscan-cache")
+    os.environ["CRACKSCAN_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def weights(offline_keras: Path | None) -> str:
     """ImageNet weights where ../shared has them, random ones elsewhere (still offline)."""

@@ -215,3 +215,30 @@ def test_training_skips_damaged_and_non_utf8_named_files(tmp_path, weights):
     assert "truncated or corrupt" in skipped["Negative/damaged.png"]
     assert odd_name in {row["path"] for row in runs.split_rows(run.path)}
     assert runs.is_run(run.path)
+
+
+def test_a_second_run_of_the_same_backbone_reuses_its_conversions_and_checks_its_int8_file(tiny_dataset, tmp_path,
+                                                                                        weights, monkeypatch):
+    """The frozen backbone is converted and quantized once (runtime.backbone_cache): a second
+    run converts nothing, and checks the kept int8 file with its own head before it keeps it."""
+    from crackscan.runtime import backbone_cache, formats, int8_backbone
+
+    monkeypatch.setenv("CRACKSCAN_CACHE", str(tmp_path / "cache"))
+    settings = dict(TINY_SETTINGS, epochs=2, embedding_backend="litert")
+    first = crackscan.train(tiny_dataset, tmp_path / "first", weights=weights, **settings)
+    kept = {p.name.split(".", 1)[1] for p in (tmp_path / "cache" / backbone_cache.FOLDER).iterdir()}
+    assert kept == ({"float.tflite", "int8-pooled.tflite"} if first.metrics["int8_backbone"]["file"] else
+                    {"float.tflite"})
+    assert first.metrics["int8_backbone"]["made"] == "calibrated on this run's images"
+
+    conversions = []
+    real = formats.keras_to_litert
+    for module in (formats, int8_backbone):
+        monkeypatch.setattr(module, "keras_to_litert", lambda *a, **k: conversions.append(a) or real(*a, **k))
+    second = crackscan.train(tiny_dataset, tmp_path / "second", weights=weights, **settings)
+    int8 = second.metrics["int8_backbone"]
+    if first.metrics["int8_backbone"]["file"] is not None:
+        assert conversions == [] and int8["calibration_images"] is None
+        assert int8["made"].startswith("kept from an earlier run") and int8["checks"]
+        assert (second.path / runs.INT8_BACKBONE_FILE).read_bytes() == (first.path / runs.INT8_BACKBONE_FILE).read_bytes()
+    assert (second.path / runs.BACKBONE_FILE).read_bytes() == (first.path / runs.BACKBONE_FILE).read_bytes()

@@ -30,7 +30,7 @@ from .model.heads import sigmoid
 from .model.keras_archive import read_crack_head, read_keras_metadata, save_keras_model
 from .progress import Progress, as_progress
 from .runs import Run
-from .runtime.formats import keras_to_litert
+from .runtime import backbone_cache
 from .runtime.int8_backbone import CALIBRATION_IMAGES, CHECK_IMAGES, make_int8_backbone, sample_rows
 from .runtime.runners import BackboneRunner, KerasRunner, Runner
 from .settings import TrainConfig
@@ -147,7 +147,7 @@ def _int8_backbone(out: Path, classifier: Classifier, config: TrainConfig, datas
         float_backbone = (out / runs.BACKBONE_FILE).read_bytes()
     else:  # embedded with Keras (a small set): the float backbone scan would convert anyway, kept now
         report.step("converting the backbone to float LiteRT (kept in the run)")
-        float_backbone = keras_to_litert(extractor)
+        float_backbone = backbone_cache.float_litert(extractor)
         write_bytes(out / runs.BACKBONE_FILE, float_backbone)
     info = read_keras_metadata(out / runs.MODEL_FILE)
     weights, offset = read_crack_head(out / runs.MODEL_FILE, info)
@@ -156,10 +156,17 @@ def _int8_backbone(out: Path, classifier: Classifier, config: TrainConfig, datas
     check_rows = np.flatnonzero(splits != "train")
     calibration = read_labelled([samples[i] for i in train_rows[sample_rows(len(train_rows), CALIBRATION_IMAGES,
                                                                             config.seed)]], config.image_size)[0]
-    check = read_labelled([samples[i] for i in check_rows[sample_rows(len(check_rows), CHECK_IMAGES, config.seed)]],
-                          config.image_size)
+    checked_rows = check_rows[sample_rows(len(check_rows), CHECK_IMAGES, config.seed)]
+    check = read_labelled([samples[i] for i in checked_rows], config.image_size)
+    references = None
+    if embedded.backend == "litert" and len(check[1]) == len(checked_rows):
+        # These images were embedded with this float backbone: its answers are known already.
+        crack = sigmoid(embedded.features[checked_rows] @ weights + offset)
+        references = {"validation and test images": np.stack(
+            [1 - crack, crack] if info.positive_index == 1 else [crack, 1 - crack], axis=1).astype(np.float32)}
     return make_int8_backbone(out, extractor, float_backbone, lambda pooled, site_map: sigmoid(pooled @ weights + offset),
-                              info, calibration, {"validation and test images": check}, report.step, site_map=False)
+                              info, calibration, {"validation and test images": check}, report.step, site_map=False,
+                              references=references)
 
 
 def _training_metrics(results: dict[str, Any], fitted: "HeadFit", dataset: Dataset, embedded: "Embedded",
@@ -205,7 +212,8 @@ def make_feature_runner(classifier: Classifier, config: TrainConfig, image_count
     worth_converting = image_count is None or image_count >= LITERT_MIN_IMAGES
     if config.embedding_backend == "litert" or (config.embedding_backend == "auto" and worth_converting):
         try:
-            runner = BackboneRunner(keras_to_litert(feature_extractor(classifier.model)), config.embed_batch_size)
+            runner = BackboneRunner(backbone_cache.float_litert(feature_extractor(classifier.model)),
+                                    config.embed_batch_size)
             return runner, "litert"
         except (ImportError, CrackscanError):
             if config.embedding_backend == "litert":

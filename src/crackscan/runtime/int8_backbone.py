@@ -5,7 +5,9 @@ photos the float LiteRT backbone scans at ~0.75-0.8x the speed of the built-in's
 (benchmarks/run_scan_speed.py); an int8 backbone closes that gap with no export by the user.
 It is calibrated on the run's own images and checked with the run's own head, against the
 float backbone, by the rule every int8 export meets (runtime.parity). One that fails is not
-kept: the run stays on float and its metrics say why.
+kept: the run stays on float and its metrics say why. The backbone is frozen, so a checked
+int8 file is kept once per backbone (runtime.backbone_cache) and each later run only checks it
+with its own head, calibrating anew where that check fails.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from .. import _tf, runs
 from ..files import write_bytes
 from ..model.info import ModelInfo
+from . import backbone_cache
 from .formats import keras_to_litert
 from .parity import parity_report
 from .runners import HeadOnBackboneRunner
@@ -31,40 +34,65 @@ Head = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def make_int8_backbone(out: Path, extractor: Any, float_backbone: bytes, head: Head, info: ModelInfo,
                        calibration: np.ndarray, checks: dict[str, tuple[np.ndarray, np.ndarray]],
-                       step: Callable[[str], None] = lambda line: None, site_map: bool = True) -> dict[str, Any]:
+                       step: Callable[[str], None] = lambda line: None, site_map: bool = True,
+                       references: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Converts ``extractor`` (classifier.feature_extractor's two-output model; without
     ``site_map``, its pooled features alone) to int8 on the ``calibration`` pixels and keeps it
     in ``out`` if, with ``head``, it passes the int8 rule on every one of ``checks`` (name ->
     labelled pixels) against ``float_backbone``. Returns what metrics.json records: each
-    check's figures, and the file or why there is none."""
+    check's figures, and the file or why there is none. ``references`` (check name -> class
+    probabilities) are the float backbone's answers where the caller has them already (training
+    embedded those images with it): the float backbone is then not run on them again."""
     started = time.perf_counter()
-    step(f"making the int8 backbone (calibrating on {len(calibration)} of the run's images, ~10-40 s)")
-
-    def batches() -> Any:
-        for start in range(0, len(calibration), 32):
-            yield calibration[start : start + 32]
-
-    if not site_map:
-        extractor = _tf.keras().Model(extractor.inputs, extractor.outputs[0])
-    content = keras_to_litert(extractor, batches)
+    kind = "int8-site-map" if site_map else "int8-pooled"
+    key = backbone_cache.content_key(float_backbone, kind)
     reference = HeadOnBackboneRunner(float_backbone, head, info.positive_index)
-    candidate = HeadOnBackboneRunner(content, head, info.positive_index, site_map=site_map)
-    reports = {}
-    for name, labelled in checks.items():
-        if len(labelled[1]):
-            step(f"checking the int8 backbone with the run's head on {len(labelled[1])} {name}")
-            reports[name] = parity_report(reference, candidate, labelled, info, int8=True)
-    passed = bool(reports) and all(report["passed"] for report in reports.values())
-    if passed:
+
+    def checked(content: bytes, made: str) -> dict[str, Any]:
+        candidate = HeadOnBackboneRunner(content, head, info.positive_index, site_map=site_map)
+        reports = {}
+        for name, labelled in checks.items():
+            if len(labelled[1]):
+                step(f"checking the int8 backbone ({made}) with the run's head on {len(labelled[1])} {name}")
+                known = None if references is None else references.get(name)
+                reports[name] = parity_report(reference if known is None else (lambda pixels, known=known: known),
+                                              candidate, labelled, info, int8=True)
+        return reports
+
+    def passed(reports: dict[str, Any]) -> bool:
+        return bool(reports) and all(report["passed"] for report in reports.values())
+
+    # The backbone is frozen and the same for every run of it: its int8 file, once made and
+    # kept, only needs checking with this run's head (~4 s where calibrating is ~15-20 s).
+    content = backbone_cache.read(key, kind)
+    reused = content is not None
+    if reused:
+        reports = checked(content, "made once for this backbone")
+        reused = passed(reports)
+    if not reused:
+        step(f"making the int8 backbone (calibrating on {len(calibration)} of the run's images, ~10-40 s)")
+
+        def batches() -> Any:
+            for start in range(0, len(calibration), 32):
+                yield calibration[start : start + 32]
+
+        model = extractor if site_map else _tf.keras().Model(extractor.inputs, extractor.outputs[0])
+        content = keras_to_litert(model, batches)
+        reports = checked(content, "calibrated on this run's images")
+        if passed(reports):
+            backbone_cache.keep(key, kind, content)
+    if passed(reports):
         write_bytes(out / runs.INT8_BACKBONE_FILE, content)
     failed = [f"{name}: {r['disagreements']} of {r['images']} labels changed, accuracy "
               f"{r['accuracy_change_points']:+.2f} points (allowed: {r['criterion']})"
               for name, r in reports.items() if not r["passed"]]
     return {
-        "file": runs.INT8_BACKBONE_FILE if passed else None,
+        "file": runs.INT8_BACKBONE_FILE if passed(reports) else None,
         "outputs": "pooled features and site map" if site_map else "pooled features",
-        "why_not": None if passed else ("; ".join(failed) or "no labelled images to check it on"),
-        "calibration_images": int(len(calibration)),
+        "why_not": None if passed(reports) else ("; ".join(failed) or "no labelled images to check it on"),
+        "calibration_images": None if reused else int(len(calibration)),
+        "made": ("kept from an earlier run of the same backbone (crackscan's cache), checked with this run's head"
+                 if reused else "calibrated on this run's images"),
         "checks": reports,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -49,7 +49,8 @@ from ..model.keras_archive import (load_keras_model, read_crack_head, read_keras
 from ..model.registry import resolve
 from ..model.tasks import task_of
 from ..progress import Progress, as_progress
-from ..runtime.formats import keras_to_litert, read_model_info, run_backbone
+from ..runtime import backbone_cache
+from ..runtime.formats import read_model_info, run_backbone
 from ..runtime.int8_backbone import CALIBRATION_IMAGES, CHECK_IMAGES, make_int8_backbone, sample_rows
 from ..runtime.runners import BackboneRunner
 from ..settings import TrainConfig, cache_folder
@@ -379,7 +380,7 @@ def builtin_parent(name: str, step: Callable[[str], None] = lambda line: None) -
         save_keras_model(classifier.model, out / runs.MODEL_FILE, info)
         config.save(out / runs.CONFIG_FILE)
         runs.save_features(out, shipped["features"] * shipped["feature_scale"], shipped["labels"], shipped["splits"])
-        write_bytes(out / runs.BACKBONE_FILE, keras_to_litert(feature_extractor(classifier.model)))
+        write_bytes(out / runs.BACKBONE_FILE, backbone_cache.float_litert(feature_extractor(classifier.model)))
         runs.write_metrics(out, {"builtin": name, "trained_on": model.trained_on})
         return runs.finish(out, out, {"builtin": name}).parent
 
