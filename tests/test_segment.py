@@ -170,11 +170,16 @@ def test_small_survey_crops_are_segmented_better_scaled_up_as_in_training(monkey
 
 
 @pytest.mark.slow  # four conversions of the segmenter, ONNX's among them: conversion belongs to the slow tier
-def test_every_format_draws_the_same_mask(tiny_segmenter: Path, mask_set: Path) -> None:
+def test_every_format_draws_the_same_mask(tiny_segmenter: Path, mask_set: Path, monkeypatch) -> None:
     photo = mask_set / "images" / "002.png"
     keras_mask = scan(tiny_segmenter / "model.keras", photo).mask >= 128
     float_export = crackscan.export(tiny_segmenter, "litert", force=True)
     assert float_export.check["passed"] and float_export.check["max_probability_difference"] < 1e-3
+    # A LiteRT file runs large windows (runtime.resize) where Keras keeps the model's own: the
+    # same network sees more context, so the masks agree closely, not pixel for pixel.
+    large_windows = scan(float_export.path, photo).mask >= 128
+    assert pixel_counts(large_windows, keras_mask).f1 >= 0.95
+    monkeypatch.setattr(segment, "WINDOW_LARGEST", 0)  # the same windows for every format from here
     assert np.array_equal(scan(float_export.path, photo).mask >= 128, keras_mask) or \
         np.mean((scan(float_export.path, photo).mask >= 128) != keras_mask) < 1e-4
     int8_export = crackscan.export(tiny_segmenter, "litert", int8=True, force=True)
