@@ -157,16 +157,13 @@ def _int8_backbone(out: Path, classifier: Classifier, config: TrainConfig, datas
     calibration = read_labelled([samples[i] for i in train_rows[sample_rows(len(train_rows), CALIBRATION_IMAGES,
                                                                             config.seed)]], config.image_size)[0]
     checked_rows = check_rows[sample_rows(len(check_rows), CHECK_IMAGES, config.seed)]
+    name = "validation and test images"
     check = read_labelled([samples[i] for i in checked_rows], config.image_size)
-    references = None
-    if embedded.backend == "litert" and len(check[1]) == len(checked_rows):
-        # These images were embedded with this float backbone: its answers are known already.
-        crack = sigmoid(embedded.features[checked_rows] @ weights + offset)
-        references = {"validation and test images": np.stack(
-            [1 - crack, crack] if info.positive_index == 1 else [crack, 1 - crack], axis=1).astype(np.float32)}
+    # Embedded with this float backbone, these images' features are known already.
+    known = embedded.backend == "litert" and len(check[1]) == len(checked_rows)
     return make_int8_backbone(out, extractor, float_backbone, lambda pooled, site_map: sigmoid(pooled @ weights + offset),
-                              info, calibration, {"validation and test images": check}, report.step, site_map=False,
-                              references=references)
+                              info, calibration, {name: check}, report.step, site_map=False,
+                              float_features={name: embedded.features[checked_rows]} if known else None)
 
 
 def _training_metrics(results: dict[str, Any], fitted: "HeadFit", dataset: Dataset, embedded: "Embedded",

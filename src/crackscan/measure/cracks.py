@@ -278,8 +278,6 @@ def width_uncertainty(widths: np.ndarray, blur_correction_px: float | None) -> f
     return max(0.05, math.hypot(error, model))
 
 
-
-
 def _trace(bones: np.ndarray) -> tuple[list[list[tuple[int, int]]], list[tuple[int, int]], int, dict]:
     """The skeleton as paths between nodes (ends and junctions), the junctions, the number of
     independent loops (cycles of the pixel graph) and each pixel's degree.

@@ -60,9 +60,10 @@ def read(key: str, kind: str) -> bytes | None:
 
 
 def keep(key: str, kind: str, content: bytes) -> None:
+    path = _path(key, kind)
     with contextlib.suppress(WriteError, OSError):
-        _path(key, kind).parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(_path(key, kind), content)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, content)
 
 
 def float_litert(model: Any) -> bytes:

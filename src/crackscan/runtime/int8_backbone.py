@@ -24,7 +24,7 @@ from ..model.info import ModelInfo
 from . import backbone_cache
 from .formats import keras_to_litert
 from .parity import parity_report
-from .runners import HeadOnBackboneRunner
+from .runners import HeadOnBackboneRunner, two_classes
 
 CALIBRATION_IMAGES = 256  # export's default too: more changed no check figure measured here
 CHECK_IMAGES = 1000
@@ -35,18 +35,23 @@ Head = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def make_int8_backbone(out: Path, extractor: Any, float_backbone: bytes, head: Head, info: ModelInfo,
                        calibration: np.ndarray, checks: dict[str, tuple[np.ndarray, np.ndarray]],
                        step: Callable[[str], None] = lambda line: None, site_map: bool = True,
-                       references: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                       float_features: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Converts ``extractor`` (classifier.feature_extractor's two-output model; without
     ``site_map``, its pooled features alone) to int8 on the ``calibration`` pixels and keeps it
     in ``out`` if, with ``head``, it passes the int8 rule on every one of ``checks`` (name ->
     labelled pixels) against ``float_backbone``. Returns what metrics.json records: each
-    check's figures, and the file or why there is none. ``references`` (check name -> class
-    probabilities) are the float backbone's answers where the caller has them already (training
-    embedded those images with it): the float backbone is then not run on them again."""
+    check's figures, and the file or why there is none. ``float_features`` (check name -> the
+    float backbone's pooled features of those images, for a head of pooled features alone) are
+    given where the caller has them already (training embedded those images with it): the float
+    backbone is then not run on them again."""
     started = time.perf_counter()
     kind = "int8-site-map" if site_map else "int8-pooled"
     key = backbone_cache.content_key(float_backbone, kind)
-    reference = HeadOnBackboneRunner(float_backbone, head, info.positive_index)
+    # No site map beside them, as a pooled-features backbone gives none (BackboneRunner).
+    known = {name: two_classes(head(features, np.zeros((len(features), 0, 0, 0), np.float32)), info.positive_index)
+             for name, features in (float_features or {}).items()}
+    # The float backbone runs only for checks whose answers are not known already.
+    reference = None if set(checks) <= set(known) else HeadOnBackboneRunner(float_backbone, head, info.positive_index)
 
     def checked(content: bytes, made: str) -> dict[str, Any]:
         candidate = HeadOnBackboneRunner(content, head, info.positive_index, site_map=site_map)
@@ -54,9 +59,8 @@ def make_int8_backbone(out: Path, extractor: Any, float_backbone: bytes, head: H
         for name, labelled in checks.items():
             if len(labelled[1]):
                 step(f"checking the int8 backbone ({made}) with the run's head on {len(labelled[1])} {name}")
-                known = None if references is None else references.get(name)
-                reports[name] = parity_report(reference if known is None else (lambda pixels, known=known: known),
-                                              candidate, labelled, info, int8=True)
+                answers = reference if name not in known else (lambda pixels, answers=known[name]: answers)
+                reports[name] = parity_report(answers, candidate, labelled, info, int8=True)
         return reports
 
     def passed(reports: dict[str, Any]) -> bool:
@@ -81,15 +85,16 @@ def make_int8_backbone(out: Path, extractor: Any, float_backbone: bytes, head: H
         reports = checked(content, "calibrated on this run's images")
         if passed(reports):
             backbone_cache.keep(key, kind, content)
-    if passed(reports):
+    kept = passed(reports)
+    if kept:
         write_bytes(out / runs.INT8_BACKBONE_FILE, content)
     failed = [f"{name}: {r['disagreements']} of {r['images']} labels changed, accuracy "
               f"{r['accuracy_change_points']:+.2f} points (allowed: {r['criterion']})"
               for name, r in reports.items() if not r["passed"]]
     return {
-        "file": runs.INT8_BACKBONE_FILE if passed(reports) else None,
+        "file": runs.INT8_BACKBONE_FILE if kept else None,
         "outputs": "pooled features and site map" if site_map else "pooled features",
-        "why_not": None if passed(reports) else ("; ".join(failed) or "no labelled images to check it on"),
+        "why_not": None if kept else ("; ".join(failed) or "no labelled images to check it on"),
         "calibration_images": None if reused else int(len(calibration)),
         "made": ("kept from an earlier run of the same backbone (crackscan's cache), checked with this run's head"
                  if reused else "calibrated on this run's images"),

@@ -26,7 +26,7 @@ from ..model.registry import resolve
 from ..model.tasks import task_of
 from ..progress import Progress, as_progress
 from .formats import open_model, read_model_info, run_backbone
-from .runners import DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, Runner, cpu_threads
+from .runners import DEFAULT_BATCH_SIZE, HeadOnBackboneRunner, Runner, cpu_threads, two_classes
 
 
 class ClassifyDecoder:
@@ -64,9 +64,7 @@ class SegmentDecoder:
 
     @classmethod
     def class_probabilities(cls, outputs: np.ndarray, info: ModelInfo) -> np.ndarray:
-        crack = cls.crack_probability(outputs, info)
-        columns = [1 - crack, crack] if info.positive_index == 1 else [crack, 1 - crack]
-        return np.stack(columns, axis=1)
+        return two_classes(cls.crack_probability(outputs, info), info.positive_index)
 
 
 

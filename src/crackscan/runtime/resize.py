@@ -34,6 +34,10 @@ def _schema():
     return schema
 
 
+def _op_names(schema) -> dict[int, str]:
+    return {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+
+
 def resizable(content: bytes) -> bool:
     """Whether ``litert_at_size`` can rewrite this file (one subgraph of SPATIAL_OPS, an
     image input of rank 4)."""
@@ -46,7 +50,7 @@ def resizable(content: bytes) -> bool:
         return False
     if model.SubgraphsLength() != 1:
         return False
-    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    names = _op_names(schema)
     codes = [max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
              for i in range(model.OperatorCodesLength())]
     graph = model.Subgraphs(0)
@@ -67,7 +71,7 @@ def litert_at_size(content: bytes, height: int, width: int) -> bytes:
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     graph = model.subgraphs[0]
     base_h, base_w = (int(v) for v in graph.tensors[graph.inputs[0]].shape[1:3])
-    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    names = _op_names(schema)
     codes = [names[max(code.builtinCode, code.deprecatedBuiltinCode)] for code in model.operatorCodes]
 
     def scaled(h: int, w: int) -> tuple[int, int]:

@@ -243,9 +243,13 @@ class HeadOnBackboneRunner:
         self.batch_size = batch_size
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        crack = self.head(*self.backbone.features(images)).astype(np.float32)
-        columns = [1 - crack, crack] if self.positive_index == 1 else [crack, 1 - crack]
-        return np.stack(columns, axis=1)
+        return two_classes(self.head(*self.backbone.features(images)), self.positive_index)
+
+
+def two_classes(crack: np.ndarray, positive_index: int) -> np.ndarray:
+    """Crack probabilities (N) as a two-class model's probabilities (N x 2, the model's class order)."""
+    crack = np.asarray(crack, np.float32)
+    return np.stack([1 - crack, crack] if positive_index == 1 else [crack, 1 - crack], axis=1)
 
 
 def _run_batched(images: np.ndarray, batch_size: int, run_full: Any, run_one: Any, pad: bool = True) -> np.ndarray:
