@@ -101,7 +101,8 @@ class Crack:
                 "over_limit": self.over_limit, "x": self.x, "y": self.y, "width": self.width, "height": self.height}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.row(), "polylines": [[[round(x, 1), round(y, 1)] for x, y in line] for line in self.polylines]}
+        return {**self.row(), "polylines": [np.round(np.asarray(line, float).reshape(-1, 2), 1).tolist()
+                                            for line in self.polylines]}
 
 
 _SAMPLE_ROW = Crack(0, 1.0, 1.0, 1.0, 1.0, 1.0, "", 0, 0, 0, 0, [], False, 0, mm_per_pixel=1.0,

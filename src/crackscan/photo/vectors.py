@@ -90,8 +90,7 @@ def image_geojson(cracks: list, photo: str, width: int, height: int, scale_sourc
     return {"type": "FeatureCollection",
             "crackscan": {"photo": photo, "width": width, "height": height, "coordinates": "image px, x right, y down",
                           "scale_source": scale_source},
-            "features": [_feature(row, [[[round(x, 2), round(y, 2)] for x, y in line] for line in lines])
-                         for row, lines in cracks]}
+            "features": [_feature(row, [np.round(line, 2).tolist() for line in lines]) for row, lines in cracks]}
 
 
 def georeference(exif: dict[str, Any] | None, mm_per_pixel: float | None) -> dict[str, float] | None:
@@ -127,9 +126,8 @@ def map_geojson(cracks: list, photo: str, width: int, height: int, place: dict[s
     return {"type": "FeatureCollection",
             "crackscan": {"photo": photo, "placed_by": "GPS position, scale and gimbal heading of a nadir photo",
                           **place},
-            "features": [_feature(row, [[[round(float(lon), 8), round(float(lat), 8)]
-                                         for lon, lat in to_wgs84(line, width, height, place)]
-                                        for line in lines], photo=photo)
+            "features": [_feature(row, [np.round(to_wgs84(line, width, height, place), 8).tolist() for line in lines],
+                                  photo=photo)
                          for row, lines in cracks]}
 
 
