@@ -55,3 +55,26 @@ def test_a_file_is_judged_before_a_byte_is_read(tmp_path):
     with pytest.raises(ImageReadError) as refused:
         read_image_file(huge, max_bytes=2**20)
     assert refused.value.kind == "too_large"
+
+
+def test_jpeg_headers_read_by_libjpeg_turbo_leave_exif_orientation_to_pillow():
+    import io
+
+    from PIL import Image
+
+    from crackscan.images import _has_exif, load_for_model_and_size, resize_pixels
+
+    pixels = np.random.default_rng(0).integers(0, 255, (60, 90, 3), np.uint8)
+    plain, turned = io.BytesIO(), io.BytesIO()
+    Image.fromarray(pixels).save(plain, "JPEG", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: shown turned a quarter clockwise
+    Image.fromarray(pixels).save(turned, "JPEG", quality=95, exif=exif)
+    assert not _has_exif(plain.getvalue()) and _has_exif(turned.getvalue())
+    assert _has_exif(b"\xff\xd8\x00garbage")  # segments that cannot be walked: Pillow decides
+    fast, size = load_for_model_and_size(plain.getvalue(), 40)
+    _, turned_size = load_for_model_and_size(turned.getvalue(), 40)
+    assert size == (90, 60) and turned_size == (60, 90)
+    # The same pixels as Pillow's decoding (both are libjpeg-turbo; 40 px is no DCT shrink).
+    reference = resize_pixels(np.asarray(Image.open(plain).convert("RGB")), 40, 40).astype(np.int16)
+    assert np.abs(fast.astype(np.int16) - reference).max() <= 2
