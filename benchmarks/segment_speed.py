@@ -10,12 +10,14 @@ tiles, cracks measured, every output file written. Each figure is the best of --
 models in turn (the machine may be shared). crackscan-seg is timed three ways:
 - as shipped (large windows, runtime.resize);
 - with windows of the model's own size, the layout before issue 34 (--window-largest 0);
-- its crack map alone and its measuring alone, so the two costs are apart.
+- its crack map alone and its measuring alone, so the two costs are apart;
+- each photo's map with the previous photo's measuring on a thread beside it, against the two
+  one after the other: what a folder scan would gain by overlapping them.
 Last, the peak memory of `crackscan scan crackscan-seg` on one 50 MP photo of Özgenel patches.
 
-    python benchmarks/segment_speed.py [--repeats 3]
+    python benchmarks/segment_speed.py [--repeats 3] [--other-segmenter FILE --results NAME]
 
-Results: results/segment-speed.json.
+Results: results/segment-speed.json (or NAME.json).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--results", default="segment-speed", help="the results file's name")
+    parser.add_argument("--other-segmenter", type=Path,
+                        help="a segmenter file timed beside crackscan-seg (a lighter network, say)")
     args = parser.parse_args()
 
     import crackscan
@@ -58,6 +63,8 @@ def main() -> None:
     print(f"CPU: {cpu_name()}; three 4032x3024 photos of real photos side by side: {', '.join(photos)}")
 
     models = {"crackscan-base": crackscan.load("crackscan-base"), "crackscan-seg": crackscan.load("crackscan-seg")}
+    if args.other_segmenter:
+        models[args.other_segmenter.name] = crackscan.load(args.other_segmenter)
     largest = getattr(segment, "WINDOW_LARGEST", 0)  # code before issue 34 has none
     runs = 0
 
@@ -72,6 +79,8 @@ def main() -> None:
 
     ways = {"crackscan-base": ("crackscan-base", largest), "crackscan-seg": ("crackscan-seg", largest),
             "crackscan-seg, model-size windows": ("crackscan-seg", 0)}
+    if args.other_segmenter:
+        ways[args.other_segmenter.name] = (args.other_segmenter.name, largest)
     for name, photo in photos.items():  # warm-up: interpreters, resized files, page cache
         for model, window in ways.values():
             scan_and_write(model, photo, window)
@@ -96,6 +105,33 @@ def main() -> None:
             best_measure = min(best_measure, time.perf_counter() - started)
         parts["map_s"][name], parts["measure_s"][name], parts["cracks"][name] = best_map, best_measure, len(cracks)
 
+    # Would a folder scan gain by measuring one photo on a thread while the next one's map runs?
+    # Both at once against one after the other, for each photo's map beside the previous one's
+    # measuring (the runtime releases the GIL; the map already keeps both cores busy).
+    import threading
+
+    maps = {name: segment.crack_probability_map(seg, read_for_shrinking(photo, None, None)[0])
+            for name, photo in photos.items()}
+    names = list(photos)
+    overlap = {"serial_s": 0.0, "overlapped_s": 0.0}
+    for index, name in enumerate(names):
+        previous = names[index - 1]
+        pixels, _ = read_for_shrinking(photos[name], None, None)
+        previous_pixels, _ = read_for_shrinking(photos[previous], None, None)
+
+        def measure_previous() -> None:
+            Measuring().cracks(maps[previous], photos[previous], 0.5, previous_pixels)
+
+        started = time.perf_counter()
+        thread = threading.Thread(target=measure_previous)
+        thread.start()
+        segment.crack_probability_map(seg, pixels)
+        thread.join()
+        overlap["overlapped_s"] += time.perf_counter() - started
+        overlap["serial_s"] += parts["map_s"][name] + parts["measure_s"][previous]
+    print(f"each photo's map beside the previous photo's measuring: {overlap['overlapped_s']:.2f} s at once, "
+          f"{overlap['serial_s']:.2f} s one after the other ({overlap['serial_s'] / overlap['overlapped_s']:.2f}x)")
+
     # Memory: one 50 MP photo of Özgenel patches through the CLI in a child process, which
     # reports its own VmHWM (a forked child's ru_maxrss would count this process's pages).
     big = work / "big"
@@ -119,12 +155,16 @@ def main() -> None:
               f"{best['crackscan-seg, model-size windows'][name]:.2f} s | {parts['map_s'][name]:.2f} s | "
               f"{parts['measure_s'][name]:.2f} s | {parts['cracks'][name]} |")
     ratios = {way: total / base for way, total in totals.items()}
+    if args.other_segmenter:
+        print(f"{args.other_segmenter.name}: {totals[args.other_segmenter.name]:.1f} s = "
+              f"{ratios[args.other_segmenter.name]:.2f}x crackscan-base's")
     print(f"three photos: crackscan-seg {totals['crackscan-seg']:.1f} s = {ratios['crackscan-seg']:.2f}x crackscan-base's "
           f"{base:.1f} s (target at most 2x); with model-size windows {ratios['crackscan-seg, model-size windows']:.2f}x; "
           f"large windows {totals['crackscan-seg, model-size windows'] / totals['crackscan-seg']:.2f}x as fast")
-    write_results("segment-speed", {"photos": list(photos), "window_largest_px": largest,
+    write_results(args.results, {"photos": list(photos), "window_largest_px": largest,
                                     "window_margin_px": getattr(segment, "WINDOW_MARGIN", None), "best_s": best, "total_s": totals,
-                                    "over_base": ratios, "seg_parts": parts, "peak_memory_50mp_mb": peak_mb})
+                                    "over_base": ratios, "seg_parts": parts, "map_beside_measuring": overlap,
+                                    "peak_memory_50mp_mb": peak_mb})
 
 
 if __name__ == "__main__":
