@@ -5,7 +5,7 @@ fifth of every shared mask set, the sets it did not train on included, with the 
 the held-out look-alike photos.
 
     python benchmarks/segmenter_training.py --label LABEL [--sets S ...] [--epochs N]
-        [--windows-per-photo N] [--skeleton-recall W] [--drawn-negatives N]
+        [--windows-per-photo N] [--alpha A] [--skeleton-recall W] [--drawn-negatives N]
         [--balance-sets] [--full-resolution] [--grade-only]
 
 LABEL names the run (runs/experiments/LABEL) and results/segmenter-training-LABEL.json, with the
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--label", required=True)
     parser.add_argument("--sets", nargs="+", default=list(SEGMENT_SETS), help="the mask sets trained on")
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--alpha", type=float, help="the backbone's width (MobileNetV2 alpha; default: the product's 1.0)")
     parser.add_argument("--windows-per-photo", type=int)
     parser.add_argument("--skeleton-recall", type=float, help="the skeleton recall loss's weight (default: the product's)")
     parser.add_argument("--drawn-negatives", type=int, default=0,
@@ -71,6 +72,8 @@ def main() -> None:
         settings["epochs"] = args.epochs
     if args.windows_per_photo:
         settings["windows_per_photo"] = args.windows_per_photo
+    if args.alpha:
+        settings["alpha"] = args.alpha
     config = TrainConfig(**{k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__})
     folder = ROOT / "runs" / "experiments" / args.label
     started = time.perf_counter()
